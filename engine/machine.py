@@ -1,0 +1,290 @@
+"""A workflow definition compiled once into a shared ``transitions`` machine.
+
+One :class:`CompiledWorkflow` exists per workflow version and serves every
+case: the machine holds the leaf states (nested states flattened to dotted
+paths) and the transitions, with one condition per transition that checks
+roles, required input, the guard expression and any named host guards. A
+command builds a throw-away probe object holding the case's state and asks
+the machine's event to move it; nothing is registered per case or per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from transitions import Machine, MachineError
+
+from .definition import ActivitySpec, FieldSpec, FieldType, TransitionSpec, WorkflowSpec
+from .errors import (
+    CommandRefused,
+    DefinitionError,
+    GuardRefused,
+    InvalidInput,
+    InvalidTrigger,
+    MissingFields,
+    Problem,
+    RoleRefused,
+    WrongState,
+)
+from .expressions import Expression, ExpressionError, compile_expression
+from .loader import LoadedDefinition
+from .statetree import StateTree
+from .types import Actor, GuardContext
+
+NamedGuard = Callable[[GuardContext], bool]
+NamedAction = Callable[[GuardContext], Optional[Mapping[str, Any]]]
+
+
+def _python_type(spec: FieldSpec) -> Any:
+    t = spec.type
+    if t is FieldType.ENUM:
+        return Literal[spec.values]  # type: ignore[valid-type]
+    return {
+        FieldType.STRING: str, FieldType.TEXT: str, FieldType.INT: int,
+        FieldType.NUMBER: float, FieldType.BOOL: bool, FieldType.DATE: date,
+        FieldType.DATETIME: datetime, FieldType.LIST: list[Any],
+    }[t]
+
+
+class _Validator:
+    """Checks and normalises input values against declared field types (pydantic)."""
+
+    def __init__(self, name: str, fields: Mapping[str, FieldSpec]) -> None:
+        defs: dict[str, Any] = {k: (Optional[_python_type(v)], None) for k, v in fields.items()}
+        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            name, __config__=ConfigDict(extra="forbid"), **defs
+        )
+
+    def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if not values:
+            return {}
+        try:
+            m = self._model.model_validate(values)
+        except ValidationError as e:
+            parts = []
+            for err in e.errors():
+                loc = ".".join(str(x) for x in err["loc"])
+                msg = "not a field of this workflow" if err["type"] == "extra_forbidden" else err["msg"]
+                parts.append(f"{loc}: {msg}")
+            raise InvalidInput("; ".join(parts)) from None
+        return m.model_dump(mode="json", exclude_unset=True)
+
+
+Value = Expression | Any
+
+
+def _compile_set(values: Mapping[str, Any], fields: set[str],
+                 funcs: Mapping[str, Callable[..., Any]]) -> dict[str, Value]:
+    return {k: compile_expression(v, fields=fields, functions=funcs) if isinstance(v, str) else v
+            for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class CompiledTransition:
+    """A transition with its guard and values compiled."""
+
+    spec: TransitionSpec
+    roles: frozenset[str]
+    guard: Expression | None
+    conditions: tuple[tuple[str, NamedGuard], ...]
+    sets: Mapping[str, Value]
+    actions: tuple[tuple[str, NamedAction], ...]
+
+
+@dataclass(frozen=True)
+class CompiledActivity:
+    """An activity with its guard, validator and values compiled."""
+
+    name: str
+    spec: ActivitySpec
+    roles: frozenset[str]
+    leaves: frozenset[str]
+    guard: Expression | None
+    sets: Mapping[str, Value]
+    validate: _Validator
+
+
+@dataclass
+class Attempt:
+    """One command being checked: who, with what input, and why candidates refused."""
+
+    actor: Actor
+    input: Mapping[str, Any]
+    names: dict[str, Any]
+    check_required: bool = True
+    chosen: CompiledTransition | None = None
+    refusals: list[tuple[int, CommandRefused]] = field(default_factory=list)
+
+    def admit(self, ct: CompiledTransition, ctx_factory: Callable[[], GuardContext]) -> bool:
+        """The condition the machine runs for ``ct``: roles, required input, guard, named guards."""
+        t = ct.spec
+        if ct.roles and not (ct.roles & self.actor.roles):
+            self.refusals.append((0, RoleRefused(
+                f"needs one of the roles {sorted(ct.roles)}; {self.actor.id} has "
+                f"{sorted(self.actor.roles) or 'none'}")))
+            return False
+        if self.check_required:
+            missing = [f for f in t.required if self.input.get(f) in (None, "", [])]
+            if missing:
+                self.refusals.append((1, MissingFields(f"missing required input: {', '.join(missing)}")))
+                return False
+        if ct.guard is not None:
+            try:
+                ok = bool(ct.guard.evaluate(self.names))
+            except ExpressionError as e:
+                self.refusals.append((2, GuardRefused(f"guard could not be evaluated: {e}")))
+                return False
+            if not ok:
+                self.refusals.append((2, GuardRefused(f"guard `{ct.guard.source}` is false")))
+                return False
+        for name, fn in ct.conditions:
+            if not fn(ctx_factory()):
+                self.refusals.append((2, GuardRefused(f"named guard {name!r} refused")))
+                return False
+        self.chosen = ct
+        return True
+
+    def best_refusal(self) -> CommandRefused:
+        """The refusal of the candidate that got furthest through the checks."""
+        return max(self.refusals, key=lambda r: r[0])[1]
+
+
+class _Probe:
+    """Stand-in model handed to the shared machine for one command."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+class CompiledWorkflow:
+    """One workflow version, compiled for the engine. Immutable and shared by threads."""
+
+    def __init__(self, loaded: LoadedDefinition, *,
+                 guards: Mapping[str, NamedGuard] | None = None,
+                 actions: Mapping[str, NamedAction] | None = None,
+                 functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        spec = loaded.spec
+        self.spec: WorkflowSpec = spec
+        self.name = spec.workflow
+        self.version = loaded.version
+        self.tree = StateTree.of(spec)
+        self.fields = dict(spec.fields)
+        self.pii = frozenset(k for k, v in spec.fields.items() if v.pii)
+        self.validate = _Validator(f"{self.name}_fields", spec.fields)
+        self._defaults: dict[str, Any] = dict.fromkeys(spec.fields)
+        funcs = dict(functions or {})
+        guards = guards or {}
+        actions = actions or {}
+        problems: list[Problem] = []
+        fieldset = set(spec.fields)
+
+        def named(kind: str, table: Mapping[str, Any], names: tuple[str, ...], where: str) -> Any:
+            out = []
+            for n in names:
+                if n not in table:
+                    problems.append(Problem(loaded.source, None,
+                                            f"{where}: no {kind} named {n!r} is registered"))
+                else:
+                    out.append((n, table[n]))
+            return tuple(out)
+
+        self.initial = self.tree.entry_leaf(spec.initial) or spec.initial
+        self.open_sets = _compile_set(spec.open.set, fieldset, funcs)
+        self.open_roles = frozenset(spec.open.roles)
+        self.transitions: list[CompiledTransition] = []
+        self._machine = Machine(model=None, states=list(self.tree.leaves), initial=self.initial,
+                                auto_transitions=False, send_event=True,
+                                ignore_invalid_triggers=False)
+        for t in spec.transitions:
+            where = f"transition {t.trigger!r}"
+            ct = CompiledTransition(
+                spec=t, roles=frozenset(t.roles),
+                guard=compile_expression(t.guard, fields=fieldset, functions=funcs) if t.guard else None,
+                conditions=named("guard", guards, t.conditions, where),
+                sets=_compile_set(t.set, fieldset, funcs),
+                actions=named("action", actions, t.actions, where),
+            )
+            self.transitions.append(ct)
+            dest = self.tree.entry_leaf(t.dest)
+            for s in t.source:
+                for leaf in self.tree.leaves_under(s):
+                    self._machine.add_transition(t.trigger, leaf, dest, conditions=[self._condition(ct)])
+        self.activities: dict[str, CompiledActivity] = {}
+        for name, a in spec.activities.items():
+            names = fieldset | set(a.fields)
+            leaves = ([lf for s in a.states for lf in self.tree.leaves_under(s)] if a.states
+                      else [lf for lf in self.tree.leaves if not self.tree.is_final(lf)])
+            self.activities[name] = CompiledActivity(
+                name=name, spec=a, roles=frozenset(a.roles), leaves=frozenset(leaves),
+                guard=compile_expression(a.guard, fields=names, functions=funcs) if a.guard else None,
+                sets=_compile_set(a.set, names, funcs),
+                validate=_Validator(f"{self.name}_{name}", a.fields),
+            )
+        if problems:
+            raise DefinitionError(problems)
+        self._triggers_by_leaf: dict[str, tuple[str, ...]] = {
+            leaf: tuple(self._machine.get_triggers(leaf)) for leaf in self.tree.leaves
+        }
+
+    @staticmethod
+    def _condition(ct: CompiledTransition) -> Callable[[Any], bool]:
+        def check(event_data: Any) -> bool:
+            attempt: Attempt = event_data.kwargs["attempt"]
+            return attempt.admit(ct, event_data.kwargs["ctx_factory"])
+        return check
+
+    # -- queries ---------------------------------------------------------
+    def is_final(self, state: str) -> bool:
+        return state in self.tree and self.tree.is_final(state)
+
+    def triggers_from(self, state: str) -> tuple[str, ...]:
+        return self._triggers_by_leaf.get(state, ())
+
+    def activities_in(self, state: str) -> list[CompiledActivity]:
+        return [a for a in self.activities.values() if state in a.leaves]
+
+    def names_for(self, data: Mapping[str, Any], input: Mapping[str, Any], actor: Actor,
+                  now: str, state: str) -> dict[str, Any]:
+        """The names a guard sees: fields (input over case data), input, case, actor, now, state."""
+        names = {**self._defaults, **data, **input}
+        names["input"] = input
+        names["case"] = data
+        names["actor"] = {"id": actor.id, "roles": sorted(actor.roles), "unit": actor.unit}
+        names["now"] = now
+        names["state"] = state
+        return names
+
+    # -- the command -----------------------------------------------------
+    def resolve(self, state: str, trigger: str, attempt: Attempt,
+                ctx_factory: Callable[[], GuardContext]) -> tuple[CompiledTransition, str]:
+        """Move a probe in ``state`` by ``trigger``; return the transition taken and the new state."""
+        ev = self._machine.events.get(trigger)
+        if ev is None:
+            raise InvalidTrigger(f"workflow {self.name!r} has no trigger {trigger!r}")
+        probe = _Probe(state)
+        try:
+            ok = ev.trigger(probe, attempt=attempt, ctx_factory=ctx_factory)
+        except MachineError:
+            allowed = sorted(ev.transitions)
+            raise WrongState(f"{trigger!r} is allowed only from {allowed}") from None
+        if not ok or attempt.chosen is None:
+            raise attempt.best_refusal()
+        return attempt.chosen, probe.state
+
+    def evaluate_sets(self, sets: Mapping[str, Value], names: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in sets.items():
+            if isinstance(v, Expression):
+                try:
+                    out[k] = v.evaluate(names)
+                except ExpressionError as e:
+                    raise GuardRefused(f"value of {k!r} could not be computed: {e}") from None
+            else:
+                out[k] = v
+        return out

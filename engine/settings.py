@@ -1,0 +1,79 @@
+"""Operator settings, read from TOML and checked by pydantic.
+
+Relative paths (workflow files, a SQLite file) are taken relative to the
+settings file, so the same file works from any working directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import make_url
+
+from .errors import SettingsError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///casework.db"
+    sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
+    busy_timeout_ms: int = Field(10_000, ge=0)
+    pool_size: int = Field(5, ge=1, le=200)
+
+
+class WorkflowSettings(_Section):
+    paths: tuple[str, ...] = ("../workflows/*.yaml",)
+
+
+class LoggingSettings(_Section):
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    sql_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+
+class Settings(_Section):
+    """All settings of one engine."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    workflows: WorkflowSettings = WorkflowSettings()
+    logging: LoggingSettings = LoggingSettings()
+    base_dir: Path = Path(".")
+
+    def workflow_files(self) -> list[Path]:
+        out: list[Path] = []
+        for pattern in self.workflows.paths:
+            full = pattern if Path(pattern).is_absolute() else str(self.base_dir / pattern)
+            matches = sorted(glob.glob(full))
+            if not matches:
+                raise SettingsError(f"workflows.paths: {pattern!r} matches no file")
+            out.extend(Path(m).resolve() for m in matches)
+        return out
+
+    def database_url(self) -> str:
+        url = make_url(self.database.url)
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_absolute():
+            path = (self.base_dir / url.database).resolve()
+            return str(url.set(database=str(path)))
+        return self.database.url
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read settings from a TOML file; every problem is listed in one error."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SettingsError(f"{p}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{p}: malformed TOML: {e}") from None
+    try:
+        return Settings.model_validate({**raw, "base_dir": p.resolve().parent})
+    except ValidationError as e:
+        lines = [f"  {p}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise SettingsError(f"{len(lines)} problem(s) in settings:\n" + "\n".join(lines)) from None

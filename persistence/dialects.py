@@ -1,0 +1,92 @@
+"""What differs between SQLite and PostgreSQL, kept in one place.
+
+SQLite: one writer at a time; a command opens its transaction with
+``BEGIN IMMEDIATE`` so it holds the write lock before it reads the case.
+PostgreSQL: a command locks the case row with ``SELECT ... FOR UPDATE``;
+timer claims use ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, event
+from sqlalchemy.engine import Engine, make_url
+
+
+class Dialect:
+    """The PostgreSQL (and default) behaviour."""
+
+    name = "postgresql"
+
+    def engine_kwargs(self, url: str, *, pool_size: int) -> dict[str, Any]:
+        return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+
+    def configure(self, engine: Engine) -> None:
+        """Install connection hooks; nothing to do for PostgreSQL."""
+
+    def lock_case(self, stmt: Select[Any]) -> Select[Any]:
+        """A select of one case that holds its row until the transaction ends."""
+        return stmt.with_for_update()
+
+    def claim(self, stmt: Select[Any]) -> Select[Any]:
+        """A select of due work that skips rows another process holds."""
+        return stmt.with_for_update(skip_locked=True)
+
+
+class SQLiteDialect(Dialect):
+    """SQLite file: WAL, foreign keys, busy timeout, chosen synchronous level."""
+
+    name = "sqlite"
+
+    def __init__(self, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"sqlite synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def engine_kwargs(self, url: str, *, pool_size: int) -> dict[str, Any]:
+        u = make_url(url)
+        if u.database in (None, "", ":memory:"):
+            raise ValueError("casework needs a SQLite file, not an in-memory database")
+        return {"connect_args": {"check_same_thread": False, "timeout": self.busy_timeout_ms / 1000},
+                "pool_size": pool_size, "max_overflow": pool_size}
+
+    def configure(self, engine: Engine) -> None:
+        sync = self.synchronous
+        busy = self.busy_timeout_ms
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(busy)}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            if conn.get_execution_options().get("casework_read"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def lock_case(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt  # BEGIN IMMEDIATE already holds the write lock
+
+    def claim(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt
+
+
+def dialect_for(url: str, *, sqlite_synchronous: str, busy_timeout_ms: int) -> Dialect:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return SQLiteDialect(sqlite_synchronous, busy_timeout_ms)
+    if backend == "postgresql":
+        return Dialect()
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:///FILE or postgresql+psycopg://")
+
+
+__all__ = ["Dialect", "SQLiteDialect", "dialect_for"]

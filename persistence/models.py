@@ -1,0 +1,99 @@
+"""The tables, defined with SQLModel.
+
+Times are stored as naive UTC (``DateTime`` without zone) on both databases.
+
+The hot path uses SQLAlchemy Core statements on these tables (``Model.__table__``);
+SQLModel keeps the schema in one typed place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class WorkflowVersionRow(SQLModel, table=True):
+    """A workflow definition as it was when cases were opened under it."""
+
+    __tablename__ = "workflow_versions"
+
+    name: str = Field(primary_key=True, max_length=64)
+    version: str = Field(primary_key=True, max_length=32)
+    definition: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(default="", max_length=512)
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class CaseRow(SQLModel, table=True):
+    """One case: its state, its data (JSON) and the head of its event chain."""
+
+    __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    workflow: str = Field(max_length=64)
+    version: str = Field(max_length=32)
+    state: str = Field(max_length=128)
+    final: bool = False
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    escalation_level: int = 0
+    opened_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    row_version: int = 1
+    last_seq: int = 0
+    last_hash: str = Field(default="", max_length=64)
+
+
+class EventRow(SQLModel, table=True):
+    """One step of a case's history; append-only, chained by hash."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq", name="uq_events_case_seq"),
+        UniqueConstraint("idempotency_key", name="uq_events_idempotency_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(foreign_key="cases.id", max_length=36)
+    seq: int
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=128)
+    from_state: str | None = Field(default=None, max_length=128)
+    to_state: str | None = Field(default=None, max_length=128)
+    actor: str | None = Field(default=None, max_length=128)
+    role: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    changes: str = Field(sa_column=Column(Text, nullable=False))
+    details: str = Field(sa_column=Column(Text, nullable=False))
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class TimerRow(SQLModel, table=True):
+    """A durable timer: a deadline, a warning or a cycle, due at a time."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_status_due", "status", "due_at"),
+                      Index("ix_timers_case", "case_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(foreign_key="cases.id", max_length=36)
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=128)
+    state: str | None = Field(default=None, max_length=128)
+    due_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    payload: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+cases = CaseRow.__table__  # type: ignore[attr-defined]
+events = EventRow.__table__  # type: ignore[attr-defined]
+timers = TimerRow.__table__  # type: ignore[attr-defined]
+workflow_versions = WorkflowVersionRow.__table__  # type: ignore[attr-defined]
+metadata = SQLModel.metadata

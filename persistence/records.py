@@ -1,0 +1,41 @@
+"""Plain records passed between the store and the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class CaseRecord:
+    id: str
+    workflow: str
+    version: str
+    state: str
+    final: bool
+    data: dict[str, Any]
+    escalation_level: int
+    opened_at: datetime
+    updated_at: datetime
+    row_version: int
+    last_seq: int
+    last_hash: str
+
+
+@dataclass(slots=True)
+class EventRecord:
+    case_id: str
+    seq: int
+    kind: str
+    name: str
+    from_state: str | None
+    to_state: str | None
+    actor: str | None
+    role: str | None
+    at: datetime
+    changes: dict[str, Any]
+    details: dict[str, Any]
+    idempotency_key: str | None
+    prev_hash: str
+    hash: str
