@@ -8,6 +8,7 @@ timer claims use ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, event
@@ -24,6 +25,19 @@ class Dialect:
 
     def configure(self, engine: Engine) -> None:
         """Install connection hooks; nothing to do for PostgreSQL."""
+
+    def begin(self, cur: Any, *, write: bool) -> None:
+        """Start a transaction on a DBAPI cursor (psycopg starts one implicitly)."""
+
+    @staticmethod
+    def datetime_in(value: datetime) -> Any:
+        """A naive UTC datetime as the driver takes it."""
+        return value
+
+    @staticmethod
+    def datetime_out(value: Any) -> datetime:
+        """A stored datetime as a naive UTC datetime."""
+        return value  # type: ignore[no-any-return]
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         """A select of one case that holds its row until the transaction ends."""
@@ -72,6 +86,18 @@ class SQLiteDialect(Dialect):
                 conn.exec_driver_sql("BEGIN")
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def begin(self, cur: Any, *, write: bool) -> None:
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @staticmethod
+    def datetime_in(value: datetime) -> Any:
+        # The text form SQLAlchemy's SQLite DateTime type writes and reads.
+        return value.isoformat(sep=" ", timespec="microseconds")
+
+    @staticmethod
+    def datetime_out(value: Any) -> datetime:
+        return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         return stmt  # BEGIN IMMEDIATE already holds the write lock

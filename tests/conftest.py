@@ -1,0 +1,94 @@
+"""Shared fixtures: a fresh database per test, on SQLite and on PostgreSQL.
+
+``db_url`` is parametrized over both backends. The PostgreSQL side creates a
+throwaway database per test run and a fresh schema per test. Outside CI a
+test that needs PostgreSQL is skipped when the server cannot be reached;
+under ``CI=true`` it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import Engine, FrozenClock
+
+ROOT = Path(__file__).resolve().parent.parent
+PETITION = ROOT / "workflows" / "petition.yaml"
+COMPLAINT = ROOT / "workflows" / "complaint.yaml"
+PG_ADMIN = os.environ.get("CASEWORK_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return None
+    except Exception as e:  # any failure to connect
+        return str(e)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run; dropped at the end."""
+    problem = _pg_available()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is needed under CI and is not reachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    import psycopg
+
+    name = f"casework_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_schema_url(db: str) -> str:
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = db.replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new schema on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cases.db'}"
+    return _pg_schema_url(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cases.db'}"
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def engine(sqlite_url: str, clock: FrozenClock) -> Iterator[Engine]:
+    """An engine on a fresh SQLite file with the shipped workflows."""
+    with Engine(sqlite_url, [PETITION, COMPLAINT], clock=clock) as e:
+        yield e
+
+
+@pytest.fixture
+def any_engine(db_url: str, clock: FrozenClock) -> Iterator[Engine]:
+    """An engine on each backend in turn (SQLite file, PostgreSQL schema)."""
+    with Engine(db_url, [PETITION, COMPLAINT], clock=clock) as e:
+        yield e
