@@ -106,8 +106,9 @@ def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
         found.append((("initial",), f"initial state {wf.initial!r} is not a state"))
     for path, spec in tree.specs.items():
         name = path.rsplit(SEP, 1)[-1]
-        if not name.replace("_", "").isalnum() or not name[0].isalpha():
-            found.append((loc_of(path), f"state name {name!r} must be letters, digits and _"))
+        if not name.replace("_", "").isalnum() or not name[0].isalpha() or "__" in name:
+            found.append((loc_of(path), f"state name {name!r} must be letters, digits and "
+                                        "single underscores, starting with a letter"))
         if spec.states:
             if spec.final:
                 found.append((loc_of(path) + ("final",), f"compound state {path!r} cannot be final"))

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""casework's command line: validate, diagram, open, fire, show, demo, bench, test.
+
+The first run sets up ``.venv`` beside this file (``pip install -e .[dev]``)
+and re-runs itself there; later runs reinstall only when pyproject.toml has
+changed. Set CASEWORK_NO_VENV=1 to use the current interpreter as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+
+
+def _bootstrap() -> None:
+    """Make sure the project's virtualenv exists and is current, then run inside it."""
+    if os.environ.get("CASEWORK_NO_VENV") == "1":
+        return
+    py = VENV / "bin" / "python"
+    stamp = VENV / ".casework-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    inside = Path(sys.prefix).resolve() == VENV.resolve()
+    current = stamp.exists() and stamp.read_text().strip() == want
+    if inside and current:
+        return
+    if not current:
+        print("casework: setting up .venv (first run; this takes a minute)...", file=sys.stderr)
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True, cwd=ROOT)
+        stamp.write_text(want)
+    os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    _bootstrap()
+
+# ruff: noqa: E402  (the imports below need the virtualenv set up above)
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+DEFAULT_CONFIG = ROOT / "config" / "casework.toml"
+
+
+def _engine(ctx: click.Context) -> Any:
+    from engine import Engine, configure_logging
+
+    configure_logging(ctx.obj["log_level"])
+    overrides: dict[str, Any] = {}
+    if ctx.obj["db"]:
+        overrides["database_url"] = ctx.obj["db"]
+    return Engine.from_settings(ctx.obj["config"], **overrides)
+
+
+def _parse_data(pairs: Sequence[str], json_text: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json_text) if json_text else {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="-d")
+        k, v = pair.split("=", 1)
+        try:
+            data[k] = json.loads(v)
+        except json.JSONDecodeError:
+            data[k] = v
+    return data
+
+
+class _Errors(click.Group):
+    """Show the engine's errors as one clear line and exit 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from engine import CaseworkError
+
+        try:
+            return super().invoke(ctx)
+        except CaseworkError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Errors)
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
+              show_default=True, help="settings file (TOML)")
+@click.option("--db", default=None, help="database URL, overriding the settings")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def cli(ctx: click.Context, config: Path, db: str | None, log_level: str) -> None:
+    """casework: case lifecycles as declarative, durable state machines."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(config=config, db=db, log_level=log_level)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check workflow definitions; list every problem with file and line."""
+    from engine import DefinitionError, load_definition
+
+    bad = 0
+    for f in files:
+        try:
+            d = load_definition(f)
+        except DefinitionError as e:
+            bad += 1
+            for p in e.problems:
+                click.echo(str(p), err=True)
+            continue
+        click.echo(f"ok   {f}: workflow {d.spec.workflow!r} version {d.version} "
+                   f"({len(d.spec.transitions)} transitions, {len(d.spec.activities)} activities)")
+    if bad:
+        raise SystemExit(1)
+
+
+def _spec_of(ctx: click.Context, workflow: str) -> Any:
+    from engine import load_definition
+    from engine.settings import load_settings
+
+    p = Path(workflow)
+    if p.suffix in {".yaml", ".yml"}:
+        return load_definition(p).spec
+    for f in load_settings(ctx.obj["config"]).workflow_files():
+        d = load_definition(f)
+        if d.spec.workflow == workflow:
+            return d.spec
+    raise click.BadParameter(f"no workflow named {workflow!r} in the settings", param_hint="WORKFLOW")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "png", "svg"]), default="mermaid",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="output file (default: stdout for mermaid, var/WORKFLOW.FORMAT otherwise)")
+@click.pass_context
+def diagram(ctx: click.Context, workflow: str, fmt: str, out: Path | None) -> None:
+    """Draw WORKFLOW (a name from the settings, or a YAML file)."""
+    from engine.diagrams import mermaid, render
+
+    spec = _spec_of(ctx, workflow)
+    if fmt == "mermaid":
+        text = mermaid(spec)
+        if out is None:
+            click.echo(text)
+        else:
+            out.write_text(text, encoding="utf-8")
+            click.echo(f"wrote {out}")
+        return
+    target = out or ROOT / "var" / f"{spec.workflow}.{fmt}"
+    click.echo(f"wrote {render(spec, target, fmt)}")
+
+
+@cli.command("open")
+@click.argument("workflow")
+@click.option("--actor", required=True, help="role[,role]:id[@unit], e.g. clerk:li")
+@click.option("-d", "--data", "pairs", multiple=True, help="KEY=VALUE (VALUE may be JSON)")
+@click.option("--json", "json_text", default=None, help="the data as one JSON object")
+@click.option("--key", default=None, help="idempotency key")
+@click.pass_context
+def open_(ctx: click.Context, workflow: str, actor: str, pairs: tuple[str, ...],
+          json_text: str | None, key: str | None) -> None:
+    """Open a case of WORKFLOW; print its id."""
+    with _engine(ctx) as engine:
+        case = engine.open_case(workflow, _parse_data(pairs, json_text), actor=actor,
+                                idempotency_key=key)
+        click.echo(case.id)
+
+
+@cli.command()
+@click.argument("case_id")
+@click.argument("trigger")
+@click.option("--actor", required=True, help="role[,role]:id[@unit], e.g. leader:wang")
+@click.option("-d", "--data", "pairs", multiple=True, help="KEY=VALUE (VALUE may be JSON)")
+@click.option("--json", "json_text", default=None, help="the input as one JSON object")
+@click.option("--key", default=None, help="idempotency key")
+@click.option("--expect-version", type=int, default=None, help="refuse if the case moved on")
+@click.pass_context
+def fire(ctx: click.Context, case_id: str, trigger: str, actor: str, pairs: tuple[str, ...],
+         json_text: str | None, key: str | None, expect_version: int | None) -> None:
+    """Fire TRIGGER (a transition or an activity) on CASE_ID."""
+    with _engine(ctx) as engine:
+        case = engine.fire(case_id, trigger, actor=actor, data=_parse_data(pairs, json_text),
+                           idempotency_key=key, expected_version=expect_version)
+        click.echo(f"{case.id}: {case.state} (row version {case.row_version})")
+
+
+@cli.command()
+@click.argument("case_id")
+@click.option("--actor", default=None, help="also list what this actor may do now")
+@click.pass_context
+def show(ctx: click.Context, case_id: str, actor: str | None) -> None:
+    """Show a case: state, data (PII masked) and history."""
+    from engine.display import format_case
+
+    with _engine(ctx) as engine:
+        click.echo(format_case(engine, case_id, actor=actor))
+
+
+@cli.command()
+@click.option("--db", "db_path", type=click.Path(path_type=Path),
+              default=ROOT / "var" / "demo.db", show_default=True)
+def demo(db_path: Path) -> None:
+    """Run the petition demo on a fresh SQLite file and print what happened."""
+    from demo import run_demo
+
+    run_demo(db_path, echo=click.echo)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Run the benchmarks (see bench/README.md); extra arguments go to the suite."""
+    from bench.suite import main
+
+    raise SystemExit(main(list(ctx.args)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def test(ctx: click.Context) -> None:
+    """Run the whole test suite (extra arguments go to pytest)."""
+    import pytest
+
+    os.chdir(ROOT)
+    raise SystemExit(pytest.main(["-q", *ctx.args]))
+
+
+if __name__ == "__main__":
+    cli(obj={})
