@@ -115,6 +115,6 @@ def run_demo(db: Path, echo: Callable[[str], Any] = print) -> dict[str, str]:
         echo(format_case(engine, cid))
         echo("")
     problems = engine.verify()
-    echo(f"hash chains: {'all intact' if not problems else problems}")
+    echo(f"hash chains: {problems if problems else 'all intact'}")
     engine.close()
     return ids

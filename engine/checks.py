@@ -143,12 +143,13 @@ def _check_graph(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
+    def unreachable(path: str) -> bool:
+        return not any(leaf in seen for leaf in tree.leaves_under(path))
+
     for path in tree.specs:
-        leaves = tree.leaves_under(path)
-        if not any(leaf in seen for leaf in leaves):
-            if not any(a in tree and a != path and not any(x in seen for x in tree.leaves_under(a))
-                       for a in tree.ancestors(path)[1:]):
-                found.append((_loc_of(path), f"state {path!r} is unreachable from {wf.initial!r}"))
+        # Report the outermost unreachable state only, not each of its children too.
+        if unreachable(path) and not any(unreachable(a) for a in tree.ancestors(path)[1:]):
+            found.append((_loc_of(path), f"state {path!r} is unreachable from {wf.initial!r}"))
     for leaf in tree.leaves:
         if leaf in seen and not tree.is_final(leaf) and not outgoing[leaf]:
             found.append((_loc_of(leaf), f"state {leaf!r} is a dead end: not final and no way out"))

@@ -8,7 +8,7 @@ are checked in :mod:`engine.checks`; this module only describes the shape.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,7 +18,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class FieldType(str, Enum):
+class FieldType(StrEnum):
     """The types a case or activity field may have."""
 
     STRING = "string"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from transitions.extensions import HierarchicalGraphMachine
 
@@ -20,11 +20,11 @@ from .statetree import SEP
 _GRAPH_SEP = "__"  # state names may hold "_" but never "__"
 
 
-class _GraphState(HierarchicalGraphMachine.state_cls):  # type: ignore[misc,name-defined]
+class _GraphState(HierarchicalGraphMachine.state_cls):  # type: ignore[misc,valid-type]
     separator = _GRAPH_SEP
 
 
-class _GraphMachine(HierarchicalGraphMachine):  # type: ignore[misc]
+class _GraphMachine(HierarchicalGraphMachine):
     state_cls = _GraphState
 
 
@@ -41,7 +41,7 @@ def _states(states: dict[str, StateSpec]) -> list[dict[str, Any]]:
     return out
 
 
-def _machine(spec: WorkflowSpec, engine: str) -> Any:
+def _machine(spec: WorkflowSpec, engine: Literal["graphviz", "mermaid"]) -> Any:
     def path(p: str) -> str:
         return p.replace(SEP, _GRAPH_SEP)
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from persistence import (
     CaseRecord,
@@ -36,7 +36,6 @@ from .errors import (
     GuardRefused,
     IdempotencyKeyReused,
     InvalidInput,
-    InvalidTrigger,
     MissingFields,
     RoleRefused,
     StoreError,
@@ -169,46 +168,50 @@ class Engine:
         rec = CaseRecord(cid, wf.name, wf.version, wf.initial, wf.is_final(wf.initial), values, 0,
                          at, at, 1, 0, "")
         role = _role_used(who, wf.open_roles)
-        for attempt in (1, 2):
-            try:
-                with self._store_call(), self.store.write() as tx:
-                    if idempotency_key is not None:
-                        prior = tx.event_by_key(idempotency_key)
-                        if prior is not None:
-                            return self._replay(tx, prior, None, "open")
-                    if tx.get_case(cid) is not None:
-                        raise InvalidInput(f"a case with id {cid!r} already exists", case_id=cid)
-                    ev = tx.chain_event(rec, kind="open", name="open", from_state=None,
-                                        to_state=wf.initial, actor=who.id, role=role, at=at,
-                                        changes=values, details={}, idempotency_key=idempotency_key)
-                    tx.insert_case(rec)
-                    tx.insert_event(ev)
-                break
-            except DuplicateKey:
-                if attempt == 2:
-                    raise
-        case = _to_case(rec)
-        log.bind(case_id=cid).info("opened {} case in {} by {}", wf.name, wf.initial, who.id)
-        self._subscribers.publish(CaseOpened(case, _to_event(ev)))
-        return case
+
+        def write(tx: WriteTx) -> tuple[Case, EventRecord, type[Notice] | None]:
+            if idempotency_key is not None:
+                prior = tx.event_by_key(idempotency_key)
+                if prior is not None:
+                    return self._replay(tx, prior, None, "open"), prior, None
+            if tx.get_case(cid) is not None:
+                raise InvalidInput(f"a case with id {cid!r} already exists", case_id=cid)
+            ev = tx.chain_event(rec, kind="open", name="open", from_state=None,
+                                to_state=wf.initial, actor=who.id, role=role, at=at,
+                                changes=values, details={}, idempotency_key=idempotency_key)
+            tx.insert_case(rec)
+            tx.insert_event(ev)
+            log.bind(case_id=cid).info("opened {} case in {} by {}", wf.name, wf.initial, who.id)
+            return _to_case(rec), ev, CaseOpened
+
+        return self._command(write, idempotency_key)
 
     def fire(self, case_id: str, trigger: str, *, actor: ActorLike,
              data: Mapping[str, Any] | None = None, expected_version: int | None = None,
              idempotency_key: str | None = None) -> Case:
         """Fire ``trigger`` (a transition or an activity) on a case; return the case after it."""
         who = Actor.parse(actor)
-        data = dict(data or {})
-        for attempt in (1, 2):
-            try:
-                with self._store_call(), self.store.write() as tx:
-                    result = self._fire_in(tx, case_id, trigger, who, data, expected_version,
-                                           idempotency_key)
-                break
-            except DuplicateKey:
-                # A concurrent command took the key first: the retry replays its result.
-                if attempt == 2 or idempotency_key is None:
-                    raise
-        case, ev, notice_cls = result
+        values = dict(data or {})
+        return self._command(
+            lambda tx: self._fire_in(tx, case_id, trigger, who, values, expected_version,
+                                     idempotency_key),
+            idempotency_key)
+
+    def _command(self, write: Callable[[WriteTx], tuple[Case, EventRecord, type[Notice] | None]],
+                 key: str | None) -> Case:
+        """Run one command in one write transaction, then tell subscribers.
+
+        If a concurrent command with the same idempotency key committed first, the unique
+        key refuses this one; it is run once more, and then replays the first result.
+        """
+        try:
+            with self._store_call(), self.store.write() as tx:
+                case, ev, notice_cls = write(tx)
+        except DuplicateKey:
+            if key is None:
+                raise
+            with self._store_call(), self.store.write() as tx:
+                case, ev, notice_cls = write(tx)
         if notice_cls is not None:
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
         return case
@@ -235,12 +238,14 @@ class Engine:
             if activity is not None:
                 changes, details, new_state, role = self._check_activity(
                     wf, activity, rec, who, data, now, now_iso)
-                kind, notice_cls = "activity", ActivityRecorded
+                kind = "activity"
+                notice_cls: type[Notice] = ActivityRecorded
             else:
                 changes, new_state, role = self._check_transition(
                     wf, rec, trigger, who, data, now, now_iso)
                 details = {}
-                kind, notice_cls = "transition", TransitionApplied
+                kind = "transition"
+                notice_cls = TransitionApplied
         except CommandRefused as e:
             e.case_id, e.state, e.trigger = case_id, state, trigger
             refused = type(e)(e.reason, case_id=case_id, state=state, trigger=trigger)
@@ -273,7 +278,7 @@ class Engine:
         changes = dict(values)
         if ct.sets:
             changes.update(wf.evaluate_sets(ct.sets, names))
-        for name, fn in ct.actions:
+        for _name, fn in ct.actions:
             extra = fn(GuardContext(rec.id, wf.name, new_state, {**rec.data, **changes}, values,
                                     who, now))
             if extra:
@@ -426,7 +431,8 @@ class _StoreErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> Literal[False]:
         if isinstance(exc, StaleVersion):
             raise ConflictError(exc.case_id, exc.expected, exc.actual) from None
         if isinstance(exc, DatabaseUnavailable):

@@ -17,6 +17,7 @@ Names an expression sees:
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -75,7 +76,7 @@ _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
 class Expression:
     """A parsed and checked expression, ready to evaluate many times."""
 
-    __slots__ = ("source", "names", "_tree", "_functions")
+    __slots__ = ("_functions", "_local", "_tree", "names", "source")
 
     def __init__(self, source: str, tree: ast.Expression, names: frozenset[str],
                  functions: Mapping[str, Callable[..., Any]]) -> None:
@@ -83,10 +84,15 @@ class Expression:
         self.names = names
         self._tree = tree
         self._functions = functions
+        self._local = threading.local()
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against ``names``; a runtime failure raises :class:`ExpressionError`."""
-        ev = EvalWithCompoundTypes(functions=dict(self._functions), names=dict(names))
+        # One evaluator per thread and expression: building one costs more than evaluating.
+        ev = getattr(self._local, "ev", None)
+        if ev is None:
+            ev = self._local.ev = EvalWithCompoundTypes(functions=dict(self._functions))
+        ev.names = names
         try:
             return ev.eval(self.source, previously_parsed=self._tree.body)
         except (InvalidExpression, TypeError, ValueError, ZeroDivisionError) as e:

@@ -53,7 +53,7 @@ _masked = logger.patch(_mask_record)
 def case_logger(case_id: str | None, workflow: str, data: Mapping[str, Any] | None = None,
                 pii: Iterable[str] = ()) -> Any:
     """A logger bound to one case; the case's PII values never reach a sink."""
-    values = ()
+    values: tuple[str, ...] = ()
     if data:
         values = tuple(sorted({str(data[k]) for k in pii if data.get(k) not in (None, "")},
                               key=len, reverse=True))

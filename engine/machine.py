@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from transitions import Machine, MachineError
@@ -36,13 +36,13 @@ from .statetree import StateTree
 from .types import Actor, GuardContext
 
 NamedGuard = Callable[[GuardContext], bool]
-NamedAction = Callable[[GuardContext], Optional[Mapping[str, Any]]]
+NamedAction = Callable[[GuardContext], Mapping[str, Any] | None]
 
 
 def _python_type(spec: FieldSpec) -> Any:
     t = spec.type
     if t is FieldType.ENUM:
-        return Literal[spec.values]  # type: ignore[valid-type]
+        return Literal[spec.values]
     return {
         FieldType.STRING: str, FieldType.TEXT: str, FieldType.INT: int,
         FieldType.NUMBER: float, FieldType.BOOL: bool, FieldType.DATE: date,
@@ -54,8 +54,8 @@ class _Validator:
     """Checks and normalises input values against declared field types (pydantic)."""
 
     def __init__(self, name: str, fields: Mapping[str, FieldSpec]) -> None:
-        defs: dict[str, Any] = {k: (Optional[_python_type(v)], None) for k, v in fields.items()}
-        self._model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        defs: dict[str, Any] = {k: (_python_type(v) | None, None) for k, v in fields.items()}
+        self._model: type[BaseModel] = create_model(
             name, __config__=ConfigDict(extra="forbid"), **defs
         )
 

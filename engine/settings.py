@@ -24,8 +24,8 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str = "sqlite:///casework.db"
     sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
-    busy_timeout_ms: int = Field(10_000, ge=0)
-    pool_size: int = Field(5, ge=1, le=200)
+    busy_timeout_ms: int = Field(default=10_000, ge=0)
+    pool_size: int = Field(default=5, ge=1, le=200)
 
 
 class WorkflowSettings(_Section):
@@ -40,9 +40,9 @@ class LoggingSettings(_Section):
 class Settings(_Section):
     """All settings of one engine."""
 
-    database: DatabaseSettings = DatabaseSettings()
-    workflows: WorkflowSettings = WorkflowSettings()
-    logging: LoggingSettings = LoggingSettings()
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     base_dir: Path = Path(".")
 
     def workflow_files(self) -> list[Path]:

@@ -37,7 +37,7 @@ class Dialect:
     @staticmethod
     def datetime_out(value: Any) -> datetime:
         """A stored datetime as a naive UTC datetime."""
-        return value  # type: ignore[no-any-return]
+        return value
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         """A select of one case that holds its row until the transaction ends."""

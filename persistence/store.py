@@ -45,14 +45,13 @@ def _dumps(v: Any) -> str:
 class _Statement:
     """A Core statement compiled once for one database, run on a DBAPI cursor."""
 
-    __slots__ = ("sql", "_order")
+    __slots__ = ("_order", "sql")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
-        compiled = stmt.compile(dialect=dialect)
+        compiled: Any = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
-        self._order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positiontup is not None else None
-        )
+        order = compiled.positiontup
+        self._order: tuple[str, ...] | None = tuple(order) if order is not None else None
 
     def params(self, values: dict[str, Any]) -> Any:
         if self._order is None:
@@ -225,8 +224,22 @@ class ReadTx:
 class _RawEvent:
     """An event row with its JSON columns kept as stored text, for hash checks."""
 
-    __slots__ = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
-                 "changes", "details", "idempotency_key", "prev_hash", "hash")
+    __slots__ = (
+        "actor",
+        "at",
+        "case_id",
+        "changes",
+        "details",
+        "from_state",
+        "hash",
+        "idempotency_key",
+        "kind",
+        "name",
+        "prev_hash",
+        "role",
+        "seq",
+        "to_state",
+    )
 
     def __init__(self, r: Sequence[Any], at: datetime) -> None:
         (self.case_id, self.seq, self.kind, self.name, self.from_state, self.to_state, self.actor,
