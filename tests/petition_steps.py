@@ -1,7 +1,7 @@
 """Shared helpers for the petition tests: actors, standard commands, and driving a case.
 
 Not a test module (pytest does not collect it); the test files import it by name
-because ``tests/`` is on ``sys.path`` (rootdir conftest, no ``__init__.py``).
+as ``tests.petition_steps``.
 """
 
 from __future__ import annotations
