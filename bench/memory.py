@@ -35,7 +35,7 @@ from typing import Any
 from engine import Engine
 from persistence.chain import GENESIS, event_hash
 
-from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, TRIAGE, remove_db
+from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, ROOT, TRIAGE, remove_db
 
 BATCH = 5_000
 
@@ -156,6 +156,7 @@ def run_probe(db: Path, n_picked: int, slot: int = 0, slots: int = 1) -> dict[st
         [sys.executable, "-m", "bench.memory", str(db), "--picked", str(n_picked),
          "--slot", str(slot), "--slots", str(slots)],
         capture_output=True, text=True, timeout=300,
+        cwd=ROOT,  # ``-m`` puts the cwd first on sys.path: the probe runs this same tree
     )
     if out.returncode != 0:
         raise RuntimeError(f"memory probe on {db} failed ({out.returncode}):\n{out.stderr}")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,13 @@ def _run_case(engine: Engine, i: int, fire_lat: list[float] | None,
     return n
 
 
-def run_engine(db: Path, synchronous: str, n_cases: int, warmup: int = 5) -> EngineRun:
+def run_engine(db: Path, synchronous: str, n_cases: int, warmup: int = 5,
+               around: Callable[[], AbstractContextManager[Any]] = nullcontext) -> EngineRun:
     """Open and drive ``n_cases`` petitions to the archive on a fresh SQLite file.
 
     ``warmup`` cases go first, untimed (first calls compile and cache). The case
     is re-read by each command (the engine keeps no case cache), so the order of
-    the cases does not matter.
+    the cases does not matter. ``around`` wraps the timed loop (a profiler).
     """
     remove_db(db)
     engine = Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous=synchronous)
@@ -129,10 +131,11 @@ def run_engine(db: Path, synchronous: str, n_cases: int, warmup: int = 5) -> Eng
         fire_lat: list[float] = []
         open_lat: list[float] = []
         steps = 0
-        t0 = time.perf_counter()
-        for i in range(n_cases):
-            steps += _run_case(engine, i, fire_lat, open_lat)
-        seconds = time.perf_counter() - t0
+        with around():
+            t0 = time.perf_counter()
+            for i in range(n_cases):
+                steps += _run_case(engine, i, fire_lat, open_lat)
+            seconds = time.perf_counter() - t0
     finally:
         engine.close()
         remove_db(db)
@@ -183,9 +186,8 @@ def _floor_payloads() -> list[tuple[str, str, str]]:
 
 _FLOOR_UPDATE = ("UPDATE cases SET state = ?, final = ?, data = ?, updated_at = ?, "
                  "row_version = ?, last_seq = ?, last_hash = ? WHERE id = ? AND row_version = ?")
-_FLOOR_INSERT = ("INSERT INTO events (case_id, seq, kind, name, from_state, to_state, actor, role, "
-                 "at, changes, details, idempotency_key, prev_hash, hash) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
+               "changes", "details", "idempotency_key", "prev_hash", "hash")
 
 
 def create_engine_schema(db: Path) -> None:
@@ -197,6 +199,31 @@ def create_engine_schema(db: Path) -> None:
         models.metadata.create_all(sa)
     finally:
         sa.dispose()
+
+
+def _row_template(conn: sqlite3.Connection, table: str,
+                  known: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """Columns and values for a row of ``table``, whatever columns the schema has grown.
+
+    Known columns get ``known``'s value; other NOT NULL columns without a default get a
+    placeholder of their type, so a new engine column does not break the floor.
+    """
+    cols: list[str] = []
+    row: list[Any] = []
+    for _, name, decl, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})"):
+        if pk and name == "id":
+            continue
+        if name in known:
+            value = known[name]
+        elif notnull and default is None:
+            t = str(decl).upper()
+            value = 0 if ("INT" in t or "BOOL" in t) else ("2026-01-05 09:00:00.000000"
+                                                           if "DATE" in t else "")
+        else:
+            continue
+        cols.append(name)
+        row.append(value)
+    return cols, row
 
 
 def run_floor(db: Path, synchronous: str, n_cases: int, warmup: int = 5) -> FloorRun:
@@ -211,12 +238,23 @@ def run_floor(db: Path, synchronous: str, n_cases: int, warmup: int = 5) -> Floo
         payloads = _floor_payloads()
         at = "2026-01-05 09:00:00.000000"
         ids = [f"{i:032x}" for i in range(warmup + n_cases)]
+        known = {"workflow": "petition", "version": "v", "state": "registered", "final": 0,
+                 "data": "{}", "escalation_level": 0, "opened_at": at, "updated_at": at,
+                 "row_version": 1, "last_seq": 0, "last_hash": "", "clocks": "{}"}
+        cols, row = _row_template(conn, "cases", known)
+        filled = zip(*_row_template(conn, "events", dict.fromkeys(_EVENT_COLS)), strict=True)
+        extra_cols, extra = [], []  # NOT NULL event columns beyond the ones named here
+        for c, v in filled:
+            if c not in _EVENT_COLS:
+                extra_cols.append(c)
+                extra.append(v)
+        all_cols = [*_EVENT_COLS, *extra_cols]
+        insert_event = (f"INSERT INTO events ({', '.join(all_cols)}) "
+                        f"VALUES ({', '.join('?' * len(all_cols))})")
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
-            "INSERT INTO cases (id, workflow, version, state, final, data, escalation_level, "
-            "opened_at, updated_at, row_version, last_seq, last_hash) "
-            "VALUES (?, 'petition', 'v', 'registered', 0, '{}', 0, ?, ?, 1, 0, '')",
-            [(cid, at, at) for cid in ids])
+            f"INSERT INTO cases (id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
+            [(cid, *row) for cid in ids])
         conn.execute("COMMIT")
         h = "ab" * 32
 
@@ -225,8 +263,8 @@ def run_floor(db: Path, synchronous: str, n_cases: int, warmup: int = 5) -> Floo
                 name, changes, data = payloads[min(seq - 1, len(payloads) - 1)]
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_FLOOR_UPDATE, ("state", 0, data, at, seq + 1, seq, h, cid, seq))
-                conn.execute(_FLOOR_INSERT, (cid, seq, "transition", name, "from", "to", "chen",
-                                             "handler", at, changes, "{}", None, h, h))
+                conn.execute(insert_event, (cid, seq, "transition", name, "from", "to", "chen",
+                                            "handler", at, changes, "{}", None, h, h, *extra))
                 conn.execute("COMMIT")
 
         for i in range(warmup):

@@ -17,6 +17,7 @@ from engine import (
     Engine,
     FrozenClock,
     GuardRefused,
+    InvalidInput,
     MissingFields,
     RoleRefused,
     WrongState,
@@ -47,6 +48,8 @@ EXERCISED_TRANSITIONS: set[tuple[str, str]] = {
     ("divert", "registered"),
     ("assign", "accepted"),
     ("extend", "handling.investigating"),
+    ("suspend", "handling.investigating"),
+    ("resume", "handling.suspended"),
     ("decide", "handling.investigating"),
     ("reply", "handling.decided"),
     ("return_visit", "replied"),
@@ -68,6 +71,12 @@ EXERCISED_TRANSITIONS: set[tuple[str, str]] = {
 EXERCISED_ACTIVITIES: set[str] = {
     "home_visit", "coordination_meeting", "funds_raised", "thought_work", "flag_persistent",
 }
+
+
+# A command may not overwrite the case fields a guard judges (leader, extended,
+# satisfaction, replied_at, persistent_petitioning) to get past that guard: it is
+# refused either by the guard or as input the transition does not take.
+OVERRIDE_REFUSED = (GuardRefused, InvalidInput)
 
 
 def _last_event(engine: Engine, case_id: str):
@@ -175,7 +184,8 @@ def test_assign_is_refused_without_each_of_the_four_fixes(engine: Engine, missin
     data = {k: v for k, v in FOUR_FIXES.items() if k != missing}
     with pytest.raises(MissingFields, match=missing):
         engine.fire(case.id, "assign", actor=LEADER, data=data)
-    with pytest.raises(MissingFields, match=missing):
+    # An empty value is no fix either (a date field refuses "" as input already).
+    with pytest.raises((MissingFields, InvalidInput), match=missing):
         engine.fire(case.id, "assign", actor=LEADER, data={**data, missing: ""})
     assert snapshot(engine, case.id) == before
 
@@ -219,7 +229,7 @@ def test_extend_by_another_leader_naming_himself_leader_in_the_input_is_refused(
     """The guard must judge the case's leader, not a leader the command sends along."""
     case = case_in(engine, "handling.investigating")
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(OVERRIDE_REFUSED):
         run(engine, case.id, "extend", actor=OTHER_LEADER, leader="ma")
     after = snapshot(engine, case.id)
     assert after == before
@@ -246,7 +256,7 @@ def test_a_second_extension_is_refused_even_if_the_input_claims_not_extended(
     case = case_in(engine, "handling.investigating")
     run(engine, case.id, "extend", extension_days=10)
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(OVERRIDE_REFUSED):
         run(engine, case.id, "extend", extension_days=20, extended=False)
     assert snapshot(engine, case.id) == before
     assert [e.name for e in engine.history(case.id)].count("extend") == 1
@@ -275,6 +285,39 @@ def test_extend_after_the_decision_is_refused_by_state(engine: Engine) -> None:
     case = case_in(engine, "handling.decided")
     with pytest.raises(WrongState):
         run(engine, case.id, "extend")
+
+
+# -- suspension: the petitioner cannot be reached --------------------------------
+
+
+def test_suspend_with_a_reason_pauses_handling(engine: Engine) -> None:
+    case = case_in(engine, "handling.investigating")
+    case = run(engine, case.id, "suspend")
+    assert case.state == "handling.suspended"
+    assert case.data["suspension_reason"] == "the petitioner is abroad"
+
+
+def test_suspend_without_a_reason_is_refused(engine: Engine) -> None:
+    case = case_in(engine, "handling.investigating")
+    with pytest.raises(MissingFields, match="suspension_reason"):
+        engine.fire(case.id, "suspend", actor=HANDLER, data={})
+    assert engine.get_case(case.id).state == "handling.investigating"
+
+
+def test_a_suspended_case_is_not_decided_until_resumed(engine: Engine) -> None:
+    case = case_in(engine, "handling.suspended")
+    with pytest.raises(WrongState):
+        run(engine, case.id, "decide")
+    engine.fire(case.id, "thought_work", actor=HANDLER, data={"notes": "letter sent"})
+    case = run(engine, case.id, "resume")
+    assert case.state == "handling.investigating"
+    assert run(engine, case.id, "decide").state == "handling.decided"
+
+
+def test_resume_is_refused_to_a_clerk(engine: Engine) -> None:
+    case = case_in(engine, "handling.suspended")
+    with pytest.raises(RoleRefused):
+        run(engine, case.id, "resume", actor=CLERK)
 
 
 # -- decision and reply ----------------------------------------------------------
@@ -343,7 +386,7 @@ def test_archive_is_refused_when_the_archivist_claims_satisfaction_in_the_input(
     """Only a return visit records satisfaction; the archive command cannot assert it."""
     case = case_in(engine, "follow_up.visited")
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(OVERRIDE_REFUSED):
         run(engine, case.id, "archive", satisfaction="satisfied")
     assert snapshot(engine, case.id) == before
 
@@ -423,7 +466,7 @@ def test_late_request_review_cannot_be_rescued_by_sending_a_newer_reply_date(
     case = case_in(engine, "replied")
     clock.advance(days=31)
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(OVERRIDE_REFUSED):
         run(engine, case.id, "request_review", replied_at=clock.now().isoformat())
     assert snapshot(engine, case.id) == before
 
@@ -515,7 +558,7 @@ def test_report_closure_needs_the_persistent_flag_first(engine: Engine, source: 
 def test_report_closure_cannot_be_forced_by_sending_the_flag_in_the_input(engine: Engine) -> None:
     case = case_in(engine, "follow_up.continued_work")
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(OVERRIDE_REFUSED):
         run(engine, case.id, "report_closure", persistent_petitioning=True)
     assert snapshot(engine, case.id) == before
 
@@ -665,15 +708,15 @@ def test_available_triggers_lists_what_the_actor_may_do_and_why_not(engine: Engi
     options = {o.name: o for o in engine.available_triggers(case.id, ARCHIVIST)}
     assert options["archive"].allowed is False
     assert "[guard]" in (options["archive"].reason or "")
-    assert options["return_visit"].allowed is False
-    assert "[role]" in (options["return_visit"].reason or "")
+    assert options["continue_work"].allowed is False
+    assert "[role]" in (options["continue_work"].reason or "")
+    assert "return_visit" not in options  # not a trigger from follow_up.visited
     assert options["thought_work"].kind == "activity"
     assert options["thought_work"].allowed is False
 
     handler_options = {o.name: o for o in engine.available_triggers(case.id, HANDLER)}
     assert handler_options["continue_work"].allowed is True
-    assert handler_options["return_visit"].allowed is True
-    assert handler_options["return_visit"].requires == ("satisfaction",)
+    assert handler_options["request_review"].allowed is False  # the clerk's trigger
     assert handler_options["thought_work"].allowed is True
 
 

@@ -1,0 +1,359 @@
+"""The casework benchmark suite: ``python -m bench`` (or ``main(argv)``).
+
+Figures, all measured in one run (see ``bench/README.md``):
+
+* engine steps/s on a SQLite file in WAL mode at ``synchronous=FULL`` and ``NORMAL``
+  (the petition lifecycle, one transaction per step);
+* the raw stdlib ``sqlite3`` floor for the same transactions, and the ratio engine/floor;
+* p50 and p99 latency of one ``fire``, from the same runs;
+* peak RSS of a fresh engine process on databases of two sizes (10,000 and 100,000 cases).
+
+Every figure is the median of ``--repeat`` runs with min/max and IQR; every ratio is
+taken between runs of the same invocation (engine and floor runs alternate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .memory import prefill, run_probe
+from .stats import Spread, percentile
+from .workload import ROOT, EngineRun, FloorRun, run_engine, run_floor, steps_of
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+LEVELS = ("FULL", "NORMAL")
+MB = 1024.0  # KiB per MiB
+
+# Targets, judged on the medians.
+RATIO_TARGET = {"FULL": 0.5, "NORMAL": 0.2}
+P99_TARGET_MS = 5.0
+MEMORY_TARGET_FRACTION = 0.10
+MEMORY_TARGET_MB = 3.0
+
+
+@dataclass
+class Config:
+    cases: int = 300
+    repeat: int = 5
+    mem_sizes: tuple[int, int] = (10_000, 100_000)
+    mem_picked: int = 200
+    warmup: int = 5
+    memory: bool = True
+    tmpdir: Path | None = None
+    quick: bool = False
+    command: str = ""
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _level_figures(engine_runs: list[EngineRun], floor_runs: list[FloorRun]) -> dict[str, Any]:
+    ratios = [e.steps_per_s / f.tx_per_s for e, f in zip(engine_runs, floor_runs, strict=True)]
+    ms = 1000.0
+    return {
+        "engine_steps_per_s": Spread.of([r.steps_per_s for r in engine_runs]).as_dict(),
+        "floor_tx_per_s": Spread.of([r.tx_per_s for r in floor_runs]).as_dict(),
+        "ratio": Spread.of(ratios).as_dict(),
+        "fire_p50_ms": Spread.of([percentile(r.fire_latencies, 50) * ms
+                                  for r in engine_runs]).as_dict(),
+        "fire_p99_ms": Spread.of([percentile(r.fire_latencies, 99) * ms
+                                  for r in engine_runs]).as_dict(),
+        "open_p50_ms": Spread.of([percentile(r.open_latencies, 50) * ms
+                                  for r in engine_runs]).as_dict(),
+        "transactions_per_run": engine_runs[0].steps,
+        "fires_per_run": len(engine_runs[0].fire_latencies),
+    }
+
+
+def run_throughput(cfg: Config, work: Path, progress: Progress = _quiet) -> dict[str, Any]:
+    """Engine and floor runs at each synchronous level, alternating which goes first."""
+    engine_runs: dict[str, list[EngineRun]] = {lv: [] for lv in LEVELS}
+    floor_runs: dict[str, list[FloorRun]] = {lv: [] for lv in LEVELS}
+    for rep in range(cfg.repeat):
+        for level in LEVELS:
+            order = ("engine", "floor") if rep % 2 == 0 else ("floor", "engine")
+            for which in order:
+                if which == "engine":
+                    e = run_engine(work / f"engine-{level}.db", level, cfg.cases, cfg.warmup)
+                    engine_runs[level].append(e)
+                    progress(f"run {rep + 1}/{cfg.repeat} {level:<6} engine {e.steps_per_s:8.0f} "
+                             f"steps/s  p99 {percentile(e.fire_latencies, 99) * 1000:.2f} ms")
+                else:
+                    f = run_floor(work / f"floor-{level}.db", level, cfg.cases, cfg.warmup)
+                    floor_runs[level].append(f)
+                    progress(f"run {rep + 1}/{cfg.repeat} {level:<6} floor  {f.tx_per_s:8.0f} tx/s")
+    return {f"sqlite_{lv.lower()}": _level_figures(engine_runs[lv], floor_runs[lv])
+            for lv in LEVELS}
+
+
+def run_memory(cfg: Config, work: Path, progress: Progress = _quiet) -> dict[str, Any]:
+    """Peak RSS of fresh engine processes on pre-filled databases of two sizes."""
+    small, large = cfg.mem_sizes
+    dbs = {}
+    prefill_s = {}
+    for n in (small, large):
+        dbs[n] = work / f"memory-{n}.db"
+        prefill_s[n] = prefill(dbs[n], n)
+        progress(f"pre-filled {n:,} cases in {prefill_s[n]:.1f} s")
+    probes: dict[int, list[dict[str, Any]]] = {small: [], large: []}
+    for rep in range(cfg.repeat):
+        for n in ((small, large) if rep % 2 == 0 else (large, small)):
+            r = run_probe(dbs[n], cfg.mem_picked, slot=rep, slots=cfg.repeat)
+            if r["stored_cases"] != n or not r["chain_ok"]:
+                raise RuntimeError(f"memory probe on {n} cases went wrong: {r}")
+            probes[n].append(r)
+            progress(f"run {rep + 1}/{cfg.repeat} memory {n:>7,} cases: peak RSS "
+                     f"{r['peak_rss_kb'] / MB:.1f} MB after {r['fired']} commands")
+    for p in dbs.values():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{p}{suffix}").unlink(missing_ok=True)
+
+    def peak(n: int) -> list[float]:
+        return [r["peak_rss_kb"] / MB for r in probes[n]]
+
+    def growth(n: int) -> list[float]:
+        return [(r["rss_end_kb"] - r["rss_start_kb"]) / MB for r in probes[n]]
+
+    ratios = [b / a for a, b in zip(peak(small), peak(large), strict=True)]
+    diffs = [b - a for a, b in zip(peak(small), peak(large), strict=True)]
+    return {
+        "sizes": [small, large],
+        "commands_per_probe": probes[small][0]["fired"],
+        "small": {"cases": small, "peak_rss_mb": Spread.of(peak(small)).as_dict(),
+                  "growth_mb": Spread.of(growth(small)).as_dict(), "prefill_s": prefill_s[small]},
+        "large": {"cases": large, "peak_rss_mb": Spread.of(peak(large)).as_dict(),
+                  "growth_mb": Spread.of(growth(large)).as_dict(), "prefill_s": prefill_s[large]},
+        "ratio": Spread.of(ratios).as_dict(),
+        "diff_mb": Spread.of(diffs).as_dict(),
+        "probes": {str(n): probes[n] for n in (small, large)},
+    }
+
+
+def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """PASS/MISS of each target against the medians."""
+    out: list[dict[str, Any]] = []
+    for level in LEVELS:
+        f = figures[f"sqlite_{level.lower()}"]
+        ratio = f["ratio"]["median"]
+        out.append({"name": f"{level} engine/floor", "value": ratio,
+                    "target": f">= {RATIO_TARGET[level]}", "pass": ratio >= RATIO_TARGET[level]})
+        p99 = f["fire_p99_ms"]["median"]
+        out.append({"name": f"{level} fire p99 ms", "value": p99,
+                    "target": f"< {P99_TARGET_MS}", "pass": p99 < P99_TARGET_MS})
+    m = figures.get("memory")
+    if m is not None:
+        ratio, diff = m["ratio"]["median"], m["diff_mb"]["median"]
+        ok = abs(ratio - 1) <= MEMORY_TARGET_FRACTION or abs(diff) <= MEMORY_TARGET_MB
+        out.append({"name": f"memory {m['sizes'][1]:,} / {m['sizes'][0]:,} cases", "value": ratio,
+                    "target": f"within {MEMORY_TARGET_FRACTION:.0%} or {MEMORY_TARGET_MB:g} MB",
+                    "pass": ok})
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "engine",
+                                "persistence", "workflows"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
+    """Run every figure and return the results (what ``results.json`` holds)."""
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="casework-bench-", dir=cfg.tmpdir) as tmp:
+        work = Path(tmp)
+        figures = run_throughput(cfg, work, progress)
+        if cfg.memory:
+            figures["memory"] = run_memory(cfg, work, progress)
+    steps = [steps_of(i) for i in range(cfg.cases)]
+    return {
+        "meta": {
+            "date": started.isoformat(timespec="seconds"),
+            "command": cfg.command,
+            "seconds": time.perf_counter() - t0,
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "commit": _git_commit(),
+            "workdir_parent": str(cfg.tmpdir or tempfile.gettempdir()),
+        },
+        "config": {
+            "quick": cfg.quick, "cases": cfg.cases, "repeat": cfg.repeat,
+            "warmup_cases": cfg.warmup, "steps_per_case": sum(steps) / len(steps),
+            "memory_sizes": list(cfg.mem_sizes) if cfg.memory else None,
+            "memory_cases_picked": cfg.mem_picked,
+        },
+        "figures": figures,
+        "targets": evaluate_targets(figures),
+    }
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+def _num(v: float) -> str:
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results as a fixed-width text table (also valid Markdown-ish in a code block)."""
+    meta, cfg, figs = results["meta"], results["config"], results["figures"]
+    targets = {t["name"]: t for t in results["targets"]}
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(label: str, s: dict[str, Any], unit: str, target: str = "") -> None:
+        t = targets.get(target)
+        rows.append((label, f"{_num(s['median'])} {unit}".rstrip(),
+                     f"{_num(s['min'])} - {_num(s['max'])}",
+                     f"{_num(s['q1'])} - {_num(s['q3'])}",
+                     f"{t['target']:<18} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
+
+    for level in LEVELS:
+        f = figs[f"sqlite_{level.lower()}"]
+        row(f"{level}: engine, steps/s", f["engine_steps_per_s"], "")
+        row(f"{level}: raw sqlite3 floor, tx/s", f["floor_tx_per_s"], "")
+        row(f"{level}: engine / floor", f["ratio"], "", f"{level} engine/floor")
+        row(f"{level}: fire p50", f["fire_p50_ms"], "ms")
+        row(f"{level}: fire p99", f["fire_p99_ms"], "ms", f"{level} fire p99 ms")
+    m = figs.get("memory")
+    if m is not None:
+        row(f"peak RSS, {m['small']['cases']:,} cases", m["small"]["peak_rss_mb"], "MB")
+        row(f"peak RSS, {m['large']['cases']:,} cases", m["large"]["peak_rss_mb"], "MB")
+        row("  difference (large - small)", m["diff_mb"], "MB")
+        row("  ratio (large / small)", m["ratio"], "",
+            f"memory {m['sizes'][1]:,} / {m['sizes'][0]:,} cases")
+    head = ("figure", "median", "min - max", "IQR", "target")
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
+    lines = [
+        f"casework bench, {meta['date']}, commit {meta['commit']}; Python {meta['python']}, "
+        f"SQLite {meta['sqlite']}, {meta['cpus']} CPUs",
+        f"{cfg['cases']} petition cases x {cfg['steps_per_case']:.2f} steps "
+        f"= {figs['sqlite_full']['transactions_per_run']} transactions per run "
+        f"({figs['sqlite_full']['fires_per_run']} fires), {cfg['repeat']} runs each; "
+        f"WAL; one transaction per step",
+        "",
+    ]
+    sep = "  "
+    lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+    lines.append(sep.join("-" * w for w in widths))
+    for r in rows:
+        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]),
+                 r[3].rjust(widths[3]), r[4]]
+        lines.append(sep.join(cells).rstrip())
+    if m is not None:
+        lines.append("")
+        lines.append(f"memory: fresh process, {m['commands_per_probe']} commands on random "
+                     f"cases; engine's own growth after import: "
+                     f"{_num(m['small']['growth_mb']['median'])} MB ({m['small']['cases']:,}) vs "
+                     f"{_num(m['large']['growth_mb']['median'])} MB ({m['large']['cases']:,})")
+    lines.append(f"total {meta['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def _sizes(text: str) -> tuple[int, int]:
+    parts = [int(p.replace("_", "")) for p in text.split(",")]
+    if len(parts) != 2 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError("give two case counts, e.g. 10000,100000")
+    return parts[0], parts[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 30 cases, memory at 1,000 and 5,000 cases (seconds)")
+    p.add_argument("--repeat", type=int, default=5, help="runs per figure (default 5)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help=f"where to write the JSON results (default {DEFAULT_OUT})")
+    p.add_argument("--cases", type=int, default=None,
+                   help="petition cases per throughput run (default 300, quick 30)")
+    p.add_argument("--mem-sizes", type=_sizes, default=None, metavar="SMALL,LARGE",
+                   help="stored cases for the memory figure (default 10000,100000; "
+                        "quick 1000,5000)")
+    p.add_argument("--mem-picked", type=int, default=200,
+                   help="random cases each memory probe fires two commands on (default 200)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory figure")
+    p.add_argument("--tmpdir", type=Path, default=None,
+                   help="where the database files go (the disk decides the fsync cost)")
+    p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: profile one engine run at NORMAL with pyinstrument")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
+    if a.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    cases = a.cases if a.cases is not None else (30 if a.quick else 300)
+    sizes = a.mem_sizes or ((1_000, 5_000) if a.quick else (10_000, 100_000))
+    return Config(cases=cases, repeat=a.repeat, mem_sizes=sizes, mem_picked=a.mem_picked,
+                  memory=not a.no_memory, tmpdir=a.tmpdir, quick=a.quick,
+                  command=shlex.join(["python", "-m", "bench", *argv]))
+
+
+def profile(cfg: Config) -> str:
+    """One engine run at NORMAL (no fsync in the way) under pyinstrument, as text."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0002)
+    with tempfile.TemporaryDirectory(prefix="casework-bench-", dir=cfg.tmpdir) as tmp:
+        run = run_engine(Path(tmp) / "profile.db", "NORMAL", cfg.cases, cfg.warmup,
+                         around=lambda: profiler)
+    text: str = profiler.output_text(unicode=False, color=False, show_all=False)
+    return f"{run.steps} steps, {run.steps_per_s:.0f} steps/s under the profiler\n{text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite, print the table, write the JSON; 0 unless ``--check`` and a MISS."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(args)
+    cfg = _config(a, args)
+    if a.profile:
+        print(profile(cfg))
+        return 0
+
+    def progress(msg: str) -> None:
+        if not a.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    results = run_suite(cfg, progress)
+    print(format_table(results))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"results written to {a.out}")
+    missed = [t["name"] for t in results["targets"] if not t["pass"]]
+    return 1 if a.check and missed else 0
+
+
+__all__ = ["Config", "format_table", "main", "run_suite"]

@@ -1,0 +1,51 @@
+"""The benchmark suite runs end to end at a tiny size and reports every figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.suite import main
+
+LEVEL_KEYS = {"engine_steps_per_s", "floor_tx_per_s", "ratio", "fire_p50_ms", "fire_p99_ms",
+              "open_p50_ms"}
+SPREAD_KEYS = {"median", "min", "max", "q1", "q3", "runs"}
+
+
+def _positive_spread(s: dict[str, object]) -> None:
+    assert set(s) >= SPREAD_KEYS
+    for k in ("median", "min", "max", "q1", "q3"):
+        v = s[k]
+        assert isinstance(v, float) and v > 0, (k, v)
+
+
+def test_suite_runs_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    rc = main(["--cases", "5", "--repeat", "1", "--mem-sizes", "100,200", "--mem-picked", "20",
+               "--tmpdir", str(tmp_path), "--out", str(out), "--quiet"])
+    assert rc == 0
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert {"meta", "config", "figures", "targets"} <= set(results)
+    figures = results["figures"]
+    assert {"sqlite_full", "sqlite_normal", "memory"} <= set(figures)
+    for level in ("sqlite_full", "sqlite_normal"):
+        f = figures[level]
+        assert set(f) >= LEVEL_KEYS
+        for k in LEVEL_KEYS:
+            _positive_spread(f[k])
+        assert f["transactions_per_run"] == 3 * 7 + 2 * 9  # cases 0 and 4 are unsatisfied once
+        assert f["fire_p50_ms"]["median"] <= f["fire_p99_ms"]["median"]
+    m = figures["memory"]
+    assert m["sizes"] == [100, 200]
+    for size in ("small", "large"):
+        _positive_spread(m[size]["peak_rss_mb"])
+    _positive_spread(m["ratio"])
+    assert all(p["chain_ok"] for ps in m["probes"].values() for p in ps)
+    assert [t["name"] for t in results["targets"]] == [
+        "FULL engine/floor", "FULL fire p99 ms", "NORMAL engine/floor", "NORMAL fire p99 ms",
+        "memory 200 / 100 cases"]
+    assert all(isinstance(t["pass"], bool) for t in results["targets"])
+    printed = capsys.readouterr().out
+    assert "engine / floor" in printed and "peak RSS" in printed
