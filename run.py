@@ -216,6 +216,42 @@ def demo(db_path: Path) -> None:
     run_demo(db_path, echo=click.echo)
 
 
+@cli.command()
+@click.option("--once", is_flag=True, help="fire what is due now and exit")
+@click.pass_context
+def serve(ctx: click.Context, once: bool) -> None:
+    """Run the scheduler as a daemon until SIGTERM or SIGINT (the batch in hand is finished)."""
+    import signal
+    import threading
+
+    engine = _engine(ctx)
+    if once:
+        result = engine.run_due()
+        click.echo(f"fired {result.fired} timers {dict(result.by_kind)}")
+        engine.close()
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service = engine.start_scheduler()
+    click.echo(f"casework scheduler running as {service.owner}; SIGTERM or Ctrl-C stops it",
+               err=True)
+    stop.wait()
+    click.echo("stopping: finishing the batch in hand", err=True)
+    engine.close()
+    click.echo("stopped", err=True)
+
+
+@cli.command("recompute-deadlines")
+@click.option("--all", "all_", is_flag=True, help="every running deadline, not only provisional ones")
+@click.pass_context
+def recompute_deadlines(ctx: click.Context, all_: bool) -> None:
+    """Recompute provisional deadlines once the holiday calendar knows the new year."""
+    with _engine(ctx) as engine:
+        n = engine.recompute_deadlines(provisional_only=not all_)
+        click.echo(f"recomputed the deadlines of {n} case(s)")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench(ctx: click.Context) -> None:

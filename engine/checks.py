@@ -77,6 +77,7 @@ def check_workflow(wf: WorkflowSpec) -> Found:
             found.append((loc + ("dest",), f"transition {t.trigger!r}: unknown state {t.dest!r}"))
         need_roles(loc + ("roles",), t.roles)
         need_fields(loc + ("required",), t.required, fields)
+        need_fields(loc + ("optional",), t.optional, fields)
         need_expr(loc + ("guard",), t.guard, fields)
         need_set(loc + ("set",), t.set)
         if t.trigger in wf.activities:
@@ -95,9 +96,113 @@ def check_workflow(wf: WorkflowSpec) -> Found:
             if f in fields:
                 found.append((loc + ("fields", f), f"activity field {f!r} shadows a case field"))
 
-    if not found:
-        _check_graph(wf, tree, found)
+    _check_timing(wf, tree, found)
+    _check_graph(wf, tree, found)
     return found
+
+
+RISK_NAMES = frozenset({"other_cases", "other_open_cases"})
+REPORTS = frozenset({"supervision"})
+CHECKS = frozenset({"overdue", "at_risk", "open"})
+
+
+def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
+    """Deadlines, escalation ladder, cycles, risk rules, calendar."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    from .calendars import CALENDAR_NAMES, Duration
+
+    triggers = {t.trigger for t in wf.transitions}
+    fields = set(wf.fields)
+
+    def need_state(loc: Loc, name: str) -> None:
+        if name not in tree:
+            found.append((loc, f"unknown state {name!r}"))
+
+    def need_duration(loc: Loc, text: str) -> None:
+        try:
+            Duration.parse(text)
+        except ValueError as e:
+            found.append((loc, str(e)))
+
+    if wf.calendar not in CALENDAR_NAMES:
+        found.append((("calendar",), f"unknown calendar {wf.calendar!r}; one of {list(CALENDAR_NAMES)}"))
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(wf.timezone)
+    except Exception:
+        found.append((("timezone",), f"unknown time zone {wf.timezone!r}"))
+
+    for name, d in wf.deadlines.items():
+        loc: Loc = ("deadlines", name)
+        if (d.state is None) == (d.start is None):
+            found.append((loc, f"deadline {name!r} needs either 'state' or 'start', not both"))
+        if d.state is not None:
+            need_state(loc + ("state",), d.state)
+            if d.stop:
+                found.append((loc + ("stop",), "a state deadline stops when the case leaves its state"))
+        if d.start is not None and d.start != "open" and d.start not in triggers:
+            found.append((loc + ("start",), f"unknown trigger {d.start!r} (or 'open')"))
+        for j, st in enumerate(d.stop):
+            need_state(loc + ("stop", j), st)
+        for j, st in enumerate(d.pause_in):
+            need_state(loc + ("pause_in", j), st)
+        need_duration(loc + ("within",), d.within)
+        if d.extend is not None:
+            if d.extend.trigger not in triggers:
+                found.append((loc + ("extend", "trigger"), f"unknown trigger {d.extend.trigger!r}"))
+            if d.extend.days_field not in fields:
+                found.append((loc + ("extend", "days_field"), f"unknown field {d.extend.days_field!r}"))
+        if d.breach.trigger is not None and d.breach.trigger not in triggers:
+            found.append((loc + ("breach", "trigger"), f"unknown trigger {d.breach.trigger!r}"))
+        if d.breach.escalate and not wf.escalation:
+            found.append((loc + ("breach",), "breach escalates but the workflow has no escalation ladder"))
+        if d.breach.repeat is not None:
+            need_duration(loc + ("breach", "repeat"), d.breach.repeat)
+
+    rungs = [r.name for r in wf.escalation]
+    if len(set(rungs)) != len(rungs):
+        found.append((("escalation",), "escalation rungs must have distinct names"))
+
+    for name, c in wf.cycles.items():
+        loc = ("cycles", name)
+        if (c.every is None) == (c.cron is None):
+            found.append((loc, f"cycle {name!r} needs either 'every' (per case) or 'cron' (all cases)"))
+        if c.every is not None:
+            need_duration(loc + ("every",), c.every)
+            if not c.while_in:
+                found.append((loc, f"cycle {name!r} repeats 'every' but names no 'while_in' state"))
+            for j, st in enumerate(c.while_in):
+                need_state(loc + ("while_in", j), st)
+        if c.cron is not None:
+            try:
+                CronTrigger.from_crontab(c.cron)
+            except ValueError as e:
+                found.append((loc + ("cron",), f"bad cron expression {c.cron!r}: {e}"))
+            if (c.report is None) == (c.check is None):
+                found.append((loc, f"cron cycle {name!r} needs either 'report' or 'check'"))
+            if c.report is not None and c.report not in REPORTS:
+                found.append((loc + ("report",), f"unknown report {c.report!r}; one of {sorted(REPORTS)}"))
+            if c.check is not None and c.check not in CHECKS:
+                found.append((loc + ("check",), f"unknown check {c.check!r}; one of {sorted(CHECKS)}"))
+        if c.between is not None:
+            from datetime import date
+
+            try:
+                a, b = (date.fromisoformat(x) for x in c.between)
+                if b < a:
+                    found.append((loc + ("between",), "the end of 'between' comes before its start"))
+            except ValueError:
+                found.append((loc + ("between",), "'between' takes two ISO dates"))
+
+    if wf.risk.identity is not None and wf.risk.identity not in fields:
+        found.append((("risk", "identity"), f"unknown field {wf.risk.identity!r}"))
+    for name, expr in wf.risk.rules.items():
+        try:
+            compile_expression(expr, fields=fields | RISK_NAMES)
+        except ExpressionError as e:
+            found.append((("risk", "rules", name), f"rule does not compile: {e}"))
 
 
 def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
@@ -125,19 +230,30 @@ def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
 
 def _check_graph(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
     """Reachability from the initial state, and dead ends that are not final."""
+    # A transition naming an unknown state is reported already; it still counts as a way out
+    # of its sources and a way into its destination, so it causes no second-hand reports.
     outgoing: dict[str, set[str]] = {leaf: set() for leaf in tree.leaves}
+    broken_exits: set[str] = set()
+    maybe_reached: set[str] = set()
     for t in wf.transitions:
-        dest = tree.entry_leaf(t.dest)
-        if dest is None:
-            continue
-        for s in t.source:
+        dest = tree.entry_leaf(t.dest) if t.dest in tree else None
+        known = [s for s in t.source if s in tree]
+        for s in known:
             for leaf in tree.leaves_under(s):
-                outgoing[leaf].add(dest)
-    start = tree.entry_leaf(wf.initial)
+                if dest is None:
+                    broken_exits.add(leaf)
+                else:
+                    outgoing[leaf].add(dest)
+        if dest is not None and len(known) < len(t.source):
+            maybe_reached.add(dest)
+    start = tree.entry_leaf(wf.initial) if wf.initial in tree else None
     if start is None:
         return
-    seen = {start}
-    todo = deque([start])
+    if any(t.dest not in tree for t in wf.transitions):
+        # A misspelt destination may be the way into a state: reachability cannot be judged.
+        maybe_reached |= set(tree.leaves)
+    seen = {start} | maybe_reached
+    todo = deque(seen)
     while todo:
         for nxt in outgoing[todo.popleft()]:
             if nxt not in seen:
@@ -151,7 +267,7 @@ def _check_graph(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
         if unreachable(path) and not any(unreachable(a) for a in tree.ancestors(path)[1:]):
             found.append((_loc_of(path), f"state {path!r} is unreachable from {wf.initial!r}"))
     for leaf in tree.leaves:
-        if leaf in seen and not tree.is_final(leaf) and not outgoing[leaf]:
+        if leaf in seen and not tree.is_final(leaf) and not outgoing[leaf] and leaf not in broken_exits:
             found.append((_loc_of(leaf), f"state {leaf!r} is a dead end: not final and no way out"))
 
 

@@ -64,7 +64,11 @@ def _as_tuple(v: Any) -> Any:
 
 
 class TransitionSpec(_Frozen):
-    """One transition: a trigger from one or more sources to a destination."""
+    """One transition: a trigger from one or more sources to a destination.
+
+    Its input may carry only the fields it names in ``required`` and ``optional``, so a
+    command can never overwrite a field that a guard relies on (``leader``, ``satisfaction``).
+    """
 
     trigger: str
     source: tuple[str, ...]
@@ -72,12 +76,14 @@ class TransitionSpec(_Frozen):
     description: str = ""
     roles: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     guard: str | None = None
     conditions: tuple[str, ...] = ()
     set: dict[str, Any] = Field(default_factory=dict)
     actions: tuple[str, ...] = ()
 
-    _src = field_validator("source", "roles", "required", "conditions", "actions", mode="before")(
+    _src = field_validator("source", "roles", "required", "optional", "conditions", "actions",
+                           mode="before")(
         _as_tuple
     )
 
@@ -106,6 +112,97 @@ class OpenSpec(_Frozen):
     _tuples = field_validator("roles", "required", mode="before")(_as_tuple)
 
 
+def _percent(v: Any) -> Any:
+    if isinstance(v, str) and v.strip().endswith("%"):
+        return float(v.strip()[:-1]) / 100
+    return v
+
+
+class ExtendSpec(_Frozen):
+    """A transition that moves a deadline: by the number of days in one of its input fields."""
+
+    trigger: str
+    days_field: str
+
+
+class BreachSpec(_Frozen):
+    """What a breached deadline does: climb the escalation ladder and/or fire a trigger."""
+
+    escalate: bool = True
+    trigger: str | None = None
+    repeat: str | None = None  # climb one more rung each time this much more time has passed
+
+
+class DeadlineSpec(_Frozen):
+    """An SLA clock: when it starts, stops and pauses; how long it allows; its warnings.
+
+    Either ``state`` (runs while the case is in that state, cancelled when it leaves) or
+    ``start`` (a trigger, or ``open``) with ``stop`` (states whose entry stops it; a final
+    state always stops it).
+    """
+
+    description: str = ""
+    state: str | None = None
+    start: str | None = None
+    stop: tuple[str, ...] = ()
+    within: str
+    warn: tuple[float, ...] = (0.5, 0.8)
+    pause_in: tuple[str, ...] = ()
+    extend: ExtendSpec | None = None
+    breach: BreachSpec = Field(default_factory=BreachSpec)
+
+    _tuples = field_validator("stop", "pause_in", mode="before")(_as_tuple)
+
+    @field_validator("warn", mode="before")
+    @classmethod
+    def _warn(cls, v: Any) -> Any:
+        v = _as_tuple(v) if not isinstance(v, (list, tuple)) else v
+        return tuple(_percent(x) for x in v)
+
+    @field_validator("warn")
+    @classmethod
+    def _warn_range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for x in v:
+            if not 0 < x < 1:
+                raise ValueError(f"warning thresholds must lie between 0% and 100%, not {x:.0%}")
+        return tuple(sorted(v))
+
+
+class RungSpec(_Frozen):
+    """One rung of the escalation ladder."""
+
+    name: str
+    description: str = ""
+
+
+class CycleSpec(_Frozen):
+    """A recurring cycle: every N days while a case is in a state, or cron across all cases.
+
+    A per-case cycle records a ``cycle`` event each time it comes round. A cron cycle
+    either builds a ``report`` (the supervision report of every unit's open and overdue
+    cases) or ``check``s the matching open cases (``overdue``, ``at_risk`` or ``open``),
+    optionally only between two dates or only inside sensitive periods.
+    """
+
+    description: str = ""
+    every: str | None = None
+    while_in: tuple[str, ...] = ()
+    cron: str | None = None
+    report: str | None = None
+    check: str | None = None
+    between: tuple[str, str] | None = None
+    sensitive_only: bool = False
+
+    _tuples = field_validator("while_in", mode="before")(_as_tuple)
+
+
+class RiskSpec(_Frozen):
+    """Early-warning rules; ``identity`` names the field that identifies the petitioner."""
+
+    identity: str | None = None
+    rules: dict[str, str] = Field(default_factory=dict)
+
+
 class WorkflowSpec(_Frozen):
     """A whole workflow definition, as written in YAML."""
 
@@ -119,3 +216,9 @@ class WorkflowSpec(_Frozen):
     open: OpenSpec = Field(default_factory=OpenSpec)
     transitions: tuple[TransitionSpec, ...] = ()
     activities: dict[str, ActivitySpec] = Field(default_factory=dict)
+    calendar: str = "calendar"
+    timezone: str = "Asia/Shanghai"
+    deadlines: dict[str, DeadlineSpec] = Field(default_factory=dict)
+    escalation: tuple[RungSpec, ...] = ()
+    cycles: dict[str, CycleSpec] = Field(default_factory=dict)
+    risk: RiskSpec = Field(default_factory=RiskSpec)

@@ -10,11 +10,12 @@ hear about it after commit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,9 @@ from persistence import (
     EventRecord,
     StaleVersion,
     Store,
+    TimerRecord,
 )
-from persistence.store import WriteTx
+from persistence.tx import ReadTx, WriteTx
 
 from .clock import Clock, SystemClock, from_db, to_db
 from .errors import (
@@ -36,18 +38,36 @@ from .errors import (
     GuardRefused,
     IdempotencyKeyReused,
     InvalidInput,
+    InvalidTrigger,
     MissingFields,
     RoleRefused,
     StoreError,
     UnknownWorkflow,
     WrongState,
 )
-from .events import ActivityRecorded, CaseOpened, Notice, Subscribers, TransitionApplied
+from .events import (
+    OUTBOX_NOTICES,
+    ActivityRecorded,
+    CaseOpened,
+    Notice,
+    ReportReady,
+    Subscribers,
+    TransitionApplied,
+)
 from .expressions import ExpressionError
 from .loader import LoadedDefinition, load_definitions, parse_definition
 from .log import case_logger
-from .machine import Attempt, CompiledActivity, CompiledWorkflow, NamedAction, NamedGuard
+from .machine import (
+    Attempt,
+    CompiledActivity,
+    CompiledWorkflow,
+    NamedAction,
+    NamedGuard,
+    TimingOptions,
+)
+from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
+from .timers import SensitivePeriod, TimerPlan
 from .types import Actor, Case, Event, GuardContext, TriggerOption
 
 ActorLike = Actor | str
@@ -63,8 +83,14 @@ class Engine:
                  guards: Mapping[str, NamedGuard] | None = None,
                  actions: Mapping[str, NamedAction] | None = None,
                  functions: Mapping[str, Callable[..., Any]] | None = None,
+                 calendars: Mapping[str, str] | None = None, strict_calendar: bool = False,
+                 sensitive_periods: Iterable[SensitivePeriod] = (),
+                 scheduler: Mapping[str, Any] | None = None,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
+        self._timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods))
+        self._scheduler_options = dict(scheduler or {})
+        self._service: SchedulerService | None = None
         self._guards = dict(guards or {})
         self._actions = dict(actions or {})
         self._functions = dict(functions or {})
@@ -80,6 +106,7 @@ class Engine:
         loaded = [w for w in workflows if isinstance(w, LoadedDefinition)] + load_definitions(paths)
         for d in loaded:
             self._register(d)
+        ensure_cron_timers(self, self.clock.now())
 
     @classmethod
     def from_settings(cls, path: str | Path, **overrides: Any) -> Engine:
@@ -89,6 +116,11 @@ class Engine:
             "sqlite_synchronous": s.database.sqlite_synchronous,
             "busy_timeout_ms": s.database.busy_timeout_ms,
             "pool_size": s.database.pool_size,
+            "calendars": dict(s.calendars.workflows),
+            "strict_calendar": s.calendars.strict,
+            "sensitive_periods": [SensitivePeriod(p.name, p.start, p.end, p.warn_factor)
+                                  for p in s.sensitive_periods],
+            "scheduler": s.scheduler.model_dump(),
         }
         kwargs.update(overrides)
         url = kwargs.pop("database_url", None) or s.database_url()
@@ -99,7 +131,7 @@ class Engine:
     # -- workflows -------------------------------------------------------
     def _register(self, d: LoadedDefinition) -> CompiledWorkflow:
         wf = CompiledWorkflow(d, guards=self._guards, actions=self._actions,
-                              functions=self._functions)
+                              functions=self._functions, timing=self._timing)
         definition = json.dumps(d.spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         with self._store_call(), self.store.write() as tx:
             tx.save_workflow_version(wf.name, wf.version, definition, d.source,
@@ -126,7 +158,7 @@ class Engine:
             raise UnknownWorkflow(f"workflow {name!r} has no stored version {version!r}")
         d = parse_definition(text, f"<stored {name}@{version}>")  # JSON is YAML
         wf = CompiledWorkflow(d, guards=self._guards, actions=self._actions,
-                              functions=self._functions)
+                              functions=self._functions, timing=self._timing)
         with self._lock:
             self._versions[(name, version)] = wf
         return wf
@@ -176,11 +208,22 @@ class Engine:
                     return self._replay(tx, prior, None, "open"), prior, None
             if tx.get_case(cid) is not None:
                 raise InvalidInput(f"a case with id {cid!r} already exists", case_id=cid)
+            rec.clocks = {}
+            details: dict[str, Any] = {}
+            flagged = self._assess_risk(tx, wf, rec) if wf.risk_rules else []
+            if flagged:
+                details["flagged_at_risk"] = flagged
+            plan = self._plan_timing(wf, rec, None, "open", values, now)
+            if plan is not None:
+                details.update(plan.notes)
             ev = tx.chain_event(rec, kind="open", name="open", from_state=None,
                                 to_state=wf.initial, actor=who.id, role=role, at=at,
-                                changes=values, details={}, idempotency_key=idempotency_key)
+                                changes=values, details=details, idempotency_key=idempotency_key)
             tx.insert_case(rec)
+            self._write_plan(tx, rec.id, plan, now)
             tx.insert_event(ev)
+            if flagged:
+                tx.add_outbox("flagged", at, case_id=rec.id, seq=ev.seq)
             log.bind(case_id=cid).info("opened {} case in {} by {}", wf.name, wf.initial, who.id)
             return _to_case(rec), ev, CaseOpened
 
@@ -258,17 +301,84 @@ class Engine:
         rec.data = {**rec.data, **changes}
         rec.row_version = old_version + 1
         rec.updated_at = at
+        plan = self._plan_timing(wf, rec, state, trigger, changes, now) if kind == "transition" else None
+        if plan is not None:
+            details.update(plan.notes)
+        flagged = self._assess_risk(tx, wf, rec) if wf.risk_rules and changes else []
+        if flagged:
+            details["flagged_at_risk"] = flagged
         ev = tx.chain_event(rec, kind=kind, name=trigger, from_state=state, to_state=new_state,
                             actor=who.id, role=role, at=at, changes=changes, details=details,
                             idempotency_key=key)
         tx.update_case(rec, old_version)
+        self._write_plan(tx, rec.id, plan, now)
         tx.insert_event(ev)
+        if flagged:
+            tx.add_outbox("flagged", at, case_id=rec.id, seq=ev.seq)
         log.info("{} {}: {} -> {} by {}", kind, trigger, state, new_state, who.id)
         return _to_case(rec), ev, notice_cls
+
+    @staticmethod
+    def _plan_timing(wf: CompiledWorkflow, rec: CaseRecord, old_state: str | None, trigger: str,
+                     changes: dict[str, Any], now: datetime) -> TimerPlan | None:
+        """Move the case's SLA clocks with the command (in memory); the timers to change."""
+        if not wf.timing.active:
+            return None
+        plan = wf.timing.on_command(rec.clocks, case_id=rec.id, old_state=old_state,
+                                    new_state=rec.state, trigger=trigger, changes=changes, now=now)
+        if rec.overdue_since is not None and not any(
+                c.get("breaches") and c["status"] != "stopped" for c in rec.clocks.values()):
+            rec.overdue_since = None
+        return plan
+
+    @staticmethod
+    def _write_plan(tx: WriteTx, case_id: str, plan: TimerPlan | None, now: datetime) -> None:
+        """Cancel and create the case's timers in the command's transaction."""
+        if not plan:
+            return
+        if plan.cancel:
+            tx.cancel_timers(case_id, sorted(plan.cancel))
+        if plan.insert:
+            for t in plan.insert:
+                t.due_at = to_db(t.due_at)
+            tx.insert_timers(plan.insert, to_db(now))
+
+    def _assess_risk(self, tx: WriteTx, wf: CompiledWorkflow, rec: CaseRecord) -> list[str]:
+        """Early warning: flag the case at risk when one of the workflow's rules holds."""
+        if rec.at_risk or rec.final:
+            return []
+        names: dict[str, Any] = dict.fromkeys(wf.fields)
+        names.update(rec.data)
+        if wf.risk_identity is not None and rec.data.get(wf.risk_identity):
+            rec.party_key = hashlib.sha256(
+                f"{wf.name}\x1f{rec.data[wf.risk_identity]}".encode()).hexdigest()
+        others, others_open = 0, 0
+        if wf.risk_needs_party and rec.party_key is not None:
+            others, others_open = tx.party_counts(wf.name, rec.party_key, rec.id)
+        names["other_cases"], names["other_open_cases"] = others, others_open
+        hits = []
+        for name, rule in wf.risk_rules.items():
+            try:
+                if rule.evaluate(names):
+                    hits.append(name)
+            except ExpressionError:
+                continue
+        if hits:
+            rec.at_risk = True
+        return hits
 
     def _check_transition(self, wf: CompiledWorkflow, rec: CaseRecord, trigger: str, who: Actor,
                           data: dict[str, Any], now: datetime,
                           now_iso: str) -> tuple[dict[str, Any], str, str | None]:
+        accepted = wf.inputs_by_trigger.get(trigger)
+        if accepted is None:
+            raise InvalidTrigger(f"workflow {wf.name!r} has no trigger or activity {trigger!r}")
+        foreign = sorted(set(data) - accepted)
+        if foreign:
+            raise InvalidInput("; ".join(
+                f"{f}: not a field of this workflow" if f not in wf.fields else
+                f"{f}: not an input of {trigger!r} (it takes {', '.join(sorted(accepted)) or 'none'})"
+                for f in foreign))
         values = self._validated(wf.validate, data, rec.id, rec.state, trigger)
         names = wf.names_for(rec.data, values, who, now_iso, rec.state)
         attempt = Attempt(who, values, names)
@@ -401,6 +511,111 @@ class Engine:
                 out.append(TriggerOption(a.name, "activity", True, None, a.spec.required))
         return out
 
+    # -- the scheduler ---------------------------------------------------
+    def run_due(self, now: datetime | None = None, **options: Any) -> RunResult:
+        """Fire every timer due at ``now`` (the clock's time by default), each exactly once.
+
+        Options: ``batch_size``, ``owner``, ``lease`` (timedelta), ``limit``.
+        """
+        opts = {"batch_size": self._scheduler_options.get("batch_size", 200),
+                "lease": timedelta(seconds=self._scheduler_options.get("lease_seconds", 60))}
+        opts.update(options)
+        return run_due(self, now or self.clock.now(), **opts)
+
+    def start_scheduler(self, **options: Any) -> SchedulerService:
+        """Run the scheduler in the background (APScheduler): the sweep and the cron cycles."""
+        if self._service is None:
+            opts = {k: v for k, v in self._scheduler_options.items()
+                    if k in {"interval_seconds", "batch_size", "lease_seconds"}}
+            opts.update(options)
+            self._service = SchedulerService(self, **opts)
+        self._service.start()
+        return self._service
+
+    def stop_scheduler(self, wait: bool = True) -> None:
+        """Stop the background scheduler; the batch in hand is finished first."""
+        if self._service is not None:
+            self._service.stop(wait=wait)
+
+    def deliver_notices(self, limit: int = 500) -> int:
+        """Hand the outbox's undelivered notices to subscribers (at least once); how many."""
+        delivered = 0
+        while True:
+            with self._store_call(), self.store.read() as rtx:
+                pending = rtx.pending_outbox(limit)
+            if not pending:
+                return delivered
+            notices: list[tuple[int, Notice | ReportReady | None]] = []
+            with self._store_call(), self.store.read() as rtx:
+                for oid, name, case_id, seq, report_id in pending:
+                    notices.append((oid, self._notice_from(rtx, name, case_id, seq, report_id)))
+            for _, notice in notices:
+                if notice is not None:
+                    self._subscribers.publish(notice)
+            with self._store_call(), self.store.write() as tx:
+                at = to_db(self.clock.now())
+                for oid, _ in notices:
+                    tx.mark_delivered(oid, at)
+            delivered += len(notices)
+            if len(pending) < limit:
+                return delivered
+
+    def _notice_from(self, tx: ReadTx, name: str, case_id: str | None, seq: int | None,
+                     report_id: int | None) -> Notice | ReportReady | None:
+        if report_id is not None:
+            got = tx.report(report_id)
+            if got is None:
+                return None
+            rid, workflow, report, at, payload = got
+            return ReportReady(rid, workflow, report, from_db(at), payload)
+        if case_id is None or seq is None:
+            return None
+        rec = tx.get_case(case_id)
+        ev = tx.event_at(case_id, seq)
+        if rec is None or ev is None:
+            return None
+        return OUTBOX_NOTICES.get(name, Notice)(_to_case(rec), _to_event(ev))
+
+    def recompute_deadlines(self, *, provisional_only: bool = True) -> int:
+        """Reschedule running deadlines (e.g. after the holiday package learnt a new year).
+
+        Each case is rescheduled in its own transaction with a ``recomputed`` event; returns
+        how many cases changed.
+        """
+        with self._store_call(), self.store.read() as rtx:
+            ids = rtx.case_ids()
+        changed = 0
+        for cid in ids:
+            with self._store_call(), self.store.write() as tx:
+                rec = tx.lock_case(cid)
+                if rec is None or rec.final or not rec.clocks:
+                    continue
+                if provisional_only and not any(c.get("provisional") for c in rec.clocks.values()):
+                    continue
+                wf = self.workflow(rec.workflow, rec.version)
+                now = self.clock.now()
+                plan = wf.timing.recompute(rec.clocks, case_id=rec.id, now=now)
+                if not plan:
+                    continue
+                old = rec.row_version
+                rec.row_version += 1
+                rec.updated_at = to_db(now)
+                ev = tx.chain_event(rec, kind="deadline", name="recomputed", from_state=rec.state,
+                                    to_state=rec.state, actor="scheduler", role="system",
+                                    at=to_db(now), changes={},
+                                    details={"deadlines": sorted(plan.cancel), **plan.notes},
+                                    idempotency_key=None)
+                tx.update_case(rec, old)
+                self._write_plan(tx, rec.id, plan, now)
+                tx.insert_event(ev)
+                changed += 1
+        return changed
+
+    def pending_timers(self, case_id: str) -> list[TimerRecord]:
+        """The case's timers that have not fired yet, soonest first."""
+        with self._store_call(), self.store.read() as tx:
+            return tx.pending_timers(case_id)
+
     def verify(self, case_id: str | None = None) -> list[str]:
         """Problems in the hash chains of one case or of every case (empty when intact)."""
         with self._store_call(), self.store.read() as tx:
@@ -411,7 +626,8 @@ class Engine:
         return problems
 
     def close(self) -> None:
-        """Release database connections."""
+        """Stop the scheduler if it runs, and release database connections."""
+        self.stop_scheduler()
         self.store.dispose()
 
     def __enter__(self) -> Engine:

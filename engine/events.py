@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from loguru import logger
@@ -43,9 +44,55 @@ class ActivityRecorded(Notice):
     name = "activity"
 
 
+@dataclass(frozen=True, slots=True)
+class DeadlineWarned(Notice):
+    """A share of a deadline's time has passed (``event.details``: deadline, share, due)."""
+
+    name = "warned"
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated(Notice):
+    """A deadline was breached: the case went one rung up (``event.details``: rung, overdue)."""
+
+    name = "escalated"
+
+
+@dataclass(frozen=True, slots=True)
+class CycleCame(Notice):
+    """A recurring cycle came round for the case, or a cron check looked at it."""
+
+    name = "cycle"
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedAtRisk(Notice):
+    """An early-warning rule flagged the case (``event.details["flagged_at_risk"]``)."""
+
+    name = "flagged"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReady:
+    """A cron cycle stored a report (e.g. the quarterly supervision report)."""
+
+    report_id: int
+    workflow: str
+    report: str
+    at: datetime
+    payload: Mapping[str, Any]
+
+    name = "report"
+
+
+OUTBOX_NOTICES: dict[str, type[Notice]] = {
+    "warned": DeadlineWarned, "escalated": Escalated, "breached": Escalated, "cycle": CycleCame,
+    "flagged": FlaggedAtRisk,
+}
+
 Subscriber = Callable[[Any], None]
 NOTICE_NAMES = frozenset({"opened", "transition", "activity", "warned", "escalated", "cycle",
-                          "report", "*"})
+                          "flagged", "report", "*"})
 
 
 class Subscribers:
@@ -61,12 +108,13 @@ class Subscribers:
         with self._lock:
             self._subs[name].append(fn)
 
-    def publish(self, notice: Notice) -> None:
+    def publish(self, notice: Notice | ReportReady) -> None:
         fns = self._subs.get(notice.name, []) + self._subs.get("*", [])
         for fn in fns:
             try:
                 fn(notice)
             except Exception:
-                logger.bind(case_id=notice.case.id, workflow=notice.case.workflow).opt(
-                    exception=True
-                ).error("subscriber {} failed on {}", getattr(fn, "__name__", fn), notice.name)
+                case_id = notice.case.id if isinstance(notice, Notice) else "-"
+                workflow = notice.case.workflow if isinstance(notice, Notice) else notice.workflow
+                logger.bind(case_id=case_id, workflow=workflow).opt(exception=True).error(
+                    "subscriber {} failed on {}", getattr(fn, "__name__", fn), notice.name)

@@ -73,6 +73,23 @@ _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
 )
 
 
+class FieldView:
+    """``input.x`` / ``case.x`` in a guard: a field's value (None when unset), nothing else."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._values.get(name)
+
+
+_VIEWS = ("input", "case")
+
+
 class Expression:
     """A parsed and checked expression, ready to evaluate many times."""
 
@@ -92,6 +109,9 @@ class Expression:
         ev = getattr(self._local, "ev", None)
         if ev is None:
             ev = self._local.ev = EvalWithCompoundTypes(functions=dict(self._functions))
+        for ns in _VIEWS:
+            if isinstance(names.get(ns), dict):
+                names = {**names, ns: FieldView(names[ns])}
         ev.names = names
         try:
             return ev.eval(self.source, previously_parsed=self._tree.body)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from transitions import Machine, MachineError
 
+from .checks import RISK_NAMES
 from .definition import ActivitySpec, FieldSpec, FieldType, TransitionSpec, WorkflowSpec
 from .errors import (
     CommandRefused,
@@ -30,9 +31,10 @@ from .errors import (
     RoleRefused,
     WrongState,
 )
-from .expressions import Expression, ExpressionError, compile_expression
+from .expressions import Expression, ExpressionError, FieldView, compile_expression
 from .loader import LoadedDefinition
 from .statetree import StateTree
+from .timers import SensitivePeriod, Timing
 from .types import Actor, GuardContext
 
 NamedGuard = Callable[[GuardContext], bool]
@@ -153,6 +155,15 @@ class Attempt:
         return max(self.refusals, key=lambda r: r[0])[1]
 
 
+@dataclass(frozen=True)
+class TimingOptions:
+    """Settings that shape a workflow's clocks: calendar overrides, strictness, sensitive periods."""
+
+    calendars: Mapping[str, str] = field(default_factory=dict)
+    strict_calendar: bool = False
+    sensitive: tuple[SensitivePeriod, ...] = ()
+
+
 class _Probe:
     """Stand-in model handed to the shared machine for one command."""
 
@@ -168,7 +179,8 @@ class CompiledWorkflow:
     def __init__(self, loaded: LoadedDefinition, *,
                  guards: Mapping[str, NamedGuard] | None = None,
                  actions: Mapping[str, NamedAction] | None = None,
-                 functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 functions: Mapping[str, Callable[..., Any]] | None = None,
+                 timing: TimingOptions | None = None) -> None:
         spec = loaded.spec
         self.spec: WorkflowSpec = spec
         self.name = spec.workflow
@@ -228,6 +240,18 @@ class CompiledWorkflow:
             )
         if problems:
             raise DefinitionError(problems)
+        opts = timing or TimingOptions()
+        self.timing = Timing(spec, self.tree, calendar=opts.calendars.get(self.name),
+                             strict_calendar=opts.strict_calendar, sensitive=opts.sensitive)
+        self.risk_identity = spec.risk.identity
+        self.risk_rules = {n: compile_expression(e, fields=fieldset | RISK_NAMES, functions=funcs)
+                           for n, e in spec.risk.rules.items()}
+        self.risk_needs_party = any(r.names & RISK_NAMES for r in self.risk_rules.values())
+        self.finals = frozenset(lf for lf in self.tree.leaves if self.tree.is_final(lf))
+        inputs: dict[str, set[str]] = {}
+        for t in spec.transitions:
+            inputs.setdefault(t.trigger, set()).update(t.required, t.optional)
+        self.inputs_by_trigger = {k: frozenset(v) for k, v in inputs.items()}
         self._triggers_by_leaf: dict[str, tuple[str, ...]] = {
             leaf: tuple(self._machine.get_triggers(leaf)) for leaf in self.tree.leaves
         }
@@ -253,8 +277,8 @@ class CompiledWorkflow:
                   now: str, state: str) -> dict[str, Any]:
         """The names a guard sees: fields (input over case data), input, case, actor, now, state."""
         names = {**self._defaults, **data, **input}
-        names["input"] = input
-        names["case"] = data
+        names["input"] = FieldView(input)
+        names["case"] = FieldView(data)
         names["actor"] = {"id": actor.id, "roles": sorted(actor.roles), "unit": actor.unit}
         names["now"] = now
         names["state"] = state

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import glob
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import make_url
 
 from .errors import SettingsError
@@ -37,12 +38,39 @@ class LoggingSettings(_Section):
     sql_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
 
+class SchedulerSettings(_Section):
+    interval_seconds: float = Field(default=30.0, gt=0)
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+
+
+class CalendarSettings(_Section):
+    strict: bool = False
+    workflows: dict[str, Literal["cn_workdays", "weekdays", "calendar"]] = Field(default_factory=dict)
+
+
+class SensitivePeriodSettings(_Section):
+    name: str
+    start: date
+    end: date
+    warn_factor: float = Field(default=0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SensitivePeriodSettings:
+        if self.end < self.start:
+            raise ValueError(f"sensitive period {self.name!r} ends before it starts")
+        return self
+
+
 class Settings(_Section):
     """All settings of one engine."""
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    calendars: CalendarSettings = Field(default_factory=CalendarSettings)
+    sensitive_periods: tuple[SensitivePeriodSettings, ...] = ()
     base_dir: Path = Path(".")
 
     def workflow_files(self) -> list[Path]:

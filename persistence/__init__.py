@@ -5,7 +5,7 @@ This package knows nothing of the engine; the engine uses it through
 """
 
 from .errors import DatabaseUnavailable, DuplicateKey, PersistenceError, StaleVersion
-from .records import CaseRecord, EventRecord
+from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
 from .store import Store
 
 __all__ = [
@@ -13,7 +13,9 @@ __all__ = [
     "DatabaseUnavailable",
     "DuplicateKey",
     "EventRecord",
+    "NewTimer",
     "PersistenceError",
     "StaleVersion",
     "Store",
+    "TimerRecord",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, event
+from sqlalchemy import Select, cast, event, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 
 
@@ -38,6 +39,10 @@ class Dialect:
     def datetime_out(value: Any) -> datetime:
         """A stored datetime as a naive UTC datetime."""
         return value
+
+    def json_field(self, column: Any, key: str) -> Any:
+        """The text value of ``key`` in a JSON text column."""
+        return cast(column, JSONB)[key].astext
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         """A select of one case that holds its row until the transaction ends."""
@@ -98,6 +103,9 @@ class SQLiteDialect(Dialect):
     @staticmethod
     def datetime_out(value: Any) -> datetime:
         return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+    def json_field(self, column: Any, key: str) -> Any:
+        return func.json_extract(column, f"$.{key}")
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         return stmt  # BEGIN IMMEDIATE already holds the write lock

@@ -44,6 +44,10 @@ class CaseRow(SQLModel, table=True):
     row_version: int = 1
     last_seq: int = 0
     last_hash: str = Field(default="", max_length=64)
+    clocks: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    at_risk: bool = False
+    overdue_since: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    party_key: str | None = Field(default=None, max_length=64, index=True)
 
 
 class EventRow(SQLModel, table=True):
@@ -80,7 +84,8 @@ class TimerRow(SQLModel, table=True):
                       Index("ix_timers_case", "case_id"))
 
     id: int | None = Field(default=None, primary_key=True)
-    case_id: str = Field(foreign_key="cases.id", max_length=36)
+    case_id: str | None = Field(default=None, foreign_key="cases.id", max_length=36)
+    workflow: str = Field(max_length=64)
     kind: str = Field(max_length=32)
     name: str = Field(max_length=128)
     state: str | None = Field(default=None, max_length=128)
@@ -90,10 +95,42 @@ class TimerRow(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
     payload: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    fired_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+
+
+class ReportRow(SQLModel, table=True):
+    """A report built by a cron cycle (e.g. the quarterly supervision report)."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("timer_id", name="uq_reports_timer"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    timer_id: int | None = None
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class OutboxRow(SQLModel, table=True):
+    """A notice for subscribers, written with its event and delivered after commit."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=32)
+    case_id: str | None = Field(default=None, max_length=36)
+    seq: int | None = None
+    report_id: int | None = None
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
 
 
 cases = CaseRow.__table__  # type: ignore[attr-defined]
 events = EventRow.__table__  # type: ignore[attr-defined]
 timers = TimerRow.__table__  # type: ignore[attr-defined]
 workflow_versions = WorkflowVersionRow.__table__  # type: ignore[attr-defined]
+reports = ReportRow.__table__  # type: ignore[attr-defined]
+outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

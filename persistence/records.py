@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,10 @@ class CaseRecord:
     row_version: int
     last_seq: int
     last_hash: str
+    clocks: dict[str, Any] = field(default_factory=dict)
+    at_risk: bool = False
+    overdue_since: datetime | None = None
+    party_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -39,3 +43,29 @@ class EventRecord:
     idempotency_key: str | None
     prev_hash: str
     hash: str
+
+
+@dataclass(slots=True)
+class TimerRecord:
+    id: int
+    case_id: str | None
+    workflow: str
+    kind: str
+    name: str
+    state: str | None
+    due_at: datetime
+    status: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class NewTimer:
+    """A timer to insert with a command."""
+
+    case_id: str | None
+    workflow: str
+    kind: str
+    name: str
+    state: str | None
+    due_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""Every statement the store runs, built with SQLAlchemy Core and compiled once per database.
+
+The compiled SQL runs on the pooled DBAPI connection (see :mod:`persistence.store`),
+so the per-command path pays SQLAlchemy's compilation and result processing once,
+not on every execution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import case as sql_case
+from sqlalchemy.sql import ClauseElement
+
+from . import models
+from .dialects import Dialect
+
+C = models.cases
+E = models.events
+T = models.timers
+W = models.workflow_versions
+R = models.reports
+O = models.outbox  # noqa: E741
+
+CASE_COLS = (C.c.id, C.c.workflow, C.c.version, C.c.state, C.c.final, C.c.data, C.c.escalation_level,
+             C.c.opened_at, C.c.updated_at, C.c.row_version, C.c.last_seq, C.c.last_hash, C.c.clocks,
+             C.c.at_risk, C.c.overdue_since, C.c.party_key)
+EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_state, E.c.actor,
+              E.c.role, E.c.at, E.c.changes, E.c.details, E.c.idempotency_key, E.c.prev_hash,
+              E.c.hash)
+TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
+              T.c.status, T.c.payload)
+CASE_UPDATE = ("state", "final", "data", "escalation_level", "updated_at", "row_version", "last_seq",
+               "last_hash", "clocks", "at_risk", "overdue_since", "party_key")
+
+
+class Statement:
+    """A Core statement compiled for one database, run on a DBAPI cursor."""
+
+    __slots__ = ("_fixed", "_order", "sql")
+
+    def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
+        compiled: Any = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        order = compiled.positiontup
+        self._order: tuple[str, ...] | None = tuple(order) if order is not None else None
+        # Literal values in the statement (e.g. status == "pending") are bound parameters too.
+        self._fixed = {name: b.value for name, b in compiled.binds.items() if not b.required}
+
+    def params(self, values: dict[str, Any]) -> Any:
+        if self._fixed:
+            values = {**self._fixed, **values}
+        if self._order is None:
+            return values
+        return tuple(values[k] for k in self._order)
+
+
+def _values(table: Any, cols: Any) -> Any:
+    return insert(table).values({c.name: bindparam(c.name) for c in cols})
+
+
+class Statements:
+    """The compiled statements of one store."""
+
+    def __init__(self, sa_dialect: Any, dialect: Dialect) -> None:
+        self._sa_dialect = sa_dialect
+        self._dialect = dialect
+        self._by_field: dict[str, Statement] = {}
+
+        def c(stmt: Any) -> Statement:
+            return Statement(stmt, sa_dialect)
+
+        by_id = C.c.id == bindparam("id")
+        # cases and events
+        self.lock_case = c(dialect.lock_case(select(*CASE_COLS).where(by_id)))
+        self.get_case = c(select(*CASE_COLS).where(by_id))
+        self.event_by_key = c(select(*EVENT_COLS).where(E.c.idempotency_key == bindparam("key")))
+        self.history = c(select(*EVENT_COLS).where(E.c.case_id == bindparam("id")).order_by(E.c.seq))
+        self.event_at = c(select(*EVENT_COLS).where(E.c.case_id == bindparam("id"),
+                                                    E.c.seq == bindparam("seq")))
+        self.head = c(select(C.c.last_seq, C.c.last_hash).where(by_id))
+        self.row_version = c(select(C.c.row_version).where(by_id))
+        self.insert_case = c(_values(C, CASE_COLS))
+        self.insert_event = c(_values(E, EVENT_COLS))
+        self.update_case = c(
+            update(C)
+            .where(C.c.id == bindparam("b_id"), C.c.row_version == bindparam("b_expected"))
+            .values({k: bindparam(k) for k in CASE_UPDATE})
+        )
+        self.case_ids = c(select(C.c.id).order_by(C.c.opened_at, C.c.id))
+        self.case_ids_wf = c(select(C.c.id).where(C.c.workflow == bindparam("workflow"))
+                             .order_by(C.c.opened_at, C.c.id))
+        self.count_cases = c(select(func.count()).select_from(C))
+        self.open_cases_where = {
+            "open": c(select(C.c.id).where(C.c.workflow == bindparam("workflow"), C.c.final.is_(False))
+                      .order_by(C.c.opened_at, C.c.id)),
+            "overdue": c(select(C.c.id).where(C.c.workflow == bindparam("workflow"),
+                                              C.c.final.is_(False), C.c.overdue_since.is_not(None))
+                         .order_by(C.c.opened_at, C.c.id)),
+            "at_risk": c(select(C.c.id).where(C.c.workflow == bindparam("workflow"),
+                                              C.c.final.is_(False), C.c.at_risk.is_(True))
+                         .order_by(C.c.opened_at, C.c.id)),
+        }
+        self.party_counts = c(
+            select(func.count(), func.coalesce(func.sum(sql_case((C.c.final.is_(False), 1), else_=0)), 0))
+            .where(C.c.workflow == bindparam("workflow"), C.c.party_key == bindparam("party"),
+                   C.c.id != bindparam("id"))
+        )
+        # workflow versions
+        self.wf_def = c(select(W.c.definition).where(W.c.name == bindparam("name"),
+                                                     W.c.version == bindparam("version")))
+        self.wf_insert = c(_values(W, tuple(W.c)))
+        # timers
+        self.insert_timer = c(_values(T, (T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state,
+                                          T.c.due_at, T.c.status, T.c.payload, T.c.created_at)))
+        self.cancel_timers = c(update(T).where(T.c.case_id == bindparam("b_case"),
+                                               T.c.name == bindparam("b_name"),
+                                               T.c.status == "pending")
+                               .values(status="cancelled"))
+        self.claim_select = c(dialect.claim(
+            select(T.c.id).where(T.c.status == "pending", T.c.due_at <= bindparam("now"),
+                                 or_(T.c.lease_until.is_(None), T.c.lease_until < bindparam("now")))
+            .order_by(T.c.due_at, T.c.id).limit(bindparam("limit"))
+        ))
+        self.claim_update = c(update(T).where(T.c.id == bindparam("b_id"))
+                              .values(claimed_by=bindparam("owner"), lease_until=bindparam("lease")))
+        self.lock_timer = c(dialect.lock_case(select(*TIMER_COLS, T.c.claimed_by)
+                                              .where(T.c.id == bindparam("id"))))
+        self.finish_timer = c(update(T).where(T.c.id == bindparam("b_id"))
+                              .values(status=bindparam("status"), fired_at=bindparam("at")))
+        self.pending_timers = c(select(*TIMER_COLS).where(T.c.case_id == bindparam("id"),
+                                                          T.c.status == "pending")
+                                .order_by(T.c.due_at, T.c.id))
+        self.pending_cron = c(select(T.c.id).where(T.c.case_id.is_(None),
+                                                   T.c.workflow == bindparam("workflow"),
+                                                   T.c.name == bindparam("name"),
+                                                   T.c.status == "pending"))
+        self.count_pending_due = c(select(func.count()).select_from(T)
+                                   .where(T.c.status == "pending", T.c.due_at <= bindparam("now")))
+        # reports and the outbox
+        self.insert_report = c(_values(R, (R.c.workflow, R.c.name, R.c.at, R.c.timer_id, R.c.payload))
+                               .returning(R.c.id))
+        self.get_report = c(select(R.c.id, R.c.workflow, R.c.name, R.c.at, R.c.payload)
+                            .where(R.c.id == bindparam("id")))
+        self.insert_outbox = c(_values(O, (O.c.name, O.c.case_id, O.c.seq, O.c.report_id,
+                                           O.c.created_at)))
+        self.pending_outbox = c(select(O.c.id, O.c.name, O.c.case_id, O.c.seq, O.c.report_id)
+                                .where(O.c.delivered_at.is_(None)).order_by(O.c.id)
+                                .limit(bindparam("limit")))
+        self.deliver_outbox = c(update(O).where(O.c.id == bindparam("b_id"))
+                                .values(delivered_at=bindparam("at")))
+
+    def open_by_field(self, key: str) -> Statement:
+        """Open and overdue cases of a workflow counted per value of one data field."""
+        st = self._by_field.get(key)
+        if st is None:
+            value = self._dialect.json_field(C.c.data, key).label("value")
+            st = Statement(
+                select(value, func.count(), func.count(C.c.overdue_since))
+                .where(C.c.workflow == bindparam("workflow"), C.c.final.is_(False))
+                .group_by(value).order_by(value),
+                self._sa_dialect)
+            self._by_field[key] = st
+        return st

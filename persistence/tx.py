@@ -1,0 +1,271 @@
+"""What a transaction can read and write: cases, events, timers, reports, the outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .chain import GENESIS, event_hash, verify_chain
+from .dialects import Dialect
+from .errors import StaleVersion
+from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
+from .sql import Statement, Statements
+
+
+def dumps(v: Any) -> str:
+    """Canonical JSON for stored columns."""
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class ReadTx:
+    """Queries inside one transaction."""
+
+    def __init__(self, sql: Statements, dialect: Dialect, cur: Any) -> None:
+        self.sql = sql
+        self.cur = cur
+        self._dt_in = dialect.datetime_in
+        self._dt_out = dialect.datetime_out
+
+    def _run(self, st: Statement, values: dict[str, Any]) -> Any:
+        self.cur.execute(st.sql, st.params(values))
+        return self.cur
+
+    def _opt_dt(self, v: Any) -> datetime | None:
+        return None if v is None else self._dt_out(v)
+
+    def _case(self, row: Sequence[Any]) -> CaseRecord:
+        dt = self._dt_out
+        clocks = row[12]
+        return CaseRecord(row[0], row[1], row[2], row[3], bool(row[4]), json.loads(row[5]), row[6],
+                          dt(row[7]), dt(row[8]), row[9], row[10], row[11],
+                          json.loads(clocks) if clocks and clocks != "{}" else {},
+                          bool(row[13]), self._opt_dt(row[14]), row[15])
+
+    def _event(self, row: Sequence[Any]) -> EventRecord:
+        return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                           self._dt_out(row[8]), json.loads(row[9]), json.loads(row[10]), row[11],
+                           row[12], row[13])
+
+    def _timer(self, row: Sequence[Any]) -> TimerRecord:
+        return TimerRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._dt_out(row[6]),
+                           row[7], json.loads(row[8]))
+
+    # -- cases and events ------------------------------------------------
+    def get_case(self, case_id: str) -> CaseRecord | None:
+        row = self._run(self.sql.get_case, {"id": case_id}).fetchone()
+        return self._case(row) if row is not None else None
+
+    def history(self, case_id: str) -> list[EventRecord]:
+        return [self._event(r) for r in self._run(self.sql.history, {"id": case_id}).fetchall()]
+
+    def event_at(self, case_id: str, seq: int) -> EventRecord | None:
+        row = self._run(self.sql.event_at, {"id": case_id, "seq": seq}).fetchone()
+        return self._event(row) if row is not None else None
+
+    def event_by_key(self, key: str) -> EventRecord | None:
+        row = self._run(self.sql.event_by_key, {"key": key}).fetchone()
+        return self._event(row) if row is not None else None
+
+    def verify_case(self, case_id: str) -> list[str]:
+        """Problems in the event chain of one case (empty when intact)."""
+        rows = [_RawEvent(r, self._dt_out(r[8]))
+                for r in self._run(self.sql.history, {"id": case_id}).fetchall()]
+        problems = verify_chain(case_id, rows)
+        head = self._run(self.sql.head, {"id": case_id}).fetchone()
+        if head is None:
+            return problems
+        last_seq, last_hash = head
+        if rows and (last_seq != rows[-1].seq or last_hash != rows[-1].hash):
+            problems.append(f"case {case_id}: the case's head (seq {last_seq}) does not match its "
+                            f"last event (seq {rows[-1].seq}): events were deleted or added")
+        if not rows and last_seq:
+            problems.append(f"case {case_id}: all {last_seq} events are missing")
+        return problems
+
+    def case_ids(self, workflow: str | None = None) -> list[str]:
+        if workflow is None:
+            return [r[0] for r in self._run(self.sql.case_ids, {}).fetchall()]
+        return [r[0] for r in self._run(self.sql.case_ids_wf, {"workflow": workflow}).fetchall()]
+
+    def open_case_ids(self, workflow: str, which: str) -> list[str]:
+        """Open cases of ``workflow``: all (``open``), ``overdue`` or ``at_risk``."""
+        st = self.sql.open_cases_where[which]
+        return [r[0] for r in self._run(st, {"workflow": workflow}).fetchall()]
+
+    def count_cases(self) -> int:
+        return int(self._run(self.sql.count_cases, {}).fetchone()[0])
+
+    def party_counts(self, workflow: str, party_key: str, case_id: str) -> tuple[int, int]:
+        """(other cases, other open cases) of the same party in the workflow."""
+        row = self._run(self.sql.party_counts, {"workflow": workflow, "party": party_key,
+                                                "id": case_id}).fetchone()
+        return int(row[0]), int(row[1])
+
+    def open_by_field(self, workflow: str, key: str) -> list[tuple[str | None, int, int]]:
+        """(value, open cases, overdue cases) of ``workflow`` per value of data field ``key``."""
+        rows = self._run(self.sql.open_by_field(key), {"workflow": workflow}).fetchall()
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def workflow_definition(self, name: str, version: str) -> str | None:
+        row = self._run(self.sql.wf_def, {"name": name, "version": version}).fetchone()
+        return row[0] if row is not None else None
+
+    # -- timers, reports, outbox -----------------------------------------
+    def pending_timers(self, case_id: str) -> list[TimerRecord]:
+        return [self._timer(r) for r in self._run(self.sql.pending_timers, {"id": case_id}).fetchall()]
+
+    def count_pending_due(self, now: datetime) -> int:
+        return int(self._run(self.sql.count_pending_due, {"now": self._dt_in(now)}).fetchone()[0])
+
+    def report(self, report_id: int) -> tuple[int, str, str, datetime, dict[str, Any]] | None:
+        row = self._run(self.sql.get_report, {"id": report_id}).fetchone()
+        if row is None:
+            return None
+        return row[0], row[1], row[2], self._dt_out(row[3]), json.loads(row[4])
+
+    def pending_outbox(self, limit: int) -> list[tuple[int, str, str | None, int | None, int | None]]:
+        return [tuple(r) for r in self._run(self.sql.pending_outbox, {"limit": limit}).fetchall()]
+
+
+class _RawEvent:
+    """An event row with its JSON columns kept as stored text, for hash checks."""
+
+    __slots__ = ("actor", "at", "case_id", "changes", "details", "from_state", "hash",
+                 "idempotency_key", "kind", "name", "prev_hash", "role", "seq", "to_state")
+
+    def __init__(self, r: Sequence[Any], at: datetime) -> None:
+        (self.case_id, self.seq, self.kind, self.name, self.from_state, self.to_state, self.actor,
+         self.role, _, self.changes, self.details, self.idempotency_key, self.prev_hash,
+         self.hash) = r
+        self.at = at
+
+
+class WriteTx(ReadTx):
+    """The writes of one command, inside its transaction."""
+
+    def __init__(self, sql: Statements, dialect: Dialect, cur: Any) -> None:
+        super().__init__(sql, dialect, cur)
+        self._pending: tuple[EventRecord, str, str] | None = None
+
+    def lock_case(self, case_id: str) -> CaseRecord | None:
+        """Read the case and hold it against other writers until commit."""
+        row = self._run(self.sql.lock_case, {"id": case_id}).fetchone()
+        return self._case(row) if row is not None else None
+
+    def save_workflow_version(self, name: str, version: str, definition: str, source: str,
+                              at: datetime) -> bool:
+        """Store a definition version once; True if it was new."""
+        if self.workflow_definition(name, version) is not None:
+            return False
+        self._run(self.sql.wf_insert, {"name": name, "version": version, "definition": definition,
+                                       "source": source, "created_at": self._dt_in(at)})
+        return True
+
+    def chain_event(self, case: CaseRecord, *, kind: str, name: str, from_state: str | None,
+                    to_state: str | None, actor: str | None, role: str | None, at: datetime,
+                    changes: dict[str, Any], details: dict[str, Any],
+                    idempotency_key: str | None) -> EventRecord:
+        """Build the next event of ``case`` and move the case's chain head to it (in memory)."""
+        seq = case.last_seq + 1
+        prev = case.last_hash or GENESIS
+        cj, dj = dumps(changes), dumps(details)
+        h = event_hash(prev, case.id, seq, kind, name, from_state, to_state, actor, role, at, cj, dj,
+                       idempotency_key)
+        case.last_seq = seq
+        case.last_hash = h
+        ev = EventRecord(case.id, seq, kind, name, from_state, to_state, actor, role, at, changes,
+                         details, idempotency_key, prev, h)
+        self._pending = (ev, cj, dj)
+        return ev
+
+    def _case_values(self, case: CaseRecord) -> dict[str, Any]:
+        dt = self._dt_in
+        return {
+            "state": case.state, "final": case.final, "data": dumps(case.data),
+            "escalation_level": case.escalation_level, "updated_at": dt(case.updated_at),
+            "row_version": case.row_version, "last_seq": case.last_seq, "last_hash": case.last_hash,
+            "clocks": dumps(case.clocks) if case.clocks else "{}", "at_risk": case.at_risk,
+            "overdue_since": dt(case.overdue_since) if case.overdue_since else None,
+            "party_key": case.party_key,
+        }
+
+    def insert_case(self, case: CaseRecord) -> None:
+        values = self._case_values(case)
+        values.update(id=case.id, workflow=case.workflow, version=case.version,
+                      opened_at=self._dt_in(case.opened_at))
+        self._run(self.sql.insert_case, values)
+
+    def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
+        """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
+        values = self._case_values(case)
+        values.update(b_id=case.id, b_expected=expected_row_version)
+        cur = self._run(self.sql.update_case, values)
+        if cur.rowcount != 1:
+            row = self._run(self.sql.row_version, {"id": case.id}).fetchone()
+            raise StaleVersion(case.id, expected_row_version, row[0] if row else None)
+
+    def insert_event(self, ev: EventRecord) -> None:
+        """Insert the event last built by :meth:`chain_event`."""
+        assert self._pending is not None and self._pending[0] is ev, \
+            "insert_event must follow chain_event for the same event"
+        _, cj, dj = self._pending
+        self._run(self.sql.insert_event, {
+            "case_id": ev.case_id, "seq": ev.seq, "kind": ev.kind, "name": ev.name,
+            "from_state": ev.from_state, "to_state": ev.to_state, "actor": ev.actor,
+            "role": ev.role, "at": self._dt_in(ev.at), "changes": cj, "details": dj,
+            "idempotency_key": ev.idempotency_key, "prev_hash": ev.prev_hash, "hash": ev.hash,
+        })
+
+    # -- timers ----------------------------------------------------------
+    def insert_timers(self, timers: Iterable[NewTimer], now: datetime) -> None:
+        st = self.sql.insert_timer
+        rows = [st.params({"case_id": t.case_id, "workflow": t.workflow, "kind": t.kind,
+                           "name": t.name, "state": t.state, "due_at": self._dt_in(t.due_at),
+                           "status": "pending", "payload": dumps(t.payload),
+                           "created_at": self._dt_in(now)}) for t in timers]
+        if rows:
+            self.cur.executemany(st.sql, rows)
+
+    def cancel_timers(self, case_id: str, names: Iterable[str]) -> None:
+        st = self.sql.cancel_timers
+        rows = [st.params({"b_case": case_id, "b_name": n}) for n in names]
+        if rows:
+            self.cur.executemany(st.sql, rows)
+
+    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[int]:
+        """Claim up to ``limit`` due timers (oldest first) that nobody holds a live lease on."""
+        ids = [r[0] for r in self._run(self.sql.claim_select, {"now": self._dt_in(now),
+                                                               "limit": limit}).fetchall()]
+        st = self.sql.claim_update
+        if ids:
+            self.cur.executemany(st.sql, [st.params({"b_id": i, "owner": owner,
+                                                     "lease": self._dt_in(lease_until)}) for i in ids])
+        return ids
+
+    def lock_timer(self, timer_id: int) -> tuple[TimerRecord, str | None] | None:
+        row = self._run(self.sql.lock_timer, {"id": timer_id}).fetchone()
+        return (self._timer(row), row[9]) if row is not None else None
+
+    def finish_timer(self, timer_id: int, status: str, at: datetime) -> None:
+        self._run(self.sql.finish_timer, {"b_id": timer_id, "status": status, "at": self._dt_in(at)})
+
+    def pending_cron(self, workflow: str, name: str) -> bool:
+        return self._run(self.sql.pending_cron, {"workflow": workflow, "name": name}).fetchone() is not None
+
+    # -- reports and outbox ----------------------------------------------
+    def insert_report(self, workflow: str, name: str, at: datetime, timer_id: int | None,
+                      payload: dict[str, Any]) -> int:
+        row = self._run(self.sql.insert_report, {"workflow": workflow, "name": name,
+                                                 "at": self._dt_in(at), "timer_id": timer_id,
+                                                 "payload": dumps(payload)}).fetchone()
+        return int(row[0])
+
+    def add_outbox(self, name: str, at: datetime, *, case_id: str | None = None,
+                   seq: int | None = None, report_id: int | None = None) -> None:
+        self._run(self.sql.insert_outbox, {"name": name, "case_id": case_id, "seq": seq,
+                                           "report_id": report_id, "created_at": self._dt_in(at)})
+
+    def mark_delivered(self, outbox_id: int, at: datetime) -> None:
+        self._run(self.sql.deliver_outbox, {"b_id": outbox_id, "at": self._dt_in(at)})
