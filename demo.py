@@ -1,28 +1,134 @@
-"""The petition demo: several cases driven through the workflow on a fresh SQLite file.
+"""The petition demo: a year of the seed's situation on a fresh SQLite file.
 
-One case is archived after a satisfied return visit; one petitioner is not
-satisfied at first, the work continues, a second visit finds them satisfied
-and the case is archived; one petitioner asks for a review after the reply.
-The demo shows the refusals along the way (archiving while not satisfied,
-an extension by someone who is not the case's leader) and prints every
-case's path and history. Time is simulated with a frozen clock.
+The higher committee hands down a backlog of 12 cases (交辦 12) to five
+units. A simulated clock moves day by day through 2026; each day the cases'
+scripted work happens (acceptance, the four fixes, home visits, coordination
+meetings, funds raised, decisions, written replies, return visits) and then
+the scheduler fires what fell due: deadline warnings, escalations of the
+cases handled late, return-visit cycles, the quarterly inspection and the
+campaign's daily checks. By the end of the year 8 cases are resolved and
+archived after satisfied visits and 4 are still in progress (one in review,
+one still unsatisfied, two overdue), as the seed reports; the closing
+figures are computed from the recorded events. Three cases are printed in
+full: archived at the first visit, archived after a second visit, in review.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine import CommandRefused, Engine, FrozenClock
+from engine import CommandRefused, Engine, FrozenClock, Notice
 from engine.display import format_case
+from engine.events import ReportReady
+from engine.timers import SensitivePeriod
 
 ROOT = Path(__file__).resolve().parent
 WORKFLOWS = [ROOT / "workflows" / "petition.yaml", ROOT / "workflows" / "complaint.yaml"]
+START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)  # 09:00 in Beijing, Monday 5 January 2026
+DAYS = 360
 
-CLERK, TRIAGE, ARCHIVIST = "clerk:li", "triage:zhao", "archivist:chen"
-REVIEWER = "reviewer:city_committee"
+UNITS = {
+    "county_police": "zhao", "county_court": "qian", "procuratorate": "sun",
+    "justice_bureau": "li", "xinzhuang_township": "zhou",
+}
+CLERK, TRIAGE, ARCHIVIST, REVIEWER = "clerk:wu", "triage:zheng", "archivist:wang", "reviewer:city"
+
+
+@dataclass
+class Plan:
+    """One handed-down case and the day (from the start) of each step of its work."""
+
+    title: str
+    unit: str
+    summary: str
+    steps: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
+    expect: str = ""
+
+    @property
+    def leader(self) -> str:
+        return UNITS[self.unit]
+
+    def at(self, day: int, trigger: str, role: str = "leader", **data: Any) -> Plan:
+        who = {"leader": f"leader:{self.leader}", "handler": f"handler:{self.unit}_officer"}
+        self.steps.append((day, trigger, who.get(role, role), data))
+        return self
+
+
+def _assign(p: Plan, day: int, due_days: int = 60) -> Plan:
+    due = (START + timedelta(days=day + due_days)).date().isoformat()
+    return (p.at(day - 1, "accept", TRIAGE)
+            .at(day, "assign", leader=p.leader, handler=f"{p.unit}_officer", unit=p.unit,
+                due_date=due, target="resolve lawfully; the petitioner stops petitioning"))
+
+
+def _resolve(p: Plan, decide: int, satisfied_after: int = 0) -> Plan:
+    """Decide, reply, visit; ``satisfied_after`` unsatisfied visits before the satisfied one."""
+    p.at(decide, "decide", outcome="partial_correction", decision_summary="the claim is met in part")
+    p.at(decide + 3, "reply", "handler", reply_summary="written reply delivered")
+    day = decide + 14
+    for _ in range(satisfied_after):
+        p.at(day, "return_visit", "handler", satisfaction="unsatisfied")
+        p.at(day + 1, "continue_work", "handler")
+        p.at(day + 10, "thought_work", notes="explained the law and the decision again")
+        day += 32  # the 30-day return-visit cycle comes round first
+    p.at(day, "return_visit", "handler", satisfaction="satisfied")
+    return p.at(day + 2, "archive", ARCHIVIST)
+
+
+def plans() -> list[Plan]:
+    """The twelve handed-down cases: eight resolved in the year, four still open at its end."""
+    ps = [
+        Plan("unpaid wages after a judgment", "county_court", "enforcement of a wage judgment"),
+        Plan("traffic accident compensation", "county_police", "accident liability disputed"),
+        Plan("land requisition compensation", "xinzhuang_township", "compensation for land taken"),
+        Plan("detention complaint", "county_police", "says the detention was unlawful"),
+        Plan("non-prosecution decision", "procuratorate", "asks why no prosecution followed"),
+        Plan("legal aid refused", "justice_bureau", "legal aid application refused"),
+        Plan("house demolition", "xinzhuang_township", "demolition without agreement"),
+        Plan("property division", "county_court", "disputes a divorce property ruling"),
+        Plan("sentencing complaint", "county_court", "disputes the sentence", expect="in review"),
+        Plan("lost petitioner", "county_police", "theft case never solved", expect="suspended, overdue"),
+        Plan("mediation agreement", "justice_bureau", "mediation not honoured", expect="not satisfied"),
+        Plan("group petition over a closed mine", "xinzhuang_township", "unpaid severance of 40 miners",
+             expect="overdue, escalated to the top"),
+    ]
+    a, b, c, d, e, f, g, h, i, j, k, m = ps
+    _resolve(_assign(a, 3).at(10, "home_visit", visitor="qian", notes="visited at home")
+             .at(18, "coordination_meeting", attendees=["county_court", "labour_bureau"],
+                 agreed="enforce the judgment"), 40)
+    _resolve(_assign(b, 4).at(30, "coordination_meeting",
+                              attendees=["county_police", "insurer", "county_court"],
+                              agreed="insurer pays the assessed amount"), 50)
+    _resolve(_assign(c, 5).at(25, "funds_raised", amount=180000.0, funded_by="county fund")
+             .at(40, "coordination_meeting", attendees=["xinzhuang_township", "land_bureau"],
+                 agreed="pay to the county standard"), 55, satisfied_after=1)
+    _resolve(_assign(d, 3), 95)  # decided late: escalated
+    _resolve(_assign(e, 6).at(20, "thought_work", notes="explained the evidence threshold"), 45)
+    _resolve(_assign(f, 7), 38, satisfied_after=1)
+    _resolve(_assign(g, 8).at(60, "funds_raised", amount=150000.0, funded_by="township")
+             .at(62, "coordination_meeting", attendees=["xinzhuang_township", "county_court",
+                                                        "housing_bureau"], agreed="rehouse"),
+             88, satisfied_after=1)  # late: escalated, then resolved
+    _resolve(_assign(h, 4).at(80, "funds_raised", amount=75000.0, funded_by="court relief fund"), 120)
+    # Still in progress at the end of the year.
+    (_assign(i, 3).at(50, "decide", outcome="maintained", decision_summary="the ruling was correct")
+     .at(52, "reply", "handler", reply_summary="the ruling stands")
+     .at(70, "request_review", CLERK).at(110, "answer_review", REVIEWER, review_result="upheld")
+     .at(125, "request_rereview", CLERK))
+    (_assign(j, 5).at(20, "suspend", "handler", suspension_reason="the petitioner cannot be reached")
+     .at(80, "resume", "handler"))
+    (_assign(k, 6).at(30, "extend", extension_days=30, extension_reason="second mediation round")
+     .at(80, "decide", outcome="explanation", decision_summary="no legal basis for the claim")
+     .at(82, "reply", "handler", reply_summary="explained in writing")
+     .at(100, "return_visit", "handler", satisfaction="unsatisfied")
+     .at(101, "continue_work", "handler"))
+    _assign(m, 4).at(15, "home_visit", visitor="zhou", notes="met the miners' representatives")
+    return ps
 
 
 def _fresh(db: Path) -> None:
@@ -31,90 +137,100 @@ def _fresh(db: Path) -> None:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
-def run_demo(db: Path, echo: Callable[[str], Any] = print) -> dict[str, str]:
-    """Run the demo on a fresh SQLite file at ``db``; return the case ids by name."""
+def run_demo(db: Path, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run the year on a fresh SQLite file at ``db``; return the case ids and the figures."""
     _fresh(db)
-    clock = FrozenClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
-    engine = Engine(f"sqlite:///{db}", WORKFLOWS, clock=clock)
-    echo(f"casework demo on {db}\n")
+    clock = FrozenClock(START)
+    engine = Engine(f"sqlite:///{db}", WORKFLOWS, clock=clock, sqlite_synchronous="NORMAL",
+                    sensitive_periods=[SensitivePeriod("national_sessions", START.date().replace(
+                        month=3, day=1), START.date().replace(month=3, day=20))])
+    heard: Counter[str] = Counter()
+    rungs: Counter[str] = Counter()
+    reports: list[ReportReady] = []
 
-    def step(case_id: str, trigger: str, actor: str, days: float = 0, **data: Any) -> None:
-        if days:
-            clock.advance(days=days)
-        engine.fire(case_id, trigger, actor=actor, data=data)
+    def listen(n: Notice | ReportReady) -> None:
+        heard[n.name] += 1
+        if isinstance(n, ReportReady):
+            reports.append(n)
+        elif n.name == "escalated":
+            rungs[str(n.event.details.get("rung"))] += 1
 
-    def refused(case_id: str, trigger: str, actor: str, **data: Any) -> None:
-        try:
-            engine.fire(case_id, trigger, actor=actor, data=data)
-        except CommandRefused as e:
-            echo(f"  refused as it should be: {e}")
-        else:  # pragma: no cover - the demo would be wrong
-            raise AssertionError(f"{trigger} should have been refused")
+    for name in ("warned", "escalated", "cycle", "report", "flagged"):
+        engine.on(name, listen)
 
-    def open_petition(name: str, unit: str, leader: str, summary: str) -> str:
+    echo(f"casework demo on {db}: a year of the 12 cases handed down by the committee\n")
+    ps = plans()
+    ids: list[str] = []
+    for n, p in enumerate(ps, 1):
         case = engine.open_case("petition", {
-            "petitioner_name": name, "petitioner_phone": "138-0000-0000", "channel": "visit",
-            "source": "city", "concerns": "court", "summary": summary,
+            "petitioner_name": f"Petitioner {n}", "petitioner_id_number": f"3301{n:014d}",
+            "petitioner_phone": f"139{n:08d}", "channel": "letter", "source": "province",
+            "concerns": "court" if "court" in p.unit else "other", "summary": p.summary,
+            "group_petition": "group" in p.title,
         }, actor=CLERK)
-        step(case.id, "accept", TRIAGE, days=3)
-        step(case.id, "assign", f"leader:{leader}", days=1, leader=leader, handler=f"{unit}_officer",
-             unit=unit, due_date="2026-05-05", target="resolve the claim lawfully")
-        return case.id
+        ids.append(case.id)
+    agenda: dict[int, list[tuple[int, str, str, dict[str, Any]]]] = {}
+    for n, p in enumerate(ps):
+        for day, trigger, actor, data in p.steps:
+            agenda.setdefault(day, []).append((n, trigger, actor, data))
+    refusals = []
+    for day in range(1, DAYS + 1):
+        clock.set(START + timedelta(days=day))
+        for n, trigger, actor, data in agenda.get(day, []):
+            try:
+                engine.fire(ids[n], trigger, actor=actor, data=data)
+            except CommandRefused as e:  # the script is wrong if this happens
+                refusals.append(f"day {day}, case {n + 1}: {e}")
+        if day == 100:  # the rules refuse what they must, and write nothing
+            for n, trigger, actor, data in (
+                    (10, "archive", ARCHIVIST, {}),
+                    (11, "extend", "leader:qian", {"extension_days": 10, "extension_reason": "x"}),
+                    (11, "extend", "leader:zhou", {"extension_days": 45, "extension_reason": "x"})):
+                try:
+                    engine.fire(ids[n], trigger, actor=actor, data=data)
+                except CommandRefused as e:
+                    echo(f"day {day}: refused as it should be: {e}")
+        engine.run_due()
+    if refusals:
+        raise AssertionError("the demo's script was refused:\n" + "\n".join(refusals))
 
-    ids: dict[str, str] = {}
+    echo("\nWhat the scheduler did over the year:")
+    echo(f"  warnings {heard['warned']}, escalations {heard['escalated']} "
+         f"({', '.join(f'{k} {v}' for k, v in sorted(rungs.items()))}), return-visit cycles and "
+         f"checks {heard['cycle']}, cases flagged at risk {heard['flagged']}, reports {heard['report']}")
+    for r in reports:
+        units = ", ".join(f"{row['unit']} {row['open']} open/{row['overdue']} overdue"
+                          for row in r.payload["rows"])
+        echo(f"  {r.payload['due'][:10]} {r.report} report: {units or 'no open cases'}")
 
-    echo("1. A wage claim: decided, answered, satisfied at the first visit, archived.")
-    c1 = open_petition("Wang Daming", "labour_court", "wang", "unpaid wages after a judgment")
-    ids["satisfied"] = c1
-    step(c1, "home_visit", "leader:wang", days=5, visitor="wang", notes="visited at home")
-    step(c1, "coordination_meeting", "leader:wang", days=4,
-         attendees=["court", "labour_bureau", "township"], agreed="enforce the judgment")
-    step(c1, "decide", "handler:labour_court_officer", days=10, outcome="full_correction",
-         decision_summary="the judgment is enforced")
-    step(c1, "reply", "handler:labour_court_officer", days=2, reply_summary="written reply sent")
-    step(c1, "return_visit", "handler:labour_court_officer", days=7, satisfaction="satisfied")
-    step(c1, "archive", ARCHIVIST, days=1)
-
-    echo("2. A land dispute: not satisfied at the first visit, work continues, then archived.")
-    c2 = open_petition("Li Xiuying", "township_court", "zhou", "compensation for requisitioned land")
-    ids["visited_twice"] = c2
-    refused(c2, "extend", "leader:sun", extension_days=20, extension_reason="complex")
-    step(c2, "extend", "leader:zhou", days=20, extension_days=30,
-         extension_reason="valuation by a second surveyor")
-    refused(c2, "extend", "leader:zhou", extension_days=10, extension_reason="again")
-    step(c2, "funds_raised", "leader:zhou", days=15, amount=120000.0, funded_by="county fund")
-    step(c2, "decide", "leader:zhou", days=20, outcome="partial_correction",
-         decision_summary="compensation raised to the county standard")
-    step(c2, "reply", "handler:township_court_officer", days=3, reply_summary="written reply")
-    step(c2, "return_visit", "handler:township_court_officer", days=10, satisfaction="unsatisfied")
-    refused(c2, "archive", ARCHIVIST)
-    step(c2, "continue_work", "handler:township_court_officer", days=1)
-    step(c2, "thought_work", "leader:zhou", days=5, notes="explained the valuation rules")
-    step(c2, "return_visit", "leader:zhou", days=14, satisfaction="satisfied")
-    step(c2, "archive", ARCHIVIST, days=1)
-
-    echo("3. A sentencing complaint: the petitioner rejects the reply and asks for a review.")
-    c3 = open_petition("Zhang Wei", "intermediate_court", "liu", "disputes the sentence")
-    ids["in_review"] = c3
-    step(c3, "decide", "leader:liu", days=25, outcome="maintained",
-         decision_summary="the original ruling was correct")
-    step(c3, "reply", "handler:intermediate_court_officer", days=2, reply_summary="explained")
-    step(c3, "request_review", CLERK, days=12)
-    step(c3, "answer_review", REVIEWER, days=20, review_result="upheld")
-
-    echo("4. A complaint of another kind, on its own workflow.")
-    c4 = engine.open_case("complaint", {"citizen_name": "Chen Jing", "topic": "noise",
-                                        "description": "night construction"}, actor="desk:ma")
-    ids["complaint"] = c4.id
-    step(c4.id, "take", "officer:he", days=1, officer="he")
-    step(c4.id, "answer", "officer:he", days=2, answer="permit checked; work stopped at 22:00")
-    step(c4.id, "confirm", "desk:ma", days=1)
-
-    echo("")
-    for cid in ids.values():
-        echo(format_case(engine, cid))
-        echo("")
+    echo("\nThe twelve cases at the end of the year:")
+    figures = _closing(engine, ids, ps, echo)
+    for label, n in (("archived at the first visit", 0), ("archived after a second visit", 2),
+                     ("in review", 8)):
+        echo(f"\n--- case {n + 1}, {label} ---")
+        echo(format_case(engine, ids[n]))
     problems = engine.verify()
-    echo(f"hash chains: {problems if problems else 'all intact'}")
+    echo(f"\nhash chains: {problems if problems else 'all intact'}")
     engine.close()
-    return ids
+    return {"ids": ids, **figures}
+
+
+def _closing(engine: Engine, ids: list[str], ps: list[Plan], echo: Callable[[str], Any]) -> dict[str, Any]:
+    """Per-case lines and the closing figures, counted from each case's events."""
+    resolved = 0
+    for n, (cid, p) in enumerate(zip(ids, ps, strict=True), 1):
+        case = engine.get_case(cid)
+        history = engine.history(cid)
+        archived = any(ev.name == "archive" for ev in history)
+        resolved += archived
+        path = " > ".join(dict.fromkeys(ev.to_state or "" for ev in history if ev.kind == "transition"))
+        esc = [ev.name for ev in history if ev.kind == "escalation"]
+        echo(f"  {n:>2}. {p.title:<34} {p.unit:<19} {case.state:<26} "
+             f"escalation {case.escalation_level}{' (' + ', '.join(esc) + ')' if esc else ''}")
+        echo(f"      path: registered > {path}")
+    handed_down = len(ids)
+    rate = resolved / handed_down
+    echo(f"\nHanded down {handed_down}; resolved and archived {resolved}; still in progress "
+         f"{handed_down - resolved}; closure rate {rate:.0%} (息訴率)")
+    return {"handed_down": handed_down, "resolved": resolved, "in_progress": handed_down - resolved,
+            "closure_rate": rate}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from typing import Any
 
 from .log import mask_data
@@ -17,7 +18,7 @@ def _fmt_values(values: dict[str, Any] | Any, pii: frozenset[str]) -> str:
         '"', "")
 
 
-def format_event(ev: Event, pii: frozenset[str]) -> str:
+def format_event(ev: Event, pii: frozenset[str], tz: tzinfo | None = None) -> str:
     """One history line: seq, time, what happened, who, what changed."""
     move = (f"{ev.from_state} -> {ev.to_state}" if ev.from_state != ev.to_state
             else f"in {ev.to_state}")
@@ -25,7 +26,8 @@ def format_event(ev: Event, pii: frozenset[str]) -> str:
         move = f"-> {ev.to_state}"
     who = f"{ev.role}:{ev.actor}" if ev.role else (ev.actor or "-")
     extra = _fmt_values(ev.details, pii) if ev.details else ""
-    return (f"  {ev.seq:>3} {ev.at:%Y-%m-%d %H:%M} {ev.kind:<10} {ev.name:<22} {move:<52} "
+    at = ev.at.astimezone(tz) if tz is not None else ev.at
+    return (f"  {ev.seq:>3} {at:%Y-%m-%d %H:%M} {ev.kind:<10} {ev.name:<22} {move:<52} "
             f"{who}{_fmt_values(ev.changes, pii)}{extra}")
 
 
@@ -33,18 +35,20 @@ def format_case(engine: Any, case_id: str, *, actor: str | None = None) -> str:
     """The case's state, data (PII masked), history and, for ``actor``, what may be done now."""
     case = engine.get_case(case_id)
     wf = engine.workflow(case.workflow, case.version)
+    tz = wf.timing.calendar.tz
     lines = [
         f"case {case.id}  ({case.workflow} @ {case.version})",
         f"  state: {case.state}{'  [final]' if case.final else ''}   row version: "
         f"{case.row_version}   escalation level: {case.escalation_level}",
-        f"  opened {case.opened_at:%Y-%m-%d %H:%M}, updated {case.updated_at:%Y-%m-%d %H:%M}",
+        f"  opened {case.opened_at.astimezone(tz):%Y-%m-%d %H:%M}, updated "
+        f"{case.updated_at.astimezone(tz):%Y-%m-%d %H:%M} ({wf.spec.timezone})",
         "  data:",
     ]
     masked = mask_data(dict(case.data), wf.pii)
     for k in sorted(masked):
         lines.append(f"    {k}: {masked[k]}")
     lines.append("  history:")
-    lines.extend(format_event(ev, wf.pii) for ev in engine.history(case_id))
+    lines.extend(format_event(ev, wf.pii, tz) for ev in engine.history(case_id))
     if actor is not None:
         lines.append(f"  what {actor} may do now:")
         for opt in engine.available_triggers(case_id, actor):

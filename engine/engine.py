@@ -418,7 +418,9 @@ class Engine:
             except ExpressionError as e:
                 raise GuardRefused(f"guard could not be evaluated: {e}") from None
             if not ok:
-                raise GuardRefused(f"guard `{a.guard.source}` is false")
+                part = a.guard.failing_part(names)
+                why = f" (`{part}` does not hold)" if part else ""
+                raise GuardRefused(f"guard `{a.guard.source}` is false{why}")
         changes = wf.evaluate_sets(a.sets, names) if a.sets else {}
         if changes:
             changes = self._validated(wf.validate, changes, rec.id, rec.state, a.name)

@@ -118,6 +118,21 @@ class Expression:
         except (InvalidExpression, TypeError, ValueError, ZeroDivisionError) as e:
             raise ExpressionError(f"{self.source!r}: {e}") from None
 
+    def failing_part(self, names: Mapping[str, Any]) -> str | None:
+        """For ``a and b and c`` that is false, the source of the first part that is false."""
+        body = self._tree.body
+        if not (isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And)):
+            return None
+        for part in body.values:
+            sub = Expression(ast.unparse(part), ast.Expression(body=part), self.names,
+                             self._functions)
+            try:
+                if not sub.evaluate(names):
+                    return sub.source
+            except ExpressionError:
+                return sub.source
+        return None
+
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 

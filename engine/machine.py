@@ -141,7 +141,9 @@ class Attempt:
                 self.refusals.append((2, GuardRefused(f"guard could not be evaluated: {e}")))
                 return False
             if not ok:
-                self.refusals.append((2, GuardRefused(f"guard `{ct.guard.source}` is false")))
+                part = ct.guard.failing_part(self.names)
+                why = f" (`{part}` does not hold)" if part else ""
+                self.refusals.append((2, GuardRefused(f"guard `{ct.guard.source}` is false{why}")))
                 return False
         for name, fn in ct.conditions:
             if not fn(ctx_factory()):

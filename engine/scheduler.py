@@ -97,20 +97,23 @@ def next_firing(wf: CompiledWorkflow, name: str, after: datetime) -> datetime | 
 
 def ensure_cron_timers(engine: Engine, now: datetime) -> int:
     """Make sure each cron cycle of each loaded workflow has its next firing stored."""
+    wanted = [(wf, name) for wf in engine.workflows.values()
+              for name, c in wf.spec.cycles.items() if c.cron is not None]
+    if not wanted:
+        return 0
+    with engine._store_call(), engine.store.read() as rtx:
+        missing = [(wf, name) for wf, name in wanted if not rtx.pending_cron(wf.name, name)]
     added = 0
-    for wf in engine.workflows.values():
-        for name, c in wf.spec.cycles.items():
-            if c.cron is None:
+    for wf, name in missing:
+        with engine._store_call(), engine.store.write() as tx:
+            if tx.pending_cron(wf.name, name):
+                continue  # another process added it meanwhile
+            due = next_firing(wf, name, now)
+            if due is None:
                 continue
-            with engine._store_call(), engine.store.write() as tx:
-                if tx.pending_cron(wf.name, name):
-                    continue
-                due = next_firing(wf, name, now)
-                if due is None:
-                    continue
-                tx.insert_timers([NewTimer(None, wf.name, "cron", name, None, to_db(due),
-                                           {"cycle": name, "version": wf.version})], to_db(now))
-                added += 1
+            tx.insert_timers([NewTimer(None, wf.name, "cron", name, None, to_db(due),
+                                       {"cycle": name, "version": wf.version})], to_db(now))
+            added += 1
     return added
 
 

@@ -125,6 +125,9 @@ class ReadTx:
             return None
         return row[0], row[1], row[2], self._dt_out(row[3]), json.loads(row[4])
 
+    def pending_cron(self, workflow: str, name: str) -> bool:
+        return self._run(self.sql.pending_cron, {"workflow": workflow, "name": name}).fetchone() is not None
+
     def pending_outbox(self, limit: int) -> list[tuple[int, str, str | None, int | None, int | None]]:
         return [tuple(r) for r in self._run(self.sql.pending_outbox, {"limit": limit}).fetchall()]
 
@@ -250,9 +253,6 @@ class WriteTx(ReadTx):
 
     def finish_timer(self, timer_id: int, status: str, at: datetime) -> None:
         self._run(self.sql.finish_timer, {"b_id": timer_id, "status": status, "at": self._dt_in(at)})
-
-    def pending_cron(self, workflow: str, name: str) -> bool:
-        return self._run(self.sql.pending_cron, {"workflow": workflow, "name": name}).fetchone() is not None
 
     # -- reports and outbox ----------------------------------------------
     def insert_report(self, workflow: str, name: str, at: datetime, timer_id: int | None,

@@ -93,10 +93,20 @@ def test_a_refused_command_prints_the_rule_and_exits_1(tmp_path: Path) -> None:
     assert "[state]" in result.output and "'archive'" in result.output
 
 
-def test_demo_runs_the_petition_cases_and_the_chains_verify(tmp_path: Path) -> None:
+def test_demo_runs_a_year_of_the_twelve_handed_down_cases(tmp_path: Path) -> None:
     code, out = _cli("demo", "--db", str(tmp_path / "demo.db"))
     assert code == 0
-    assert out.count("state: archived") == 2
-    assert "state: review.answered" in out
+    assert "Handed down 12; resolved and archived 8; still in progress 4; closure rate 67%" in out
     assert "refused as it should be: [guard]" in out
+    assert "supervision report" in out
+    assert "escalation 3 (supervision_notice, public_notice, report_upward)" in out
+    assert "state: archived" in out and "state: review." in out
     assert "hash chains: all intact" in out
+
+
+def test_demo_figures_come_from_the_recorded_cases(tmp_path: Path) -> None:
+    from demo import run_demo
+
+    figures = run_demo(tmp_path / "demo.db", echo=lambda _: None)
+    assert (figures["handed_down"], figures["resolved"], figures["in_progress"]) == (12, 8, 4)
+    assert round(figures["closure_rate"], 2) == 0.67
