@@ -216,6 +216,48 @@ def demo(db_path: Path) -> None:
     run_demo(db_path, echo=click.echo)
 
 
+@cli.group()
+def db() -> None:
+    """The database schema (Alembic migrations)."""
+
+
+def _db_url(ctx: click.Context) -> str:
+    from engine.settings import load_settings
+
+    root = ctx.find_root()
+    url: str = root.obj["db"] or load_settings(root.obj["config"]).database_url()
+    return url
+
+
+@db.command("upgrade")
+@click.option("--to", "revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Create or upgrade the database schema."""
+    from persistence.migrate import upgrade
+
+    url = _db_url(ctx)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    upgrade(url, revision)
+    click.echo(f"schema at {revision}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Print the database's schema revision and the code's."""
+    from sqlalchemy import create_engine
+
+    from persistence.migrate import current_revision, head_revision
+
+    eng = create_engine(_db_url(ctx))
+    try:
+        click.echo(f"database: {current_revision(eng) or 'none'}; code: {head_revision()}")
+    finally:
+        eng.dispose()
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="fire what is due now and exit")
 @click.pass_context

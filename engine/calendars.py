@@ -146,6 +146,8 @@ def business_seconds(cal: Calendar, start: datetime, end: datetime) -> tuple[flo
     """Business seconds in [start, end), and whether any day counted was provisional."""
     if end <= start:
         return 0.0, False
+    if isinstance(cal, EveryDay):
+        return (end - start).total_seconds(), False
     total = 0.0
     provisional = False
     day = start.astimezone(cal.tz).date()
@@ -164,6 +166,8 @@ def business_seconds(cal: Calendar, start: datetime, end: datetime) -> tuple[flo
 
 def instant_after(cal: Calendar, start: datetime, seconds: float) -> tuple[datetime, bool]:
     """The instant at which ``seconds`` business seconds have passed since ``start``."""
+    if isinstance(cal, EveryDay):
+        return start + timedelta(seconds=seconds), False
     provisional = False
     left = seconds
     day = start.astimezone(cal.tz).date()

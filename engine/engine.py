@@ -28,6 +28,7 @@ from persistence import (
     Store,
     TimerRecord,
 )
+from persistence.migrate import SchemaMismatch
 from persistence.tx import ReadTx, WriteTx
 
 from .clock import Clock, SystemClock, from_db, to_db
@@ -97,7 +98,10 @@ class Engine:
         self.store = Store(database_url, sqlite_synchronous=sqlite_synchronous,
                            busy_timeout_ms=busy_timeout_ms, pool_size=pool_size)
         if create_schema:
-            self.store.create_schema()
+            try:
+                self.store.prepare_schema()
+            except SchemaMismatch as e:
+                raise StoreError(str(e)) from None
         self._subscribers = Subscribers()
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], CompiledWorkflow] = {}
@@ -304,7 +308,9 @@ class Engine:
         plan = self._plan_timing(wf, rec, state, trigger, changes, now) if kind == "transition" else None
         if plan is not None:
             details.update(plan.notes)
-        flagged = self._assess_risk(tx, wf, rec) if wf.risk_rules and changes else []
+        flagged = (self._assess_risk(tx, wf, rec)
+                   if wf.risk_rules and not rec.at_risk and wf.risk_fields.intersection(changes)
+                   else [])
         if flagged:
             details["flagged_at_risk"] = flagged
         ev = tx.chain_event(rec, kind=kind, name=trigger, from_state=state, to_state=new_state,

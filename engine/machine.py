@@ -249,6 +249,10 @@ class CompiledWorkflow:
         self.risk_rules = {n: compile_expression(e, fields=fieldset | RISK_NAMES, functions=funcs)
                            for n, e in spec.risk.rules.items()}
         self.risk_needs_party = any(r.names & RISK_NAMES for r in self.risk_rules.values())
+        # The fields whose change can change a rule's verdict; other commands skip the rules.
+        self.risk_fields = frozenset(
+            {n for r in self.risk_rules.values() for n in r.names} - RISK_NAMES
+            | ({self.risk_identity} if self.risk_identity else set()))
         self.finals = frozenset(lf for lf in self.tree.leaves if self.tree.is_final(lf))
         inputs: dict[str, set[str]] = {}
         for t in spec.transitions:

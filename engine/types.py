@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 
@@ -21,6 +22,10 @@ class Actor:
         """Accept an :class:`Actor` or the short form ``"role[,role]:id[@unit]"``."""
         if isinstance(actor, Actor):
             return actor
+        return _parse_actor(actor)
+
+    @classmethod
+    def _from_text(cls, actor: str) -> Actor:
         if not isinstance(actor, str) or ":" not in actor:
             raise ValueError(f"actor must be an Actor or 'role:id', got {actor!r}")
         roles, _, rest = actor.partition(":")
@@ -31,6 +36,11 @@ class Actor:
 
     def __str__(self) -> str:
         return f"{','.join(sorted(self.roles))}:{self.id}" + (f"@{self.unit}" if self.unit else "")
+
+
+@lru_cache(maxsize=4096)
+def _parse_actor(text: str) -> Actor:
+    return Actor._from_text(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from . import models
 from .dialects import dialect_for
 from .errors import DatabaseUnavailable, DuplicateKey
+from .migrate import check_schema
 from .sql import Statements
 from .tx import ReadTx, WriteTx
 
@@ -46,9 +46,12 @@ class Store:
     def backend(self) -> str:
         return self.dialect.name
 
-    def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
-        models.metadata.create_all(self.engine)
+    def prepare_schema(self) -> str:
+        """Create a new database's schema; refuse one whose revision differs from the code's.
+
+        Raises :class:`persistence.migrate.SchemaMismatch` with the command to run.
+        """
+        return check_schema(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

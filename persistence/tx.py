@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from .chain import GENESIS, event_hash, verify_chain
 from .dialects import Dialect
@@ -15,8 +16,11 @@ from .sql import Statement, Statements
 
 
 def dumps(v: Any) -> str:
-    """Canonical JSON for stored columns."""
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    """Canonical JSON for stored columns: sorted keys, no spaces, UTF-8 (orjson)."""
+    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+
+
+loads = orjson.loads
 
 
 class ReadTx:
@@ -38,19 +42,19 @@ class ReadTx:
     def _case(self, row: Sequence[Any]) -> CaseRecord:
         dt = self._dt_out
         clocks = row[12]
-        return CaseRecord(row[0], row[1], row[2], row[3], bool(row[4]), json.loads(row[5]), row[6],
+        return CaseRecord(row[0], row[1], row[2], row[3], bool(row[4]), loads(row[5]), row[6],
                           dt(row[7]), dt(row[8]), row[9], row[10], row[11],
-                          json.loads(clocks) if clocks and clocks != "{}" else {},
+                          loads(clocks) if clocks and clocks != "{}" else {},
                           bool(row[13]), self._opt_dt(row[14]), row[15])
 
     def _event(self, row: Sequence[Any]) -> EventRecord:
         return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                           self._dt_out(row[8]), json.loads(row[9]), json.loads(row[10]), row[11],
+                           self._dt_out(row[8]), loads(row[9]), loads(row[10]), row[11],
                            row[12], row[13])
 
     def _timer(self, row: Sequence[Any]) -> TimerRecord:
         return TimerRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._dt_out(row[6]),
-                           row[7], json.loads(row[8]))
+                           row[7], loads(row[8]))
 
     # -- cases and events ------------------------------------------------
     def get_case(self, case_id: str) -> CaseRecord | None:
@@ -123,7 +127,7 @@ class ReadTx:
         row = self._run(self.sql.get_report, {"id": report_id}).fetchone()
         if row is None:
             return None
-        return row[0], row[1], row[2], self._dt_out(row[3]), json.loads(row[4])
+        return row[0], row[1], row[2], self._dt_out(row[3]), loads(row[4])
 
     def pending_cron(self, workflow: str, name: str) -> bool:
         return self._run(self.sql.pending_cron, {"workflow": workflow, "name": name}).fetchone() is not None

@@ -1,0 +1,66 @@
+"""Alembic migrations: the schema they build is the models' schema; mismatches are refused."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+import run
+from engine import Engine, StoreError
+from persistence import models
+from persistence.migrate import current_revision, head_revision, upgrade
+from tests.conftest import PETITION
+
+
+def test_migrations_build_exactly_the_schema_of_the_models(db_url: str) -> None:
+    upgrade(db_url)
+    eng = create_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), models.metadata)
+        assert diffs == []
+        assert current_revision(eng) == head_revision()
+    finally:
+        eng.dispose()
+
+
+def test_an_empty_database_is_created_at_the_newest_revision(db_url: str) -> None:
+    with Engine(db_url, [PETITION]) as e:
+        assert current_revision(e.store.engine) == head_revision()
+
+
+def test_a_database_upgraded_by_the_command_is_accepted_by_the_engine(db_url: str) -> None:
+    result = CliRunner().invoke(run.cli, ["--db", db_url, "db", "upgrade"], obj={})
+    assert result.exit_code == 0, result.output
+    with Engine(db_url, [PETITION]) as e:
+        case = e.open_case("petition", {"petitioner_name": "A", "channel": "visit",
+                                        "source": "city", "summary": "s"}, actor="clerk:li")
+        assert e.get_case(case.id).state == "registered"
+
+
+def test_tables_without_a_revision_are_refused_with_the_command_to_run(sqlite_url: str) -> None:
+    eng = create_engine(sqlite_url)
+    models.metadata.create_all(eng)
+    eng.dispose()
+    with pytest.raises(StoreError, match=r"run: python run.py db upgrade"):
+        Engine(sqlite_url, [PETITION])
+
+
+def test_a_schema_newer_than_the_code_is_refused(db_url: str) -> None:
+    upgrade(db_url)
+    eng = create_engine(db_url)
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_from_the_future'"))
+    eng.dispose()
+    with pytest.raises(StoreError, match="upgraded by newer code"):
+        Engine(db_url, [PETITION])
+
+
+def test_db_current_reports_both_revisions(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    result = CliRunner().invoke(run.cli, ["--db", sqlite_url, "db", "current"], obj={})
+    assert result.exit_code == 0
+    assert f"database: {head_revision()}; code: {head_revision()}" in result.output
