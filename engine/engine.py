@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -87,11 +88,13 @@ class Engine:
                  calendars: Mapping[str, str] | None = None, strict_calendar: bool = False,
                  sensitive_periods: Iterable[SensitivePeriod] = (),
                  scheduler: Mapping[str, Any] | None = None,
+                 retries: int = 3,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
         self._timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods))
         self._scheduler_options = dict(scheduler or {})
         self._service: SchedulerService | None = None
+        self._retries = retries
         self._guards = dict(guards or {})
         self._actions = dict(actions or {})
         self._functions = dict(functions or {})
@@ -249,16 +252,26 @@ class Engine:
         """Run one command in one write transaction, then tell subscribers.
 
         If a concurrent command with the same idempotency key committed first, the unique
-        key refuses this one; it is run once more, and then replays the first result.
+        key refuses this one; it is run once more, and then replays the first result. A
+        command with an idempotency key that fails because the database was unavailable
+        (locked past the busy timeout, a lost connection) is retried up to ``retries`` times
+        with a growing pause: the key makes the retry safe, whether or not the first try
+        committed. Without a key the error is raised; nothing is retried blindly.
         """
-        try:
-            with self._store_call(), self.store.write() as tx:
-                case, ev, notice_cls = write(tx)
-        except DuplicateKey:
-            if key is None:
-                raise
-            with self._store_call(), self.store.write() as tx:
-                case, ev, notice_cls = write(tx)
+        attempts = 1 + (self._retries if key is not None else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                with _StoreErrors(retrying=True), self.store.write() as tx:
+                    case, ev, notice_cls = write(tx)
+                break
+            except DuplicateKey:
+                if key is None or attempt == attempts:
+                    raise
+            except DatabaseUnavailable as e:
+                if attempt == attempts:
+                    tries = f" after {attempts} tries" if attempts > 1 else ""
+                    raise StoreError(f"{e}{tries}") from None
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
         if notice_cls is not None:
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
         return case
@@ -650,7 +663,11 @@ class Engine:
 
 
 class _StoreErrors:
-    """Turns the storage layer's errors into the engine's."""
+    """Turns the storage layer's errors into the engine's (``retrying``: leave
+    ``DatabaseUnavailable`` to :meth:`Engine._command`, which may retry)."""
+
+    def __init__(self, retrying: bool = False) -> None:
+        self.retrying = retrying
 
     def __enter__(self) -> None:
         return None
@@ -659,7 +676,7 @@ class _StoreErrors:
                  tb: Any) -> Literal[False]:
         if isinstance(exc, StaleVersion):
             raise ConflictError(exc.case_id, exc.expected, exc.actual) from None
-        if isinstance(exc, DatabaseUnavailable):
+        if isinstance(exc, DatabaseUnavailable) and not self.retrying:
             raise StoreError(str(exc)) from None
         return False
 
