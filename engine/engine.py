@@ -632,6 +632,11 @@ class Engine:
                 changed += 1
         return changed
 
+    def state_counts(self, workflow: str) -> dict[str, tuple[int, int]]:
+        """Open and overdue cases of ``workflow`` per state: {state: (open, overdue)}."""
+        with self._store_call(), self.store.read() as tx:
+            return {s: (n, o) for s, n, o in tx.open_by_state(workflow)}
+
     def pending_timers(self, case_id: str) -> list[TimerRecord]:
         """The case's timers that have not fired yet, soonest first."""
         with self._store_call(), self.store.read() as tx:
@@ -689,7 +694,9 @@ def _role_used(who: Actor, allowed: frozenset[str]) -> str | None:
 
 def _to_case(rec: CaseRecord) -> Case:
     return Case(rec.id, rec.workflow, rec.version, rec.state, rec.data, rec.row_version,
-                rec.escalation_level, from_db(rec.opened_at), from_db(rec.updated_at), rec.final)
+                rec.escalation_level, from_db(rec.opened_at), from_db(rec.updated_at), rec.final,
+                rec.at_risk, from_db(rec.overdue_since) if rec.overdue_since else None,
+                rec.clocks)
 
 
 def _to_event(e: EventRecord) -> Event:

@@ -57,6 +57,9 @@ class Case:
     opened_at: datetime
     updated_at: datetime
     final: bool = False
+    at_risk: bool = False
+    overdue_since: datetime | None = None
+    clocks: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

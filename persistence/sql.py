@@ -151,6 +151,18 @@ class Statements:
         self.deliver_outbox = c(update(O).where(O.c.id == bindparam("b_id"))
                                 .values(delivered_at=bindparam("at")))
 
+    def open_by_state(self) -> Statement:
+        """Open and overdue cases of a workflow counted per state."""
+        st = self._by_field.get("\x00state")
+        if st is None:
+            st = Statement(
+                select(C.c.state, func.count(), func.count(C.c.overdue_since))
+                .where(C.c.workflow == bindparam("workflow"), C.c.final.is_(False))
+                .group_by(C.c.state).order_by(C.c.state),
+                self._sa_dialect)
+            self._by_field["\x00state"] = st
+        return st
+
     def open_by_field(self, key: str) -> Statement:
         """Open and overdue cases of a workflow counted per value of one data field."""
         st = self._by_field.get(key)

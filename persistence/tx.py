@@ -112,6 +112,11 @@ class ReadTx:
         rows = self._run(self.sql.open_by_field(key), {"workflow": workflow}).fetchall()
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
+    def open_by_state(self, workflow: str) -> list[tuple[str, int, int]]:
+        """(state, open cases, overdue cases) of ``workflow``."""
+        rows = self._run(self.sql.open_by_state(), {"workflow": workflow}).fetchall()
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
     def workflow_definition(self, name: str, version: str) -> str | None:
         row = self._run(self.sql.wf_def, {"name": name, "version": version}).fetchone()
         return row[0] if row is not None else None
