@@ -315,6 +315,8 @@ class Engine:
         old_version = rec.row_version
         rec.state = new_state
         rec.final = wf.is_final(new_state)
+        if rec.final:
+            rec.closed_at = to_db(now)
         rec.data = {**rec.data, **changes}
         rec.row_version = old_version + 1
         rec.updated_at = at

@@ -30,7 +30,8 @@ class CaseRow(SQLModel, table=True):
     """One case: its state, its data (JSON) and the head of its event chain."""
 
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),)
+    __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),
+                      Index("ix_cases_workflow_opened", "workflow", "opened_at"))
 
     id: str = Field(primary_key=True, max_length=36)
     workflow: str = Field(max_length=64)
@@ -48,6 +49,7 @@ class CaseRow(SQLModel, table=True):
     at_risk: bool = False
     overdue_since: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
     party_key: str | None = Field(default=None, max_length=64, index=True)
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
 
 
 class EventRow(SQLModel, table=True):
@@ -57,6 +59,7 @@ class EventRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("case_id", "seq", name="uq_events_case_seq"),
         UniqueConstraint("idempotency_key", name="uq_events_idempotency_key"),
+        Index("ix_events_name_at", "name", "at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

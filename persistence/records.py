@@ -25,6 +25,7 @@ class CaseRecord:
     at_risk: bool = False
     overdue_since: datetime | None = None
     party_key: str | None = None
+    closed_at: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -25,14 +25,14 @@ O = models.outbox  # noqa: E741
 
 CASE_COLS = (C.c.id, C.c.workflow, C.c.version, C.c.state, C.c.final, C.c.data, C.c.escalation_level,
              C.c.opened_at, C.c.updated_at, C.c.row_version, C.c.last_seq, C.c.last_hash, C.c.clocks,
-             C.c.at_risk, C.c.overdue_since, C.c.party_key)
+             C.c.at_risk, C.c.overdue_since, C.c.party_key, C.c.closed_at)
 EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_state, E.c.actor,
               E.c.role, E.c.at, E.c.changes, E.c.details, E.c.idempotency_key, E.c.prev_hash,
               E.c.hash)
 TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
               T.c.status, T.c.payload)
 CASE_UPDATE = ("state", "final", "data", "escalation_level", "updated_at", "row_version", "last_seq",
-               "last_hash", "clocks", "at_risk", "overdue_since", "party_key")
+               "last_hash", "clocks", "at_risk", "overdue_since", "party_key", "closed_at")
 
 
 class Statement:

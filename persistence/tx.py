@@ -45,7 +45,7 @@ class ReadTx:
         return CaseRecord(row[0], row[1], row[2], row[3], bool(row[4]), loads(row[5]), row[6],
                           dt(row[7]), dt(row[8]), row[9], row[10], row[11],
                           loads(clocks) if clocks and clocks != "{}" else {},
-                          bool(row[13]), self._opt_dt(row[14]), row[15])
+                          bool(row[13]), self._opt_dt(row[14]), row[15], self._opt_dt(row[16]))
 
     def _event(self, row: Sequence[Any]) -> EventRecord:
         return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
@@ -201,6 +201,7 @@ class WriteTx(ReadTx):
             "clocks": dumps(case.clocks) if case.clocks else "{}", "at_risk": case.at_risk,
             "overdue_since": dt(case.overdue_since) if case.overdue_since else None,
             "party_key": case.party_key,
+            "closed_at": dt(case.closed_at) if case.closed_at else None,
         }
 
     def insert_case(self, case: CaseRecord) -> None:

@@ -64,3 +64,26 @@ def test_db_current_reports_both_revisions(sqlite_url: str) -> None:
     result = CliRunner().invoke(run.cli, ["--db", sqlite_url, "db", "current"], obj={})
     assert result.exit_code == 0
     assert f"database: {head_revision()}; code: {head_revision()}" in result.output
+
+
+def test_an_older_schema_is_refused_until_upgraded_and_keeps_its_cases(db_url: str) -> None:
+    upgrade(db_url, "0001")
+    eng = create_engine(db_url)
+    with eng.begin() as conn:  # a case written by the code of revision 0001
+        conn.execute(text(
+            "INSERT INTO cases (id, workflow, version, state, final, data, escalation_level, "
+            "opened_at, updated_at, row_version, last_seq, last_hash, clocks, at_risk) VALUES "
+            "('c1', 'petition', 'v', 'archived', true, '{}', 0, '2026-01-01 00:00:00', "
+            "'2026-02-01 00:00:00', 1, 1, 'h', '{}', false)"))
+        conn.execute(text(
+            "INSERT INTO events (case_id, seq, kind, name, at, changes, details, prev_hash, hash) "
+            "VALUES ('c1', 1, 'transition', 'archive', '2026-02-01 00:00:00', '{}', '{}', 'p', 'h')"))
+    eng.dispose()
+    with pytest.raises(StoreError, match=r"older than this code.*run: python run.py db upgrade"):
+        Engine(db_url, [PETITION])
+    upgrade(db_url)
+    with Engine(db_url, [PETITION]) as e:
+        assert current_revision(e.store.engine) == head_revision()
+        with e.store.engine.connect() as conn:
+            closed = conn.execute(text("SELECT closed_at FROM cases WHERE id = 'c1'")).scalar()
+        assert str(closed).startswith("2026-02-01")
