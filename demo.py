@@ -216,21 +216,21 @@ def run_demo(db: Path, echo: Callable[[str], Any] = print) -> dict[str, Any]:
 
 
 def _closing(engine: Engine, ids: list[str], ps: list[Plan], echo: Callable[[str], Any]) -> dict[str, Any]:
-    """Per-case lines and the closing figures, counted from each case's events."""
-    resolved = 0
+    """Per-case lines, then the closing report of the handed-down cases (SQL over the events)."""
     for n, (cid, p) in enumerate(zip(ids, ps, strict=True), 1):
         case = engine.get_case(cid)
         history = engine.history(cid)
-        archived = any(ev.name == "archive" for ev in history)
-        resolved += archived
         path = " > ".join(dict.fromkeys(ev.to_state or "" for ev in history if ev.kind == "transition"))
         esc = [ev.name for ev in history if ev.kind == "escalation"]
         echo(f"  {n:>2}. {p.title:<34} {p.unit:<19} {case.state:<26} "
              f"escalation {case.escalation_level}{' (' + ', '.join(esc) + ')' if esc else ''}")
         echo(f"      path: registered > {path}")
-    handed_down = len(ids)
-    rate = resolved / handed_down
-    echo(f"\nHanded down {handed_down}; resolved and archived {resolved}; still in progress "
-         f"{handed_down - resolved}; closure rate {rate:.0%} (息訴率)")
-    return {"handed_down": handed_down, "resolved": resolved, "in_progress": handed_down - resolved,
-            "closure_rate": rate}
+    report = engine.report("petition", where={"source": "handed_down"})
+    t = report.totals
+    echo("\nThe closing report of the handed-down cases (computed from the recorded events):")
+    echo(report.format_table())
+    echo(f"\nHanded down {t['handed_down']:.0f}; resolved and archived {t['resolved']:.0f}; "
+         f"still in progress {t['in_progress']:.0f}; closure rate {t['closure_rate'] or 0:.0%} (息訴率)")
+    return {"handed_down": int(t["handed_down"] or 0), "resolved": int(t["resolved"] or 0),
+            "in_progress": int(t["in_progress"] or 0), "closure_rate": t["closure_rate"],
+            "report": report}

@@ -259,6 +259,41 @@ def db_current(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--workflow", default="petition", show_default=True)
+@click.option("--from", "start", default=None, help="first day (YYYY-MM-DD), in the workflow's zone")
+@click.option("--to", "end", default=None, help="day after the last (YYYY-MM-DD)")
+@click.option("--by", default=None, help="break down by a case field (unit, source, leader...)")
+@click.option("--where", "filters", multiple=True,
+              help="FIELD=VALUE (a value or a declared group, e.g. source=handed_down)")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="write to a file")
+@click.option("--chart", type=click.Path(path_type=Path), default=None,
+              help="also draw per-unit open/overdue bars (PNG or SVG by the file's suffix)")
+@click.pass_context
+def report(ctx: click.Context, workflow: str, start: str | None, end: str | None, by: str | None,
+           filters: tuple[str, ...], fmt: str, out: Path | None, chart: Path | None) -> None:
+    """Print a workflow's report (the figures its definition declares)."""
+    where = {k: v for k, v in (_parse_data(filters, None)).items()}
+    with _engine(ctx) as engine:
+        rep = engine.report(workflow, start=start, end=end, by=by, where=where)
+        text = {"table": rep.format_table, "csv": rep.to_csv, "json": rep.to_json}[fmt]()
+        if out is None:
+            click.echo(text)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+            click.echo(f"wrote {out}")
+        if chart is not None:
+            from engine.pictures import render_unit_chart
+
+            per_unit = engine.report(workflow, start=start, end=end, by="unit", where=where)
+            rows = [(u, int(r.get("in_progress") or 0), int(r.get("overdue") or 0))
+                    for u, r in per_unit.rows.items()]
+            click.echo(f"wrote {render_unit_chart(rows, chart, chart.suffix.lstrip('.') or 'png')}")
+
+
+@cli.command()
 @click.option("--once", is_flag=True, help="fire what is due now and exit")
 @click.pass_context
 def serve(ctx: click.Context, once: bool) -> None:

@@ -196,6 +196,35 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
             except ValueError:
                 found.append((loc + ("between",), "'between' takes two ISO dates"))
 
+    rep = wf.report
+    for j, f in enumerate(rep.by):
+        if f not in fields:
+            found.append((("report", "by", j), f"unknown field {f!r}"))
+    for f in rep.groups:
+        if f not in fields:
+            found.append((("report", "groups", f), f"unknown field {f!r}"))
+    counts = {"cases", "events", "open", "closed", "overdue"}
+    events = {t.trigger for t in wf.transitions} | set(wf.activities) | {r.name for r in wf.escalation}
+    for name, fig in rep.figures.items():
+        loc = ("report", "figures", name)
+        kinds = [k for k in (fig.count, fig.sum, fig.ratio) if k is not None]
+        if len(kinds) != 1:
+            found.append((loc, f"figure {name!r} needs exactly one of count, sum, ratio"))
+        if fig.count is not None and fig.count not in counts:
+            found.append((loc + ("count",), f"unknown count {fig.count!r}; one of {sorted(counts)}"))
+        if fig.ratio is not None:
+            for part in fig.ratio:
+                if part not in rep.figures or rep.figures[part].ratio is not None:
+                    found.append((loc + ("ratio",), f"ratio part {part!r} is not a count or sum figure"))
+        for j, n in enumerate(fig.name):
+            if n not in events and not n.endswith("_warning"):
+                found.append((loc + ("name", j), f"unknown trigger, activity or rung {n!r}"))
+        for j, st in enumerate(fig.state):
+            need_state(loc + ("state", j), st)
+        for f in fig.where:
+            if f not in fields:
+                found.append((loc + ("where", f), f"unknown field {f!r}"))
+
     if wf.risk.identity is not None and wf.risk.identity not in fields:
         found.append((("risk", "identity"), f"unknown field {wf.risk.identity!r}"))
     for name, expr in wf.risk.rules.items():

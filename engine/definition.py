@@ -203,6 +203,41 @@ class RiskSpec(_Frozen):
     rules: dict[str, str] = Field(default_factory=dict)
 
 
+class FigureSpec(_Frozen):
+    """One figure of a workflow's report, computed by SQL from the cases and events.
+
+    ``count``: ``cases`` (opened in the period), ``events`` (in the period; ``name`` and
+    ``kind`` filter them), ``open`` (open at the period's end), ``closed`` (closed in the
+    period, optionally in ``state``), ``overdue`` (open and overdue at the end);
+    ``sum``: a numeric field of the events' details (an activity's field);
+    ``ratio``: two other figures. ``where`` filters the cases by their fields; ``without``
+    keeps only cases that have no event of those names (e.g. closed with no review asked).
+    """
+
+    label: str = ""
+    count: str | None = None
+    sum: str | None = None
+    ratio: tuple[str, str] | None = None
+    name: tuple[str, ...] = ()
+    kind: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+    without: tuple[str, ...] = ()
+    where: dict[str, Any] = Field(default_factory=dict)
+
+    _tuples = field_validator("name", "kind", "state", "without", mode="before")(_as_tuple)
+
+
+class ReportSpec(_Frozen):
+    """What a workflow reports: its figures, the fields it can be broken down by, and
+    named groups of a field's values (e.g. ``source``: handed_down = central, province, city)."""
+
+    by: tuple[str, ...] = ()
+    groups: dict[str, dict[str, tuple[str, ...]]] = Field(default_factory=dict)
+    figures: dict[str, FigureSpec] = Field(default_factory=dict)
+
+    _tuples = field_validator("by", mode="before")(_as_tuple)
+
+
 class WorkflowSpec(_Frozen):
     """A whole workflow definition, as written in YAML."""
 
@@ -222,3 +257,4 @@ class WorkflowSpec(_Frozen):
     escalation: tuple[RungSpec, ...] = ()
     cycles: dict[str, CycleSpec] = Field(default_factory=dict)
     risk: RiskSpec = Field(default_factory=RiskSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)

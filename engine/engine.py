@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +67,7 @@ from .machine import (
     NamedGuard,
     TimingOptions,
 )
+from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
 from .timers import SensitivePeriod, TimerPlan
@@ -633,6 +634,19 @@ class Engine:
                 tx.insert_event(ev)
                 changed += 1
         return changed
+
+    def report(self, workflow: str, *, start: date | datetime | str | None = None,
+               end: date | datetime | str | None = None, by: str | None = None,
+               where: Mapping[str, Any] | None = None) -> Report:
+        """The figures ``workflow`` declares for ``[start, end)``, computed by SQL.
+
+        ``by`` breaks them down by a case field (``unit``, ``source``...); ``where`` keeps
+        the cases whose fields match (a value, a list, or a declared group's name).
+        """
+        try:
+            return build_report(self, workflow, start=start, end=end, by=by, where=where)
+        except DatabaseUnavailable as e:
+            raise StoreError(str(e)) from None
 
     def state_counts(self, workflow: str) -> dict[str, tuple[int, int]]:
         """Open and overdue cases of ``workflow`` per state: {state: (open, overdue)}."""

@@ -8,10 +8,11 @@ timer claims use ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, cast, event, func
+from sqlalchemy import Float, Select, cast, event, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 
@@ -43,6 +44,17 @@ class Dialect:
     def json_field(self, column: Any, key: str) -> Any:
         """The text value of ``key`` in a JSON text column."""
         return cast(column, JSONB)[key].astext
+
+    def json_number(self, column: Any, key: str) -> Any:
+        """The numeric value of ``key`` in a JSON text column."""
+        return cast(cast(column, JSONB)[key].astext, Float)
+
+    def json_equals(self, column: Any, key: str, value: Any) -> Any:
+        """``key`` in a JSON text column equals the JSON value ``value``."""
+        return cast(column, JSONB).op("->")(key) == cast(literal(json.dumps(value)), JSONB)
+
+    def seconds_between(self, start: Any, end: Any) -> Any:
+        return func.extract("epoch", end - start)
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         """A select of one case that holds its row until the transaction ends."""
@@ -106,6 +118,17 @@ class SQLiteDialect(Dialect):
 
     def json_field(self, column: Any, key: str) -> Any:
         return func.json_extract(column, f"$.{key}")
+
+    def json_number(self, column: Any, key: str) -> Any:
+        return func.json_extract(column, f"$.{key}")
+
+    def json_equals(self, column: Any, key: str, value: Any) -> Any:
+        if isinstance(value, bool):
+            value = int(value)
+        return func.json_extract(column, f"$.{key}") == value
+
+    def seconds_between(self, start: Any, end: Any) -> Any:
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         return stmt  # BEGIN IMMEDIATE already holds the write lock

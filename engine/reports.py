@@ -1,0 +1,206 @@
+"""Reports: the figures a workflow declares, computed by SQL over its cases and events.
+
+A workflow's ``report`` section names its figures (counts of cases or events, sums of
+an activity's field, ratios), the fields it can be broken down by, and named groups of
+a field's values. :func:`build_report` runs one aggregate query per figure (and one
+more per breakdown), so a new workflow gets its own report without new code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import TYPE_CHECKING, Any
+
+from persistence.reporting import ALL, ReportQueries, Scope
+
+from .clock import from_db, to_db
+from .definition import FigureSpec
+from .errors import CaseworkError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .machine import CompiledWorkflow
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report's figures, overall and per group, with its overdue, escalation and
+    time-in-state sections."""
+
+    workflow: str
+    start: datetime | None
+    end: datetime | None
+    by: str | None
+    where: Mapping[str, tuple[Any, ...]]
+    labels: Mapping[str, str]
+    totals: Mapping[str, float | None]
+    rows: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    overdue: tuple[int, float, float] = (0, 0.0, 0.0)
+    escalations: Mapping[str, int] = field(default_factory=dict)
+    time_in_state: Mapping[str, tuple[int, float, float]] = field(default_factory=dict)
+    ratios: frozenset[str] = frozenset()
+
+    def value(self, figure: str, group: str | None = None) -> float | None:
+        return self.totals[figure] if group is None else self.rows[group][figure]
+
+    def _fmt(self, name: str, v: float | None) -> str:
+        if v is None:
+            return "-"
+        if name in self.ratios:
+            return f"{v:.0%}"
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workflow": self.workflow,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "by": self.by, "where": {k: list(v) for k, v in self.where.items()},
+            "figures": {k: {"label": self.labels[k], "value": v} for k, v in self.totals.items()},
+            "rows": self.rows,
+            "overdue": {"cases": self.overdue[0], "average_days": round(self.overdue[1], 2),
+                        "longest_days": round(self.overdue[2], 2)},
+            "escalations_by_rung": dict(self.escalations),
+            "time_in_state": {s: {"stays": n, "average_days": round(a / DAY, 2),
+                                  "p90_days": round(p / DAY, 2)}
+                              for s, (n, a, p) in self.time_in_state.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False, indent=2)
+
+    def to_csv(self) -> str:
+        """One row per figure: its label, the total, and one column per group."""
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        groups = list(self.rows)
+        w.writerow(["figure", "label", "total", *groups])
+        for name, total in self.totals.items():
+            w.writerow([name, self.labels[name], total,
+                        *[self.rows[g].get(name) for g in groups]])
+        return buf.getvalue()
+
+    def format_table(self) -> str:
+        period = (f"{self.start:%Y-%m-%d} .. {self.end:%Y-%m-%d}" if self.start and self.end
+                  else "all time")
+        where = ", ".join(f"{k} in {list(v)}" for k, v in self.where.items())
+        lines = [f"report: {self.workflow}, {period}" + (f", {where}" if where else "")]
+        groups = list(self.rows)
+        width = max([len(self.labels[n]) for n in self.totals] + [10])
+        head = f"  {'':<{width}} {'total':>10}" + "".join(f" {str(g)[:14]:>14}" for g in groups)
+        lines.append(head)
+        for name, total in self.totals.items():
+            cells = "".join(f" {self._fmt(name, self.rows[g].get(name)):>14}" for g in groups)
+            lines.append(f"  {self.labels[name]:<{width}} {self._fmt(name, total):>10}{cells}")
+        n, avg, longest = self.overdue
+        lines.append(f"  overdue now: {n} case(s), on average {avg:.1f} days, longest {longest:.1f} days")
+        if self.escalations:
+            lines.append("  escalations by rung: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.escalations.items())))
+        if self.time_in_state:
+            lines.append("  time in state (completed stays): average / 90th percentile, days")
+            for s, (cnt, a, p) in sorted(self.time_in_state.items()):
+                lines.append(f"    {s:<28} {cnt:>5} stays  {a / DAY:>7.1f} / {p / DAY:>7.1f}")
+        return "\n".join(lines)
+
+
+def _instant(value: date | datetime | str | None, wf: CompiledWorkflow) -> datetime | None:
+    """A period bound as stored (naive UTC); a date means its midnight in the workflow's zone."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value) if "T" in value or " " in value else date.fromisoformat(value)
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(0), wf.timing.calendar.tz)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return to_db(value)
+
+
+def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+    """Filters on case fields: a value, a list of values, or the name of a declared group."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for key, v in (where or {}).items():
+        if key not in wf.fields:
+            raise CaseworkError(f"report filter: {wf.name!r} has no field {key!r}")
+        groups = wf.spec.report.groups.get(key, {})
+        if isinstance(v, str) and v in groups:
+            out[key] = tuple(groups[v])
+        elif isinstance(v, (list, tuple)):
+            out[key] = tuple(v)
+        else:
+            out[key] = (v,)
+    return out
+
+
+def build_report(engine: Engine, workflow: str, *, start: date | datetime | str | None = None,
+                 end: date | datetime | str | None = None, by: str | None = None,
+                 where: Mapping[str, Any] | None = None) -> Report:
+    """The declared figures of ``workflow`` for ``[start, end)``, optionally per ``by``."""
+    wf = engine.workflow(workflow)
+    spec = wf.spec.report
+    if not spec.figures:
+        raise CaseworkError(f"workflow {workflow!r} declares no report figures")
+    if by is not None and by not in wf.fields:
+        raise CaseworkError(f"report: {workflow!r} has no field {by!r} to break down by")
+    lo, hi = _instant(start, wf), _instant(end, wf)
+    base = resolve_where(wf, where)
+    q = ReportQueries(engine.store)
+    at_end = hi or to_db(engine.clock.now())
+
+    def figure(fig: FigureSpec, scope: Scope) -> dict[str | None, float]:
+        sc = Scope(scope.workflow, {**scope.where, **resolve_where(wf, fig.where)}, scope.by)
+        if fig.sum is not None:
+            return q.events(sc, lo, hi, fig.name, fig.kind, sum_field=fig.sum)
+        if fig.count == "cases":
+            return q.cases_opened(sc, lo, hi)
+        if fig.count == "events":
+            return q.events(sc, lo, hi, fig.name, fig.kind)
+        if fig.count == "open":
+            return q.open_at(sc, hi)
+        if fig.count == "closed":
+            return q.closed(sc, lo, hi, fig.state, fig.without)
+        if fig.count == "overdue":
+            return {g: float(v[0]) for g, v in q.overdue(sc, at_end).items()}
+        raise CaseworkError(f"figure kind {fig.count!r} is not known")
+
+    def compute(scope: Scope) -> dict[str | None, dict[str, float | None]]:
+        values: dict[str, dict[str | None, float]] = {
+            name: figure(fig, scope) for name, fig in spec.figures.items() if fig.ratio is None}
+        groups = sorted({g for v in values.values() for g in v}, key=lambda g: (g is None, str(g)))
+        out: dict[str | None, dict[str, float | None]] = {}
+        for g in groups or [ALL]:
+            row: dict[str, float | None] = {}
+            for name, fig in spec.figures.items():
+                if fig.ratio is None:
+                    row[name] = float(values[name].get(g, 0))
+                else:
+                    num, den = (values[p].get(g, 0) for p in fig.ratio)
+                    row[name] = (num / den) if den else None
+            out[g] = row
+        return out
+
+    totals = compute(Scope(wf.name, base))[ALL]
+    rows: dict[str, dict[str, float | None]] = {}
+    if by is not None:
+        per_group = compute(Scope(wf.name, base, by))
+        rows = {str(g) if g is not None else "(none)": r for g, r in per_group.items()}
+    overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
+    esc = q.escalations(Scope(wf.name, base), lo, hi)
+    tis = q.time_in_state(Scope(wf.name, base), lo, hi)
+    tz = wf.timing.calendar.tz
+    return Report(
+        workflow=wf.name, start=from_db(lo).astimezone(tz) if lo else None,
+        end=from_db(hi).astimezone(tz) if hi else None,
+        by=by, where=base,
+        labels={n: f.label or n.replace("_", " ") for n, f in spec.figures.items()},
+        totals=totals, rows=rows, overdue=overdue,
+        escalations={rung: n for (_, rung), n in esc.items()}, time_in_state=tis,
+        ratios=frozenset(n for n, f in spec.figures.items() if f.ratio is not None))

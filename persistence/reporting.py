@@ -1,0 +1,164 @@
+"""Report queries: counts, sums and durations by SQL aggregation over cases and events.
+
+Nothing here loads cases into Python: each figure is one ``GROUP BY`` query,
+optionally broken down by a field of the cases' data (``unit``, ``source``...).
+Periods are half-open ``[start, end)`` in naive UTC; ``None`` leaves a side open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from .sql import C, E
+from .store import Store
+
+Where = Mapping[str, Sequence[Any]]
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which cases a figure looks at: a workflow, filters on fields, a breakdown field."""
+
+    workflow: str
+    where: Where
+    by: str | None = None
+
+
+class ReportQueries:
+    """The aggregate queries of reports, for one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.d = store.dialect
+
+    def _group(self, scope: Scope) -> Any:
+        if scope.by is None:
+            return literal(ALL).label("grp")
+        return self.d.json_field(C.c.data, scope.by).label("grp")
+
+    def _cases(self, scope: Scope) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = [C.c.workflow == scope.workflow]
+        for key, values in scope.where.items():
+            conds.append(or_(*[self.d.json_equals(C.c.data, key, v) for v in values]))
+        return conds
+
+    def _run(self, stmt: Any) -> list[Any]:
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(stmt))
+
+    @staticmethod
+    def _period(col: Any, start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
+        out = []
+        if start is not None:
+            out.append(col >= start)
+        if end is not None:
+            out.append(col < end)
+        return out
+
+    def _by_group(self, stmt: Any) -> dict[str | None, float]:
+        return {r[0]: (r[1] or 0) for r in self._run(stmt)}
+
+    def cases_opened(self, scope: Scope, start: datetime | None, end: datetime | None
+                     ) -> dict[str | None, float]:
+        g = self._group(scope)
+        return self._by_group(select(g, func.count()).where(
+            *self._cases(scope), *self._period(C.c.opened_at, start, end)).group_by(g))
+
+    def events(self, scope: Scope, start: datetime | None, end: datetime | None,
+               names: Sequence[str], kinds: Sequence[str], sum_field: str | None = None
+               ) -> dict[str | None, float]:
+        """Events in the period (count, or the sum of a numeric field of their details)."""
+        g = self._group(scope)
+        value = (func.coalesce(func.sum(self.d.json_number(E.c.details, sum_field)), 0)
+                 if sum_field else func.count())
+        conds = [*self._cases(scope), *self._period(E.c.at, start, end)]
+        if names:
+            conds.append(E.c.name.in_(list(names)))
+        if kinds:
+            conds.append(E.c.kind.in_(list(kinds)))
+        return self._by_group(select(g, value).select_from(E.join(C, C.c.id == E.c.case_id))
+                              .where(*conds).group_by(g))
+
+    def open_at(self, scope: Scope, end: datetime | None) -> dict[str | None, float]:
+        g = self._group(scope)
+        conds = self._cases(scope)
+        if end is None:
+            conds.append(C.c.final.is_(False))
+        else:
+            conds += [C.c.opened_at < end, or_(C.c.closed_at.is_(None), C.c.closed_at >= end)]
+        return self._by_group(select(g, func.count()).where(*conds).group_by(g))
+
+    def closed(self, scope: Scope, start: datetime | None, end: datetime | None,
+               states: Sequence[str], without: Sequence[str] = ()) -> dict[str | None, float]:
+        """Cases closed in the period (in ``states``; with no event named in ``without``)."""
+        g = self._group(scope)
+        conds = [*self._cases(scope), C.c.closed_at.is_not(None),
+                 *self._period(C.c.closed_at, start, end)]
+        if states:
+            conds.append(C.c.state.in_(list(states)))
+        if without:
+            conds.append(~select(E.c.id).where(E.c.case_id == C.c.id,
+                                               E.c.name.in_(list(without))).exists())
+        return self._by_group(select(g, func.count()).where(*conds).group_by(g))
+
+    def overdue(self, scope: Scope, end: datetime) -> dict[str | None, tuple[int, float, float]]:
+        """Open cases overdue at ``end``: (count, average days overdue, longest days overdue)."""
+        g = self._group(scope)
+        days = self.d.seconds_between(C.c.overdue_since, literal(end)) / 86400.0
+        rows = self._run(select(g, func.count(), func.avg(days), func.max(days)).where(
+            *self._cases(scope), C.c.final.is_(False), C.c.overdue_since.is_not(None),
+            C.c.overdue_since < end).group_by(g))
+        return {r[0]: (int(r[1]), float(r[2] or 0), float(r[3] or 0)) for r in rows}
+
+    def escalations(self, scope: Scope, start: datetime | None, end: datetime | None
+                    ) -> dict[tuple[str | None, str], int]:
+        """Escalation events in the period per group and rung."""
+        g = self._group(scope)
+        rows = self._run(select(g, E.c.name, func.count())
+                         .select_from(E.join(C, C.c.id == E.c.case_id))
+                         .where(*self._cases(scope), E.c.kind == "escalation",
+                                *self._period(E.c.at, start, end))
+                         .group_by(g, E.c.name))
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def time_in_state(self, scope: Scope, start: datetime | None, end: datetime | None
+                      ) -> dict[str, tuple[int, float, float]]:
+        """Completed stays that ended in the period, per state: (stays, mean s, 90th pct s).
+
+        A stay runs from the event that entered a state to the next event that changed it;
+        the 90th percentile is the smallest stay with at least 90% of stays at or below it.
+        """
+        moves = (select(E.c.case_id, E.c.to_state.label("state"), E.c.at.label("entered"),
+                        func.lead(E.c.at).over(partition_by=E.c.case_id, order_by=E.c.seq)
+                        .label("left"))
+                 .select_from(E.join(C, C.c.id == E.c.case_id))
+                 .where(*self._cases(scope), or_(E.c.kind == "open", and_(
+                     E.c.kind.in_(["transition", "migration"]),
+                     or_(E.c.from_state.is_(None), E.c.from_state != E.c.to_state))))
+                 .cte("moves"))
+        secs = self.d.seconds_between(moves.c.entered, moves.c.left)
+        stays = (select(moves.c.state, secs.label("secs"))
+                 .where(moves.c.left.is_not(None), *self._period(moves.c.left, start, end))
+                 .cte("stays"))
+        ranked = select(stays.c.state, stays.c.secs,
+                        func.row_number().over(partition_by=stays.c.state, order_by=stays.c.secs)
+                        .label("rn"),
+                        func.count().over(partition_by=stays.c.state).label("n")).cte("ranked")
+        rows = self._run(select(ranked.c.state, func.max(ranked.c.n), func.avg(ranked.c.secs))
+                         .group_by(ranked.c.state))
+        out: dict[str, tuple[int, float, float]] = {}
+        for state, n, avg in rows:
+            out[state] = (int(n), float(avg or 0), 0.0)
+        p90 = self._run(select(ranked.c.state, func.min(ranked.c.secs))
+                        .where(ranked.c.rn >= 0.9 * ranked.c.n).group_by(ranked.c.state))
+        for state, v in p90:
+            n, avg, _ = out[state]
+            out[state] = (n, avg, float(v or 0))
+        return out
