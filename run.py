@@ -138,17 +138,22 @@ def _spec_of(ctx: click.Context, workflow: str) -> Any:
 
 @cli.command()
 @click.argument("workflow")
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "png", "svg"]), default="mermaid",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "png", "svg"]), default=None,
+              help="mermaid (the default), or png with --counts")
+@click.option("--counts", is_flag=True,
+              help="show each state's open and overdue cases, from the database (png or svg)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="output file (default: stdout for mermaid, var/WORKFLOW.FORMAT otherwise)")
+              help="output file (default: stdout for mermaid, var/WORKFLOW[-counts].FORMAT otherwise)")
 @click.pass_context
-def diagram(ctx: click.Context, workflow: str, fmt: str, out: Path | None) -> None:
+def diagram(ctx: click.Context, workflow: str, fmt: str | None, counts: bool, out: Path | None) -> None:
     """Draw WORKFLOW (a name from the settings, or a YAML file)."""
-    from engine.diagrams import mermaid, render
+    from engine.diagrams import mermaid, render, render_with_counts
 
     spec = _spec_of(ctx, workflow)
+    fmt = fmt or ("png" if counts else "mermaid")
     if fmt == "mermaid":
+        if counts:
+            raise click.UsageError("--counts draws a picture: use --format png or svg")
         text = mermaid(spec)
         if out is None:
             click.echo(text)
@@ -156,8 +161,33 @@ def diagram(ctx: click.Context, workflow: str, fmt: str, out: Path | None) -> No
             out.write_text(text, encoding="utf-8")
             click.echo(f"wrote {out}")
         return
-    target = out or ROOT / "var" / f"{spec.workflow}.{fmt}"
-    click.echo(f"wrote {render(spec, target, fmt)}")
+    if not counts:
+        target = out or ROOT / "var" / f"{spec.workflow}.{fmt}"
+        click.echo(f"wrote {render(spec, target, fmt)}")
+        return
+    with _engine(ctx) as engine:
+        by_state = engine.state_counts(spec.workflow)
+    target = out or ROOT / "var" / f"{spec.workflow}-counts.{fmt}"
+    click.echo(f"wrote {render_with_counts(spec, by_state, target, fmt)}")
+
+
+@cli.command()
+@click.argument("case_id")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="output file (default: var/timeline-ID8.FORMAT, ID8 the id's first 8 characters)")
+@click.pass_context
+def timeline(ctx: click.Context, case_id: str, fmt: str, out: Path | None) -> None:
+    """Draw CASE_ID through time: states, deadlines, warnings, escalations, pending timers."""
+    from engine.pictures import render_timeline
+
+    with _engine(ctx) as engine:
+        case = engine.get_case(case_id)
+        tz = engine.workflow(case.workflow, case.version).timing.calendar.tz
+        target = out or ROOT / "var" / f"timeline-{case.id[:8]}.{fmt}"
+        path = render_timeline(case, engine.history(case.id), engine.pending_timers(case.id),
+                               target, fmt, now=engine.clock.now(), tz=tz)
+    click.echo(f"wrote {path}")
 
 
 @cli.command("open")
@@ -291,6 +321,42 @@ def report(ctx: click.Context, workflow: str, start: str | None, end: str | None
             rows = [(u, int(r.get("in_progress") or 0), int(r.get("overdue") or 0))
                     for u, r in per_unit.rows.items()]
             click.echo(f"wrote {render_unit_chart(rows, chart, chart.suffix.lstrip('.') or 'png')}")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--to", "to_version", required=True, help="a stored version, or 'latest'")
+@click.option("--map", "maps", multiple=True, help="OLD_STATE=NEW_STATE")
+@click.option("--map-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a YAML or JSON mapping of old states to new ones")
+@click.option("--apply", is_flag=True, help="move the cases (without it: a dry run)")
+@click.pass_context
+def migrate(ctx: click.Context, workflow: str, to_version: str, maps: tuple[str, ...],
+            map_file: Path | None, apply: bool) -> None:
+    """Move running cases of WORKFLOW to another version (dry run unless --apply)."""
+    mapping: dict[str, str] = {}
+    if map_file is not None:
+        from ruamel.yaml import YAML
+
+        mapping.update({str(k): str(v) for k, v in (YAML(typ="safe").load(map_file) or {}).items()})
+    for m in maps:
+        if "=" not in m:
+            raise click.BadParameter(f"{m!r} is not OLD=NEW", param_hint="--map")
+        old, new = m.split("=", 1)
+        mapping[old] = new
+    with _engine(ctx) as engine:
+        res = engine.migrate(workflow, to_version, mapping, dry_run=not apply)
+        verb = "would move" if res.dry_run else "moved"
+        for item in res.items:
+            if item.refused:
+                click.echo(f"  refused {item.case_id}: {item.from_state} ({item.refused})")
+            else:
+                click.echo(f"  {verb} {item.case_id}: {item.from_version} {item.from_state} -> "
+                           f"{res.to_version} {item.to_state}")
+        click.echo(f"{len(res.moved)} case(s) {verb}, {len(res.refused)} refused"
+                   + ("" if apply else " (dry run: nothing changed; add --apply)"))
+        if res.refused:
+            raise SystemExit(1)
 
 
 @cli.command()

@@ -67,6 +67,7 @@ from .machine import (
     NamedGuard,
     TimingOptions,
 )
+from .migration import MigrationResult, migrate_cases
 from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
@@ -647,6 +648,21 @@ class Engine:
             return build_report(self, workflow, start=start, end=end, by=by, where=where)
         except DatabaseUnavailable as e:
             raise StoreError(str(e)) from None
+
+    def migrate(self, workflow: str, to_version: str, mapping: Mapping[str, str] | None = None, *,
+                dry_run: bool = True, actor: str = "operator") -> MigrationResult:
+        """Move ``workflow``'s open cases to ``to_version`` (a dry run unless told otherwise).
+
+        ``to_version`` is a stored version or ``"latest"`` (the loaded definition).
+        """
+        if to_version == "latest":
+            to_version = self.workflow(workflow).version
+        return migrate_cases(self, workflow, to_version, mapping or {}, dry_run=dry_run, actor=actor)
+
+    def workflow_versions(self, workflow: str) -> list[str]:
+        """The versions of ``workflow`` stored in the database, oldest first."""
+        with self._store_call(), self.store.read() as tx:
+            return tx.workflow_version_list(workflow)
 
     def state_counts(self, workflow: str) -> dict[str, tuple[int, int]]:
         """Open and overdue cases of ``workflow`` per state: {state: (open, overdue)}."""

@@ -231,6 +231,43 @@ class Timing:
                 self._schedule(d, c, plan, case_id, now)
         return plan
 
+    def adopt(self, old: dict[str, Any], *, case_id: str, state: str,
+              now: datetime) -> tuple[dict[str, Any], TimerPlan]:
+        """Clocks and timers for a case migrated to this version while in ``state``.
+
+        A clock of the same name keeps its start and elapsed time but takes this version's
+        allowed time (plus any extension it had); a state deadline whose state holds the
+        case and that had no clock starts now; cycles of the state start now. The caller
+        cancels every timer the case had before.
+        """
+        clocks: dict[str, Any] = {}
+        plan = TimerPlan()
+        for d in self.deadlines:
+            c = dict(old[d.name]) if d.name in old else None
+            if c is not None and c["status"] in ("running", "paused"):
+                c["total"] = d.total + c.get("extended_days", 0) * DAY
+                if c["status"] == "running" and state in d.pause:
+                    elapsed, _ = business_seconds(d.calendar, _dt(c["since"]), now)
+                    c["elapsed"] += elapsed
+                    c["status"], c["since"], c["due"] = "paused", None, None
+                elif c["status"] == "paused" and state not in d.pause:
+                    c["status"], c["since"] = "running", _iso(now)
+                clocks[d.name] = c
+                if c["status"] == "running":
+                    self._schedule(d, c, plan, case_id, now)
+            elif c is not None:
+                clocks[d.name] = c  # a stopped clock stays as history
+            elif d.scope is not None and state in d.scope:
+                c = {"status": "running", "start": _iso(now), "total": d.total, "elapsed": 0.0,
+                     "since": _iso(now), "due": None, "breaches": 0}
+                clocks[d.name] = c
+                self._schedule(d, c, plan, case_id, now)
+        for cy in self.cycles:
+            if state in cy.leaves:
+                plan.insert.append(NewTimer(case_id, self.workflow, "cycle", cy.name, cy.state,
+                                            _from_seconds(now, cy.every), {"cycle": cy.name}))
+        return clocks, plan
+
     def in_sensitive_period(self, when: datetime) -> bool:
         day = when.astimezone(self.calendar.tz).date()
         return any(p.contains(day) for p in self.sensitive)

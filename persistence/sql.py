@@ -31,7 +31,7 @@ EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_s
               E.c.hash)
 TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
               T.c.status, T.c.payload)
-CASE_UPDATE = ("state", "final", "data", "escalation_level", "updated_at", "row_version", "last_seq",
+CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated_at", "row_version", "last_seq",
                "last_hash", "clocks", "at_risk", "overdue_since", "party_key", "closed_at")
 
 
@@ -118,6 +118,15 @@ class Statements:
                                                T.c.name == bindparam("b_name"),
                                                T.c.status == "pending")
                                .values(status="cancelled"))
+        self.cancel_all_timers = c(update(T).where(T.c.case_id == bindparam("b_case"),
+                                                   T.c.status == "pending")
+                                   .values(status="cancelled"))
+        self.open_on_version = c(select(C.c.id, C.c.version, C.c.state)
+                                 .where(C.c.workflow == bindparam("workflow"), C.c.final.is_(False),
+                                        C.c.version != bindparam("version"))
+                                 .order_by(C.c.opened_at, C.c.id))
+        self.wf_versions = c(select(W.c.version, W.c.created_at).where(W.c.name == bindparam("name"))
+                             .order_by(W.c.created_at))
         self.claim_select = c(dialect.claim(
             select(T.c.id).where(T.c.status == "pending", T.c.due_at <= bindparam("now"),
                                  or_(T.c.lease_until.is_(None), T.c.lease_until < bindparam("now")))

@@ -117,6 +117,15 @@ class ReadTx:
         rows = self._run(self.sql.open_by_state(), {"workflow": workflow}).fetchall()
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
+    def open_cases_not_on(self, workflow: str, version: str) -> list[tuple[str, str, str]]:
+        """(id, version, state) of the open cases of ``workflow`` on another version."""
+        rows = self._run(self.sql.open_on_version, {"workflow": workflow, "version": version})
+        return [(r[0], r[1], r[2]) for r in rows.fetchall()]
+
+    def workflow_version_list(self, name: str) -> list[str]:
+        """The stored versions of a workflow, oldest first."""
+        return [r[0] for r in self._run(self.sql.wf_versions, {"name": name}).fetchall()]
+
     def workflow_definition(self, name: str, version: str) -> str | None:
         row = self._run(self.sql.wf_def, {"name": name, "version": version}).fetchone()
         return row[0] if row is not None else None
@@ -195,7 +204,7 @@ class WriteTx(ReadTx):
     def _case_values(self, case: CaseRecord) -> dict[str, Any]:
         dt = self._dt_in
         return {
-            "state": case.state, "final": case.final, "data": dumps(case.data),
+            "version": case.version, "state": case.state, "final": case.final, "data": dumps(case.data),
             "escalation_level": case.escalation_level, "updated_at": dt(case.updated_at),
             "row_version": case.row_version, "last_seq": case.last_seq, "last_hash": case.last_hash,
             "clocks": dumps(case.clocks) if case.clocks else "{}", "at_risk": case.at_risk,
@@ -206,8 +215,7 @@ class WriteTx(ReadTx):
 
     def insert_case(self, case: CaseRecord) -> None:
         values = self._case_values(case)
-        values.update(id=case.id, workflow=case.workflow, version=case.version,
-                      opened_at=self._dt_in(case.opened_at))
+        values.update(id=case.id, workflow=case.workflow, opened_at=self._dt_in(case.opened_at))
         self._run(self.sql.insert_case, values)
 
     def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
@@ -246,6 +254,9 @@ class WriteTx(ReadTx):
         rows = [st.params({"b_case": case_id, "b_name": n}) for n in names]
         if rows:
             self.cur.executemany(st.sql, rows)
+
+    def cancel_all_timers(self, case_id: str) -> None:
+        self._run(self.sql.cancel_all_timers, {"b_case": case_id})
 
     def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[int]:
         """Claim up to ``limit`` due timers (oldest first) that nobody holds a live lease on."""
