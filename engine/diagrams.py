@@ -1,23 +1,36 @@
-"""State diagrams of a workflow, drawn by ``transitions``' diagram extension.
+"""State diagrams of a workflow: Mermaid text and Graphviz pictures.
 
-Mermaid text needs nothing else; PNG and SVG need Graphviz's ``dot`` on the
-PATH (Debian: ``apt-get install graphviz``). Nested states are drawn as
-composite states; a transition's label carries its trigger and guard.
+Mermaid text is drawn by ``transitions``' diagram extension and needs nothing
+else. PNG and SVG are built here as Graphviz DOT (the ``graphviz`` package)
+and need Graphviz's ``dot`` on the PATH (Debian: ``apt-get install graphviz``):
+compound states are clusters with their initial child marked, final states
+have a double border, each transition is an edge labelled with its trigger
+(its guard is the edge's tooltip in SVG). With ``counts`` from
+:meth:`Engine.state_counts`, each state also says how many open cases it
+holds, and the states holding overdue cases are filled red.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
+from html import escape
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import graphviz
 from transitions.extensions import HierarchicalGraphMachine
 
 from .definition import StateSpec, WorkflowSpec
 from .errors import CaseworkError
-from .statetree import SEP
+from .statetree import SEP, StateTree
 
 _GRAPH_SEP = "__"  # state names may hold "_" but never "__"
+
+Counts = Mapping[str, tuple[int, int]]  # {leaf state: (open, overdue)}
+
+_FONT = "Helvetica"
+_OPEN_FILL, _OVERDUE_FILL, _OVERDUE_LINE = "#dbe8f6", "#f6c6c1", "#c0392b"
 
 
 class _GraphState(HierarchicalGraphMachine.state_cls):  # type: ignore[misc,valid-type]
@@ -41,7 +54,9 @@ def _states(states: dict[str, StateSpec]) -> list[dict[str, Any]]:
     return out
 
 
-def _machine(spec: WorkflowSpec, engine: Literal["graphviz", "mermaid"]) -> Any:
+def mermaid(spec: WorkflowSpec) -> str:
+    """The workflow as a Mermaid ``stateDiagram-v2`` (drawn by ``transitions``)."""
+
     def path(p: str) -> str:
         return p.replace(SEP, _GRAPH_SEP)
 
@@ -50,23 +65,134 @@ def _machine(spec: WorkflowSpec, engine: Literal["graphviz", "mermaid"]) -> Any:
         label = [t.guard.replace('"', "'")] if t.guard else []
         transitions.append({"trigger": t.trigger, "source": [path(s) for s in t.source],
                             "dest": path(t.dest), "conditions": label})
-    return _GraphMachine(states=_states(spec.states), transitions=transitions,
-                         initial=path(spec.initial), auto_transitions=False, graph_engine=engine,
-                         show_conditions=True, title=spec.title or spec.workflow)
+    machine = _GraphMachine(states=_states(spec.states), transitions=transitions,
+                            initial=path(spec.initial), auto_transitions=False,
+                            graph_engine="mermaid", show_conditions=True,
+                            title=spec.title or spec.workflow)
+    return str(machine.get_graph().draw(None))
 
 
-def mermaid(spec: WorkflowSpec) -> str:
-    """The workflow as a Mermaid ``stateDiagram-v2``."""
-    return str(_machine(spec, "mermaid").get_graph().draw(None))
+# -- Graphviz ------------------------------------------------------------
+def _cluster(path: str) -> str:
+    return f"cluster_{path}"
 
 
-def render(spec: WorkflowSpec, out: Path, fmt: str = "png") -> Path:
-    """Draw the workflow to ``out`` as PNG or SVG with Graphviz."""
+def _sum(tree: StateTree, path: str, counts: Counts) -> tuple[int, int]:
+    leaves = tree.leaves_under(path)
+    return (sum(counts.get(s, (0, 0))[0] for s in leaves),
+            sum(counts.get(s, (0, 0))[1] for s in leaves))
+
+
+def _counts_line(n_open: int, n_overdue: int) -> str:
+    line = f"{n_open} open" if n_open else '<font color="#95a5a6">0 open</font>'
+    if n_overdue:
+        line += f' · <font color="{_OVERDUE_LINE}"><b>{n_overdue} overdue</b></font>'
+    return line
+
+
+def _leaf(g: Any, tree: StateTree, path: str, counts: Counts | None) -> None:
+    spec = tree.specs[path]
+    name = escape(path.rsplit(SEP, 1)[-1])
+    attrs: dict[str, str] = {"tooltip": spec.description or path}
+    if spec.final:
+        attrs["peripheries"] = "2"
+    if counts is None or spec.final:
+        label = f"<b>{name}</b>"
+    else:
+        n_open, n_overdue = counts.get(path, (0, 0))
+        label = f'<b>{name}</b><br/><font point-size="10">{_counts_line(n_open, n_overdue)}</font>'
+        if n_overdue:
+            attrs.update(fillcolor=_OVERDUE_FILL, color=_OVERDUE_LINE, penwidth="2")
+        elif n_open:
+            attrs["fillcolor"] = _OPEN_FILL
+    g.node(path, f"<{label}>", **attrs)
+
+
+def _add(g: Any, tree: StateTree, paths: tuple[str, ...], counts: Counts | None) -> None:
+    for path in paths:
+        kids = tree.children[path]
+        if not kids:
+            _leaf(g, tree, path, counts)
+            continue
+        with g.subgraph(name=_cluster(path)) as sub:
+            label = f"<b>{escape(path.rsplit(SEP, 1)[-1])}</b>"
+            if counts is not None:
+                label += f'  <font point-size="10">{_counts_line(*_sum(tree, path, counts))}</font>'
+            sub.attr(label=f"<{label}>", style="rounded", color="#7f8c8d", labeljust="l",
+                     tooltip=tree.specs[path].description or path)
+            start = f"{path}{SEP}__initial__"
+            sub.node(start, "", shape="point", width="0.12", style="filled", fillcolor="black")
+            entry = tree.entry_leaf(path)
+            if entry is not None:
+                sub.edge(start, entry, **_into(tree, start, entry))
+            _add(sub, tree, kids, counts)
+
+
+def _into(tree: StateTree, tail: str, dest: str) -> dict[str, str]:
+    """Edge attributes for an edge whose head is ``dest`` (a compound: its cluster's border)."""
+    if tree.children.get(dest) and not tail.startswith(dest + SEP):
+        return {"lhead": _cluster(dest)}
+    return {}
+
+
+def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz.Digraph:
+    """The workflow as a Graphviz graph; with ``counts``, open and overdue cases per state."""
+    tree = StateTree.of(spec)
+    g = graphviz.Digraph(spec.workflow)
+    title = f'<font point-size="16">{escape(spec.title or spec.workflow)}</font>'
+    if counts is not None:
+        n_open = sum(o for o, _ in counts.values())
+        n_overdue = sum(d for _, d in counts.values())
+        title += f'<br/><font point-size="11">{_counts_line(n_open, n_overdue)} cases</font>'
+        unknown = sorted(s for s in counts if s not in tree.specs)
+        if unknown:
+            title += (f'<br/><font point-size="10">also open in states of other versions: '
+                      f'{escape(", ".join(f"{s} ({counts[s][0]})" for s in unknown))}</font>')
+    g.attr(rankdir="LR", compound="true", label=f"<{title}>", labelloc="t", fontname=_FONT,
+           nodesep="0.35", ranksep="0.5")
+    g.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT,
+           fontsize="12")
+    g.attr("edge", fontname=_FONT, fontsize="10", color="#555555", arrowsize="0.7")
+    g.node("__initial__", "", shape="point", width="0.18", style="filled", fillcolor="black")
+    top = tuple(p for p in tree.specs if SEP not in p)
+    _add(g, tree, top, counts)
+    start = tree.entry_leaf(spec.initial) or spec.initial
+    g.edge("__initial__", start, **_into(tree, "__initial__", spec.initial))
+    for t in spec.transitions:
+        head = tree.entry_leaf(t.dest) or t.dest
+        for src in t.source:
+            tail = tree.entry_leaf(src) or src
+            attrs = _into(tree, src, t.dest)
+            if tree.children.get(src) and not t.dest.startswith(src + SEP):
+                attrs["ltail"] = _cluster(src)
+            attrs["tooltip"] = f"{t.trigger} [{t.guard}]" if t.guard else t.trigger
+            g.edge(tail, head, label=escape(t.trigger), **attrs)
+    return g
+
+
+def _draw(g: graphviz.Digraph, out: Path, fmt: str) -> Path:
     if fmt not in {"png", "svg"}:
         raise CaseworkError(f"diagram format must be png or svg, not {fmt!r}")
     if shutil.which("dot") is None:
         raise CaseworkError("drawing PNG or SVG needs Graphviz's 'dot' "
                             "(Debian: apt-get install graphviz); Mermaid text needs nothing")
+    if fmt == "png":
+        g = g.copy()
+        g.attr(dpi="110")  # sharper than the default 72 dpi, still a moderate size
+    try:
+        data = g.pipe(format=fmt, quiet=True)
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as e:
+        raise CaseworkError(f"Graphviz could not draw the diagram: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    _machine(spec, "graphviz").get_graph().draw(str(out), format=fmt, prog="dot")
+    out.write_bytes(data)
     return out
+
+
+def render(spec: WorkflowSpec, out: Path, fmt: str = "png") -> Path:
+    """Draw the workflow to ``out`` as PNG or SVG with Graphviz."""
+    return _draw(workflow_graph(spec), out, fmt)
+
+
+def render_with_counts(spec: WorkflowSpec, counts: Counts, out: Path, fmt: str = "png") -> Path:
+    """Draw the workflow with its open and overdue cases per state (``Engine.state_counts``)."""
+    return _draw(workflow_graph(spec, counts), out, fmt)

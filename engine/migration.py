@@ -48,7 +48,8 @@ class MigrationResult:
         return [i for i in self.items if i.refused is not None]
 
 
-def _target_state(new: CompiledWorkflow, state: str, mapping: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _target_state(new: CompiledWorkflow, state: str,
+                  mapping: Mapping[str, str]) -> tuple[str | None, str | None]:
     """The leaf a case in ``state`` goes to, or why there is none."""
     if state in mapping:
         dest = mapping[state]

@@ -31,8 +31,8 @@ EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_s
               E.c.hash)
 TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
               T.c.status, T.c.payload)
-CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated_at", "row_version", "last_seq",
-               "last_hash", "clocks", "at_risk", "overdue_since", "party_key", "closed_at")
+CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated_at", "row_version",
+               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "party_key", "closed_at")
 
 
 class Statement:

@@ -112,7 +112,7 @@ def test_migrated_cases_follow_the_new_definition_and_its_timers(setup: tuple) -
 
 
 def test_migrate_command_dry_run_then_apply(setup: tuple) -> None:  # type: ignore[type-arg]
-    db_url, ids, v2, clock = setup
+    db_url, _ids, v2, _clock = setup
     cfg = v2.parent / "casework.toml"
     cfg.write_text(f'[workflows]\npaths = ["{v2}"]\n', encoding="utf-8")
     args = ["--config", str(cfg), "--db", db_url, "migrate", "petition", "--to", "latest"]
