@@ -408,16 +408,14 @@ class Engine:
         ct, new_state = wf.resolve(rec.state, trigger, attempt,
                                    lambda: GuardContext(rec.id, wf.name, rec.state, rec.data,
                                                         values, who, now))
-        changes = dict(values)
-        if ct.sets:
-            changes.update(wf.evaluate_sets(ct.sets, names))
+        computed: dict[str, Any] = wf.evaluate_sets(ct.sets, names) if ct.sets else {}
         for _name, fn in ct.actions:
-            extra = fn(GuardContext(rec.id, wf.name, new_state, {**rec.data, **changes}, values,
-                                    who, now))
+            extra = fn(GuardContext(rec.id, wf.name, new_state, {**rec.data, **values, **computed},
+                                    values, who, now))
             if extra:
-                changes.update(extra)
-        if ct.sets or ct.actions:
-            changes = self._validated(wf.validate, changes, rec.id, rec.state, trigger)
+                computed.update(extra)
+        # The input was checked above; only what the definition and actions computed is checked.
+        changes = {**values, **self._validated(wf.validate, computed, rec.id, rec.state, trigger)}
         return changes, new_state, _role_used(who, ct.roles)
 
     def _check_activity(self, wf: CompiledWorkflow, a: CompiledActivity, rec: CaseRecord,

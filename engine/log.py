@@ -34,9 +34,16 @@ def _scrub(text: str, values: Iterable[str]) -> str:
     return text
 
 
+def _pii_values(data: Mapping[str, Any], pii: Iterable[str]) -> tuple[str, ...]:
+    """The case's PII values, longest first (so a value inside another is masked after it)."""
+    return tuple(sorted({str(data[k]) for k in pii if data.get(k) not in (None, "")},
+                        key=len, reverse=True))
+
+
 def _mask_record(record: Any) -> None:
     extra = record["extra"]
-    values = extra.pop("_pii_values", ())
+    data, pii = extra.pop("_pii_source", (None, ()))
+    values = _pii_values(data, pii) if data else ()
     if values:
         record["message"] = _scrub(record["message"], values)
         for k, v in list(extra.items()):
@@ -53,11 +60,8 @@ _masked = logger.patch(_mask_record)
 def case_logger(case_id: str | None, workflow: str, data: Mapping[str, Any] | None = None,
                 pii: Iterable[str] = ()) -> Any:
     """A logger bound to one case; the case's PII values never reach a sink."""
-    values: tuple[str, ...] = ()
-    if data:
-        values = tuple(sorted({str(data[k]) for k in pii if data.get(k) not in (None, "")},
-                              key=len, reverse=True))
-    return _masked.bind(case_id=case_id or "-", workflow=workflow, _pii_values=values)
+    # The values to mask are worked out in the patcher, only for records that are emitted.
+    return _masked.bind(case_id=case_id or "-", workflow=workflow, _pii_source=(data, pii))
 
 
 class _InterceptHandler(logging.Handler):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -30,8 +30,8 @@ class CaseRow(SQLModel, table=True):
     """One case: its state, its data (JSON) and the head of its event chain."""
 
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),
-                      Index("ix_cases_workflow_opened", "workflow", "opened_at"))
+    # Few indexes: each one costs a page write on every command. Reports scan.
+    __table_args__ = (Index("ix_cases_workflow_opened", "workflow", "opened_at"),)
 
     id: str = Field(primary_key=True, max_length=36)
     workflow: str = Field(max_length=64)
@@ -58,8 +58,10 @@ class EventRow(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("case_id", "seq", name="uq_events_case_seq"),
-        UniqueConstraint("idempotency_key", name="uq_events_idempotency_key"),
-        Index("ix_events_name_at", "name", "at"),
+        # Partial: a command without a key does not touch this index.
+        Index("uq_events_idempotency_key", "idempotency_key", unique=True,
+              sqlite_where=text("idempotency_key IS NOT NULL"),
+              postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

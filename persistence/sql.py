@@ -7,9 +7,10 @@ not on every execution.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql import ClauseElement
 
@@ -183,4 +184,81 @@ class Statements:
                 .group_by(value).order_by(value),
                 self._sa_dialect)
             self._by_field[key] = st
+        return st
+
+    @cached_property
+    def ledger(self) -> LedgerStatements:
+        """The statements of chain verification and the ledger (compiled on first use)."""
+        return LedgerStatements(self._sa_dialect, self._dialect)
+
+
+class LedgerStatements:
+    """Verification of the chains, and the export and import of whole cases (:mod:`persistence.ledger`).
+
+    Cases, events and timers are read and written with all their stored columns (the
+    tables' own column lists, so a column added by a migration travels too), JSON as text.
+    """
+
+    def __init__(self, sa_dialect: Any, dialect: Dialect) -> None:
+        self._sa_dialect = sa_dialect
+        self._dialect = dialect
+        self._cases: dict[tuple[bool, bool], Statement] = {}
+
+        def c(stmt: Any) -> Statement:
+            return Statement(stmt, sa_dialect)
+
+        self.case_cols = tuple(C.c)
+        self.event_cols = tuple(col for col in E.c if col.name != "id")
+        self.timer_cols = (T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at, T.c.status,
+                           T.c.payload, T.c.created_at)
+        self.wf_cols = tuple(W.c)
+        # One statement, so the head and the events are read at the same moment.
+        self.chain = c(select(C.c.last_seq, C.c.last_hash, *EVENT_COLS)
+                       .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
+                       .where(C.c.id == bindparam("id")).order_by(E.c.seq, E.c.id))
+        self.count_events = c(select(func.count()).select_from(E))
+        self.case_row = c(select(*self.case_cols).where(C.c.id == bindparam("id")))
+        self.event_rows = c(select(*self.event_cols).where(E.c.case_id == bindparam("id"))
+                            .order_by(E.c.seq, E.c.id))
+        self.timer_rows = c(select(*self.timer_cols).where(T.c.case_id == bindparam("id"),
+                                                           T.c.status == "pending")
+                            .order_by(T.c.due_at, T.c.id))
+        self.wf_row = c(select(*self.wf_cols).where(W.c.name == bindparam("name"),
+                                                    W.c.version == bindparam("version")))
+        self.case_exists = c(select(C.c.id).where(C.c.id == bindparam("id")))
+        self.key_owner = c(select(E.c.case_id, E.c.seq)
+                           .where(E.c.idempotency_key == bindparam("key")))
+        self.insert_case = c(_values(C, self.case_cols))
+        self.insert_event = c(_values(E, self.event_cols))
+        self.insert_timer = c(_values(T, (T.c.id, T.c.case_id, *self.timer_cols)))
+        # Timer ids: the scheduler's idempotency keys are built from them (timer:ID...).
+        self.max_timer_id = c(select(func.coalesce(func.max(T.c.id), 0)))
+        self.pending_timer_ids = c(select(T.c.id).where(T.c.status == "pending",
+                                                        T.c.id <= bindparam("up_to"))
+                                   .order_by(T.c.id))
+        self.move_timer = c(update(T).where(T.c.id == bindparam("b_id"))
+                            .values(id=bindparam("new_id")))
+        if dialect.name == "postgresql":
+            self.snapshot: Statement | None = c(text(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            self.timer_id_floor: Statement | None = c(text(
+                "SELECT setval(pg_get_serial_sequence('timers', 'id'), GREATEST(:floor, COALESCE("
+                "pg_sequence_last_value(pg_get_serial_sequence('timers', 'id')::regclass), 0)))"
+            ).bindparams(bindparam("floor")))
+        else:  # SQLite: a deferred BEGIN already reads one snapshot; ids follow the largest
+            self.snapshot = None
+            self.timer_id_floor = None
+
+    def select_cases(self, by_workflow: bool, by_unit: bool) -> Statement:
+        """The rows of the cases of a workflow and/or of a unit (the data field ``unit``)."""
+        st = self._cases.get((by_workflow, by_unit))
+        if st is None:
+            conds = []
+            if by_workflow:
+                conds.append(C.c.workflow == bindparam("workflow"))
+            if by_unit:
+                conds.append(self._dialect.json_field(C.c.data, "unit") == bindparam("unit"))
+            st = Statement(select(*self.case_cols).where(*conds).order_by(C.c.opened_at, C.c.id),
+                           self._sa_dialect)
+            self._cases[(by_workflow, by_unit)] = st
         return st
