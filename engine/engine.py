@@ -265,6 +265,7 @@ class Engine:
             try:
                 with _StoreErrors(retrying=True), self.store.write() as tx:
                     case, ev, notice_cls = write(tx)
+                    outbox = tx.outbox_written
                 break
             except DuplicateKey:
                 if key is None or attempt == attempts:
@@ -276,6 +277,8 @@ class Engine:
                 time.sleep(min(0.05 * 2 ** attempt, 2.0))
         if notice_cls is not None:
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
+        if outbox:
+            self.deliver_notices()
         return case
 
     def _fire_in(self, tx: WriteTx, case_id: str, trigger: str, who: Actor,

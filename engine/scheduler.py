@@ -30,7 +30,6 @@ from loguru import logger
 from persistence import DuplicateKey, NewTimer, TimerRecord
 from persistence.tx import WriteTx
 
-from .calendars import Duration
 from .clock import from_db, to_db
 from .log import case_logger
 
@@ -130,42 +129,52 @@ def run_due(engine: Engine, now: datetime, *, batch_size: int = 200, owner: str 
             break
         size = batch_size if limit is None else min(batch_size, limit - result.fired - result.skipped)
         with engine._store_call(), engine.store.write() as tx:
-            ids = tx.claim_due(to_db(now), owner, to_db(now + lease), size)
-        if not ids:
+            batch = tx.claim_due(to_db(now), owner, to_db(now + lease), size)
+        if not batch:
             break
         result.batches += 1
-        for timer_id in ids:  # the batch in hand is always finished, even when asked to stop
-            kind = _fire_one(engine, timer_id, owner, now)
+        # The batch in hand is finished even when asked to stop. A timer that creates a
+        # follow-up already due (the next rung, the next cycle) ahead of the rest of the batch
+        # gives the rest back, so everything fires in due order.
+        for n, (timer_id, _) in enumerate(batch):
+            kind, new_due = _fire_one(engine, timer_id, owner, now)
             if kind is None:
                 result.skipped += 1
             else:
                 result.fired += 1
                 result.by_kind[kind] += 1
-        engine.deliver_notices()
+            rest = batch[n + 1:]
+            if rest and new_due is not None and new_due <= to_db(now) and new_due < rest[0][1]:
+                with engine._store_call(), engine.store.write() as tx:
+                    tx.release_claims([i for i, _ in rest], owner)
+                break
+    engine.deliver_notices()
     return result
 
 
-def _fire_one(engine: Engine, timer_id: int, owner: str, now: datetime) -> str | None:
-    """Fire one claimed timer in its own transaction; None if it was no longer ours to fire."""
+def _fire_one(engine: Engine, timer_id: int, owner: str,
+              now: datetime) -> tuple[str | None, datetime | None]:
+    """Fire one claimed timer in its own transaction: its kind (None if it was no longer
+    ours to fire) and the earliest due time of the follow-up timers it created."""
     try:
         with engine._store_call(), engine.store.write() as tx:
             got = tx.lock_timer(timer_id)
             if got is None:
-                return None
+                return None, None
             timer, claimed_by = got
             if timer.status != "pending" or claimed_by != owner:
-                return None  # fired, cancelled, or taken over by another process
+                return None, None  # fired, cancelled, or taken over by another process
             if timer.case_id is None:
                 _fire_cron(engine, tx, timer, now)
             else:
                 _fire_case_timer(engine, tx, timer, now)
             tx.finish_timer(timer.id, "fired", to_db(now))
-            return timer.kind
+            return timer.kind, tx.earliest_new_due
     except DuplicateKey:
         # Its event is already written, so it fired before: make sure it is marked so.
         with engine._store_call(), engine.store.write() as tx:
             tx.finish_timer(timer_id, "fired", to_db(now))
-        return None
+        return None, None
 
 
 def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datetime) -> None:
@@ -190,9 +199,9 @@ def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datet
         kind, name, notice = _breach(wf, rec, timer, due, now, details, follow)
         log.warning("deadline {} breached; escalation level {}", timer.name, rec.escalation_level)
     elif timer.kind == "cycle":
-        every = Duration.parse(wf.spec.cycles[timer.name].every or "0d").seconds
         follow.append(NewTimer(rec.id, wf.name, "cycle", timer.name, timer.state,
-                               due + timedelta(seconds=every), dict(timer.payload)))
+                               wf.timing.after(due, wf.spec.cycles[timer.name].every or "0d"),
+                               dict(timer.payload)))
         details.update(cycle=timer.name)
         kind, name, notice = "cycle", timer.name, "cycle"
         log.info("cycle {} came round", timer.name)
@@ -210,7 +219,7 @@ def _breach(wf: CompiledWorkflow, rec: Any, timer: TimerRecord, due: datetime, n
             details: dict[str, Any], follow: list[NewTimer]) -> tuple[str, str, str]:
     """One rung up the ladder; the next rung's timer if the deadline says to repeat."""
     spec = wf.spec.deadlines[timer.name]
-    clock = rec.clocks.get(timer.name, {})
+    clock = rec.clocks.setdefault(timer.name, {})
     clock["breaches"] = clock.get("breaches", 0) + 1
     deadline_due = datetime.fromisoformat(timer.payload.get("due", due.isoformat()))
     if rec.overdue_since is None:
@@ -219,12 +228,15 @@ def _breach(wf: CompiledWorkflow, rec: Any, timer: TimerRecord, due: datetime, n
     details.update(deadline=timer.name, deadline_due=deadline_due.isoformat(),
                    overdue_seconds=max(0.0, (now - deadline_due).total_seconds()),
                    overdue_days=round(max(0.0, (now - deadline_due).total_seconds()) / 86400, 2))
+    clock["breached_due"] = deadline_due.isoformat()
+    clock.pop("next_rung_due", None)
     if spec.breach.escalate and ladder and rec.escalation_level < len(ladder):
         rec.escalation_level += 1
         rung = ladder[rec.escalation_level - 1]
         details.update(level=rec.escalation_level, rung=rung.name)
         if spec.breach.repeat is not None and rec.escalation_level < len(ladder):
-            nxt = due + timedelta(seconds=Duration.parse(spec.breach.repeat).seconds)
+            nxt = wf.timing.after(due, spec.breach.repeat)
+            clock["next_rung_due"] = nxt.isoformat()
             follow.append(NewTimer(rec.id, wf.name, "breach", timer.name, timer.state, nxt,
                                    {**timer.payload, "rung_due": nxt.isoformat()}))
         return "escalation", rung.name, "escalated"

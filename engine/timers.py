@@ -67,7 +67,7 @@ class _Deadline:
 @dataclass(frozen=True)
 class _Cycle:
     name: str
-    every: float
+    every: str
     leaves: frozenset[str]
     state: str
 
@@ -94,6 +94,8 @@ class Timing:
         every_day = make_calendar("calendar", spec.timezone)
         workdays = (self.calendar if cal_name != "calendar"
                     else make_calendar("cn_workdays", spec.timezone, strict=strict_calendar))
+        self._by_unit: dict[str, Calendar] = {"days": self.calendar, "workdays": workdays,
+                                              "calendar": every_day}
         finals = frozenset(leaf for leaf in tree.leaves if tree.is_final(leaf))
 
         def leaves(states: tuple[str, ...]) -> frozenset[str]:
@@ -102,16 +104,22 @@ class Timing:
         self.deadlines: list[_Deadline] = []
         for name, d in spec.deadlines.items():
             dur = Duration.parse(d.within)
-            cal = {"days": self.calendar, "workdays": workdays, "calendar": every_day}[dur.unit]
+            cal = self._by_unit[dur.unit]
             self.deadlines.append(_Deadline(
                 name, d, dur.seconds, cal,
                 leaves((d.state,)) if d.state else None,
                 leaves(d.stop) | finals, leaves(d.pause_in)))
         self.cycles = [
-            _Cycle(name, Duration.parse(c.every).seconds, leaves(c.while_in), c.while_in[0])
+            _Cycle(name, c.every, leaves(c.while_in), c.while_in[0])
             for name, c in spec.cycles.items() if c.every is not None
         ]
         self.active = bool(self.deadlines or self.cycles)
+
+    def after(self, start: datetime, duration: str) -> datetime:
+        """``start`` plus a duration of the definition, on the calendar its unit names
+        (``10d``: days of the workflow's calendar; ``10 workdays``; ``10 calendar days``)."""
+        dur = Duration.parse(duration)
+        return instant_after(self._by_unit[dur.unit], start, dur.seconds)[0]
 
     # -- commands --------------------------------------------------------
     def on_command(self, clocks: dict[str, Any], *, case_id: str, old_state: str | None,
@@ -125,7 +133,7 @@ class Timing:
             is_in = new_state in c.leaves
             if is_in and not was_in:
                 plan.insert.append(NewTimer(case_id, self.workflow, "cycle", c.name, c.state,
-                                            _from_seconds(now, c.every), {"cycle": c.name}))
+                                            self.after(now, c.every), {"cycle": c.name}))
             elif was_in and not is_in:
                 plan.cancel.add(c.name)
         return plan
@@ -166,6 +174,8 @@ class Timing:
         if c["status"] == "running" and new in d.pause:
             elapsed, _ = business_seconds(d.calendar, _dt(c["since"]), now)
             c["elapsed"] += elapsed
+            if c.get("next_rung_due"):  # overdue: keep the time left until the next rung
+                c["rung_left"], _ = business_seconds(d.calendar, now, _dt(c["next_rung_due"]))
             c["status"], c["since"], c["due"] = "paused", None, None
             c["paused_at"] = _iso(now)
             plan.cancel.add(d.name)
@@ -185,15 +195,23 @@ class Timing:
 
     def _schedule(self, d: _Deadline, c: dict[str, Any], plan: TimerPlan, case_id: str,
                   now: datetime) -> None:
-        """Timers for a running clock: its warnings still ahead and its breach."""
+        """Timers for a running clock: its warnings still ahead and its breach (or, for a
+        clock already breached and still overdue, the next rung of the ladder)."""
         since = _dt(c["since"])
+        ran, _ = business_seconds(d.calendar, since, now) if now > since else (0.0, False)
+        elapsed_now = c["elapsed"] + ran
         remaining = c["total"] - c["elapsed"]
+        state = d.spec.state
+        if remaining - ran <= 0 and c.get("breaches"):
+            self._schedule_next_rung(d, c, plan, case_id, now)
+            return
         due, prov = instant_after(d.calendar, since, max(remaining, 0.0))
         c["due"] = _iso(due)
-        state = d.spec.state
+        c.pop("rung_left", None)
+        c.pop("next_rung_due", None)
         for share in d.spec.warn:
             at_elapsed = share * c["total"]
-            if at_elapsed <= c["elapsed"]:
+            if at_elapsed <= elapsed_now:  # its moment has passed (it fired, or it is moot)
                 continue
             when, p = instant_after(d.calendar, since, at_elapsed - c["elapsed"])
             earlier = self._earlier(d, c, since, share)
@@ -207,6 +225,20 @@ class Timing:
         if prov:
             c["provisional"] = True
             plan.notes.setdefault("provisional_deadlines", []).append(d.name)
+
+    def _schedule_next_rung(self, d: _Deadline, c: dict[str, Any], plan: TimerPlan, case_id: str,
+                            now: datetime) -> None:
+        """An overdue clock resumed or rescheduled: the next rung after the time it had left."""
+        if "rung_left" in c:
+            when, _ = instant_after(d.calendar, now, c.pop("rung_left"))
+        elif c.get("next_rung_due"):
+            when = max(_dt(c["next_rung_due"]), now)
+        else:
+            return  # the top of the ladder, or no repeat: nothing more to schedule
+        c["next_rung_due"] = _iso(when)
+        due = c.get("due") or c.get("breached_due") or _iso(when)
+        plan.insert.append(NewTimer(case_id, self.workflow, "breach", d.name, d.spec.state, when,
+                                    {"deadline": d.name, "due": due, "rung_due": _iso(when)}))
 
     def _earlier(self, d: _Deadline, c: dict[str, Any], since: datetime,
                  share: float) -> datetime | None:
@@ -265,15 +297,10 @@ class Timing:
         for cy in self.cycles:
             if state in cy.leaves:
                 plan.insert.append(NewTimer(case_id, self.workflow, "cycle", cy.name, cy.state,
-                                            _from_seconds(now, cy.every), {"cycle": cy.name}))
+                                            self.after(now, cy.every), {"cycle": cy.name}))
         return clocks, plan
 
     def in_sensitive_period(self, when: datetime) -> bool:
         day = when.astimezone(self.calendar.tz).date()
         return any(p.contains(day) for p in self.sensitive)
 
-
-def _from_seconds(start: datetime, seconds: float) -> datetime:
-    from datetime import timedelta
-
-    return start + timedelta(seconds=seconds)

@@ -129,12 +129,16 @@ class Statements:
         self.wf_versions = c(select(W.c.version, W.c.created_at).where(W.c.name == bindparam("name"))
                              .order_by(W.c.created_at))
         self.claim_select = c(dialect.claim(
-            select(T.c.id).where(T.c.status == "pending", T.c.due_at <= bindparam("now"),
+            select(T.c.id, T.c.due_at).where(T.c.status == "pending", T.c.due_at <= bindparam("now"),
                                  or_(T.c.lease_until.is_(None), T.c.lease_until < bindparam("now")))
             .order_by(T.c.due_at, T.c.id).limit(bindparam("limit"))
         ))
         self.claim_update = c(update(T).where(T.c.id == bindparam("b_id"))
                               .values(claimed_by=bindparam("owner"), lease_until=bindparam("lease")))
+        self.release_claim = c(update(T).where(T.c.id == bindparam("b_id"),
+                                               T.c.claimed_by == bindparam("b_owner"),
+                                               T.c.status == "pending")
+                               .values(claimed_by=None, lease_until=None))
         self.lock_timer = c(dialect.lock_case(select(*TIMER_COLS, T.c.claimed_by)
                                               .where(T.c.id == bindparam("id"))))
         self.finish_timer = c(update(T).where(T.c.id == bindparam("b_id"))

@@ -1,0 +1,180 @@
+"""The scheduler under real process faults: SIGKILL in the middle of a batch, and the
+daemon (``run.py serve``) stopped with SIGTERM while it works through a backlog.
+
+Both run real child processes on a SQLite file prepared here with many due timers,
+then check that no timer fired twice and none is half-fired.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from engine import Engine, FrozenClock
+from tests.conftest import COMPLAINT, PETITION, ROOT
+from tests.petition_steps import open_petition
+from tests.scheduler_steps import T0, naive
+
+# The child's run_due is slowed inside each timer's transaction (after the event is
+# written, before the commit), so that SIGKILL lands mid-transaction and mid-batch.
+SLOW_CHILD = r"""
+import sys
+import time
+from datetime import datetime
+
+import engine.scheduler as scheduler
+from engine import Engine, FrozenClock
+
+url, workflow, now = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3])
+append = scheduler._append_system_event
+
+
+def slow_append(*args, **kwargs):
+    append(*args, **kwargs)
+    time.sleep(0.004)
+
+
+scheduler._append_system_event = slow_append
+engine = Engine(url, [workflow], clock=FrozenClock(now))
+engine.run_due(batch_size=20, owner="doomed")
+print("finished", flush=True)
+"""
+
+
+def _prepare(path: Path, n_cases: int, opened: datetime) -> None:
+    """``n_cases`` petition cases opened at ``opened`` (a second apart): 3 triage timers each."""
+    clock = FrozenClock(opened)
+    with Engine(f"sqlite:///{path}", [PETITION, COMPLAINT], clock=clock,
+                sqlite_synchronous="OFF") as e:
+        for _ in range(n_cases):
+            open_petition(e)
+            clock.advance(seconds=1)
+
+
+def _count(path: Path, sql: str, *args: object) -> int:
+    con = sqlite3.connect(path, timeout=10)
+    try:
+        return int(con.execute(sql, args).fetchone()[0])
+    finally:
+        con.close()
+
+
+def _fired(path: Path) -> int:
+    return _count(path, "SELECT count(*) FROM timers WHERE status = 'fired' AND case_id IS NOT NULL")
+
+
+def _assert_no_timer_half_fired(path: Path) -> tuple[int, int]:
+    """Every fired case timer has exactly one event; no event belongs to an unfired timer.
+
+    Returns (fired, pending) case timers."""
+    con = sqlite3.connect(path, timeout=10)
+    try:
+        timers = dict(con.execute(
+            "SELECT id, status FROM timers WHERE case_id IS NOT NULL").fetchall())
+        keys = Counter(k for (k,) in con.execute(
+            "SELECT idempotency_key FROM events WHERE actor = 'scheduler'").fetchall())
+    finally:
+        con.close()
+    assert [k for k, n in keys.items() if n != 1] == []
+    by_timer = {int(k.split(":")[1]): n for k, n in keys.items()}
+    fired = {i for i, s in timers.items() if s == "fired"}
+    assert set(by_timer) == fired, (
+        f"fired without an event: {sorted(fired - set(by_timer))[:5]}; "
+        f"event without a fired timer: {sorted(set(by_timer) - fired)[:5]}")
+    return len(fired), sum(1 for s in timers.values() if s == "pending")
+
+
+def test_sigkill_in_the_middle_of_a_batch_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "cases.db"
+    n_cases = 300
+    _prepare(db, n_cases, T0)
+    total = 3 * n_cases
+    now = T0 + timedelta(days=20)  # every triage warning and breach is due
+    script = tmp_path / "child.py"
+    script.write_text(SLOW_CHILD, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, str(script), f"sqlite:///{db}", str(PETITION),
+                              now.isoformat()], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and child.poll() is None and _fired(db) < 50:
+            time.sleep(0.01)
+        assert child.poll() is None, f"the child ended early: {child.communicate()}"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    fired_by_child = _fired(db)
+    assert 50 <= fired_by_child < total
+    _assert_no_timer_half_fired(db)
+
+    with Engine(f"sqlite:///{db}", [PETITION, COMPLAINT], clock=FrozenClock(now)) as engine:
+        # At the same instant the dead process's claims still hold their lease (60 s)...
+        engine.run_due(batch_size=50, owner="heir")
+        held = _count(db, "SELECT count(*) FROM timers WHERE status = 'pending' AND case_id IS NOT NULL"
+                          " AND due_at <= ?", naive(now).isoformat(sep=" "))
+        assert held <= 20
+        assert held == _count(db, "SELECT count(*) FROM timers WHERE status = 'pending' "
+                                  "AND claimed_by = 'doomed'")
+        # ... and once it has run out, they are taken over.
+        later = now + timedelta(seconds=61)
+        engine.run_due(now=later, batch_size=50, owner="heir")
+        fired, pending = _assert_no_timer_half_fired(db)
+        assert (fired, pending) == (total, 0)
+        with engine.store.read() as tx:
+            assert tx.count_pending_due(naive(later)) == 0
+        assert engine.verify() == []
+    con = sqlite3.connect(db)
+    try:
+        per_case = Counter(c for (c,) in con.execute(
+            "SELECT case_id FROM events WHERE actor = 'scheduler'").fetchall())
+    finally:
+        con.close()
+    assert len(per_case) == n_cases and set(per_case.values()) == {3}
+
+
+def test_the_daemon_stops_on_sigterm_after_the_batch_in_hand_with_nothing_half_fired(
+        tmp_path: Path) -> None:
+    db = tmp_path / "cases.db"
+    n_cases = 4000
+    _prepare(db, n_cases, datetime.now(UTC) - timedelta(days=40))
+    total = 3 * n_cases
+    out, err = (tmp_path / "serve.out").open("wb"), (tmp_path / "serve.err").open("wb")
+    env = {**os.environ, "CASEWORK_NO_VENV": "1"}
+    daemon = subprocess.Popen([sys.executable, "run.py", "--db", f"sqlite:///{db}", "serve"],
+                              cwd=ROOT, env=env, stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and daemon.poll() is None and _fired(db) == 0:
+            time.sleep(0.01)
+        assert daemon.poll() is None, (tmp_path / "serve.err").read_text()[-2000:]
+        at_signal = _fired(db)
+        assert 0 < at_signal < total
+        os.kill(daemon.pid, signal.SIGTERM)
+        rc = daemon.wait(timeout=20)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        out.close()
+        err.close()
+    log = (tmp_path / "serve.err").read_text()
+    assert rc == 0, log[-2000:]
+    assert "stopping: finishing the batch in hand" in log and log.rstrip().endswith("stopped")
+    fired, pending = _assert_no_timer_half_fired(db)
+    assert at_signal <= fired < total  # it stopped instead of working through the backlog
+    assert fired - at_signal <= 2 * 200  # at most the batch in hand and one begun meanwhile
+    assert fired + pending == total
+    # No claim is left behind: the batch in hand was finished, no new one was taken.
+    assert _count(db, "SELECT count(*) FROM timers WHERE status = 'pending' "
+                      "AND claimed_by IS NOT NULL") == 0
