@@ -8,10 +8,11 @@ The public API; everything else in this package is internal::
     case = engine.fire(case.id, "accept", actor="triage:zhao")
 """
 
+from typing import TYPE_CHECKING, Any
+
 from loguru import logger
 
 from .clock import Clock, FrozenClock, SystemClock
-from .engine import Engine
 from .errors import (
     CaseNotFound,
     CaseworkError,
@@ -30,10 +31,30 @@ from .errors import (
     UnknownWorkflow,
     WrongState,
 )
-from .events import ActivityRecorded, CaseOpened, Notice, TransitionApplied
 from .loader import LoadedDefinition, load_definition, load_definitions, parse_definition
-from .log import configure_logging
 from .types import Actor, Case, Event, GuardContext, TriggerOption
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .events import ActivityRecorded, CaseOpened, Notice, TransitionApplied
+    from .log import configure_logging
+
+# The runtime (the database layer, the scheduler) is imported on first use, so that a
+# command such as ``run.py validate`` starts without it.
+_LAZY = {
+    "Engine": ".engine", "ActivityRecorded": ".events", "CaseOpened": ".events",
+    "Notice": ".events", "TransitionApplied": ".events", "configure_logging": ".log",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 logger.disable("engine")
 logger.disable("persistence")
