@@ -395,6 +395,80 @@ def recompute_deadlines(ctx: click.Context, all_: bool) -> None:
         click.echo(f"recomputed the deadlines of {n} case(s)")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@cli.command()
+@click.option("--case", "case_id", default=None, help="check this case only")
+@click.pass_context
+def verify(ctx: click.Context, case_id: str | None) -> None:
+    """Check the hash chains: print each event altered, missing or inserted, and exit 1;
+    or say that all chains are intact."""
+    with _engine(ctx) as engine:
+        if case_id is not None:
+            cases, events = 1, len(engine.history(case_id))  # an unknown case: error, exit 1
+        else:
+            cases, events = engine.stored_counts()
+        problems = engine.verify(case_id)
+        if problems:
+            for p in problems:
+                click.echo(p)
+            hit = {p.split(":", 1)[0] for p in problems}
+            click.echo(f"{_n(len(problems), 'problem')} in {len(hit)} of {_n(cases, 'case')}",
+                       err=True)
+            ctx.exit(1)
+        click.echo(f"{_n(cases, 'case')}, {_n(events, 'event')}: all chains intact")
+
+
+@cli.command()
+@click.option("--workflow", default=None, help="only the cases of this workflow")
+@click.option("--unit", default=None, help="only the cases of this unit (the case field 'unit')")
+@click.option("--case", "case_ids", multiple=True, help="only this case (repeat for more)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the file to write (default: stdout)")
+@click.pass_context
+def export(ctx: click.Context, workflow: str | None, unit: str | None, case_ids: tuple[str, ...],
+           out: Path | None) -> None:
+    """Write a ledger (個案臺帳) of whole cases as JSON lines, for `import` elsewhere."""
+    ids = case_ids or None
+    with _engine(ctx) as engine:
+        if out is None:
+            n = engine.export_cases(sys.stdout, workflow=workflow, unit=unit, case_ids=ids)
+            sys.stdout.flush()
+            click.echo(f"exported {_n(n, 'case')}", err=True)
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(out.name + ".part")
+        try:
+            with part.open("w", encoding="utf-8") as f:
+                n = engine.export_cases(f, workflow=workflow, unit=unit, case_ids=ids)
+            part.replace(out)
+        finally:
+            part.unlink(missing_ok=True)
+        click.echo(f"wrote {_n(n, 'case')} to {out}")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def import_(ctx: click.Context, file: Path) -> None:
+    """Import a ledger written by `export`: all of it in one transaction, or nothing
+    (every problem is listed)."""
+    from persistence.errors import LedgerError
+
+    with _engine(ctx) as engine, file.open(encoding="utf-8") as inp:
+        try:
+            r = engine.import_cases(inp)
+        except LedgerError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        click.echo(f"imported {_n(r.cases, 'case')} with {_n(r.events, 'event')} and "
+                   f"{_n(r.timers, 'pending timer')}"
+                   + (f"; {_n(r.workflow_versions, 'workflow version')} added"
+                      if r.workflow_versions else ""))
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench(ctx: click.Context) -> None:

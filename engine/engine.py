@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from persistence import (
     CaseRecord,
@@ -29,6 +29,7 @@ from persistence import (
     Store,
     TimerRecord,
 )
+from persistence.ledger import ImportResult
 from persistence.migrate import SchemaMismatch
 from persistence.tx import ReadTx, WriteTx
 
@@ -698,6 +699,36 @@ class Engine:
     @staticmethod
     def _store_call() -> _StoreErrors:
         return _StoreErrors()
+
+    # -- the ledger: whole cases out of one database and into another ------------------
+    # (persistence.ledger does the work; these wrappers give it the engine's clock and errors)
+    def export_cases(self, out: TextIO, *, workflow: str | None = None, unit: str | None = None,
+                     case_ids: Iterable[str] | None = None) -> int:
+        """Write the ledger (JSON lines) of the chosen cases to ``out``; how many cases.
+
+        ``unit`` keeps the cases whose data field ``unit`` has that value.
+        """
+        from persistence.ledger import export_cases
+
+        try:
+            with self._store_call():
+                return export_cases(self.store, out, workflow=workflow, unit=unit,
+                                    case_ids=case_ids, now=to_db(self.clock.now()))
+        except LookupError as e:
+            raise CaseNotFound(str(e.args[0])) from None
+
+    def import_cases(self, inp: TextIO) -> ImportResult:
+        """Import a ledger whole, in one transaction, or refuse it whole
+        (:class:`persistence.errors.LedgerError`, listing every problem; nothing written)."""
+        from persistence.ledger import import_cases
+
+        with self._store_call():
+            return import_cases(self.store, inp, now=to_db(self.clock.now()))
+
+    def stored_counts(self) -> tuple[int, int]:
+        """How many cases and events the database holds."""
+        with self._store_call(), self.store.read() as tx:
+            return tx.count_cases(), int(tx.fetch(self.store.sql.ledger.count_events, {})[0][0])
 
 
 class _StoreErrors:

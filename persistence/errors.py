@@ -23,3 +23,16 @@ class DuplicateKey(PersistenceError):
 
 class DatabaseUnavailable(PersistenceError):
     """The database could not be reached or stayed locked past the busy timeout."""
+
+
+class LedgerError(PersistenceError):
+    """A ledger file was refused whole: nothing of it was written.
+
+    ``problems`` lists every problem found, each naming its line and case.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        super().__init__(f"the ledger was refused and nothing was imported ({n} problem"
+                         f"{'' if n == 1 else 's'}):\n" + "\n".join(f"  {p}" for p in self.problems))

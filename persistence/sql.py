@@ -249,9 +249,12 @@ class LedgerStatements:
                 "SELECT setval(pg_get_serial_sequence('timers', 'id'), GREATEST(:floor, COALESCE("
                 "pg_sequence_last_value(pg_get_serial_sequence('timers', 'id')::regclass), 0)))"
             ).bindparams(bindparam("floor")))
+            self.next_timer_id: Statement | None = c(text(
+                "SELECT nextval(pg_get_serial_sequence('timers', 'id'))"))
         else:  # SQLite: a deferred BEGIN already reads one snapshot; ids follow the largest
             self.snapshot = None
             self.timer_id_floor = None
+            self.next_timer_id = None
 
     def select_cases(self, by_workflow: bool, by_unit: bool) -> Statement:
         """The rows of the cases of a workflow and/or of a unit (the data field ``unit``)."""

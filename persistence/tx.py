@@ -73,20 +73,13 @@ class ReadTx:
         return self._event(row) if row is not None else None
 
     def verify_case(self, case_id: str) -> list[str]:
-        """Problems in the event chain of one case (empty when intact)."""
-        rows = [_RawEvent(r, self._dt_out(r[8]))
-                for r in self._run(self.sql.history, {"id": case_id}).fetchall()]
-        problems = verify_chain(case_id, rows)
-        head = self._run(self.sql.head, {"id": case_id}).fetchone()
-        if head is None:
-            return problems
-        last_seq, last_hash = head
-        if rows and (last_seq != rows[-1].seq or last_hash != rows[-1].hash):
-            problems.append(f"case {case_id}: the case's head (seq {last_seq}) does not match its "
-                            f"last event (seq {rows[-1].seq}): events were deleted or added")
-        if not rows and last_seq:
-            problems.append(f"case {case_id}: all {last_seq} events are missing")
-        return problems
+        """Problems in the event chain of one case (empty when intact); each names the event
+        altered, missing or inserted (see :func:`persistence.chain.verify_chain`)."""
+        found = self._run(self.sql.ledger.chain, {"id": case_id}).fetchall()
+        if not found:
+            return []
+        rows = [_RawEvent(r[2:], self._dt_out(r[10])) for r in found if r[2] is not None]
+        return verify_chain(case_id, rows, head=(found[0][0], found[0][1]))
 
     def case_ids(self, workflow: str | None = None) -> list[str]:
         if workflow is None:
@@ -149,6 +142,23 @@ class ReadTx:
     def pending_outbox(self, limit: int) -> list[tuple[int, str, str | None, int | None, int | None]]:
         return [tuple(r) for r in self._run(self.sql.pending_outbox, {"limit": limit}).fetchall()]
 
+    # -- raw rows, for the ledger (persistence.ledger) ---------------------
+    def snapshot(self) -> None:
+        """Read everything that follows from one snapshot (first in the transaction)."""
+        if self.sql.ledger.snapshot is not None:
+            self._run(self.sql.ledger.snapshot, {})
+
+    def fetch(self, st: Statement, values: dict[str, Any]) -> list[Any]:
+        """The rows of ``st`` as stored: JSON columns as text, times as the driver gives them
+        (see :meth:`datetime_out`)."""
+        return list(self._run(st, values).fetchall())
+
+    def datetime_out(self, value: Any) -> datetime:
+        return self._dt_out(value)
+
+    def datetime_in(self, value: datetime) -> Any:
+        return self._dt_in(value)
+
 
 class _RawEvent:
     """An event row with its JSON columns kept as stored text, for hash checks."""
@@ -169,6 +179,8 @@ class WriteTx(ReadTx):
     def __init__(self, sql: Statements, dialect: Dialect, cur: Any) -> None:
         super().__init__(sql, dialect, cur)
         self._pending: tuple[EventRecord, str, str] | None = None
+        self.earliest_new_due: datetime | None = None  # of the timers this transaction added
+        self.outbox_written = False
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
         """Read the case and hold it against other writers until commit."""
@@ -241,6 +253,10 @@ class WriteTx(ReadTx):
 
     # -- timers ----------------------------------------------------------
     def insert_timers(self, timers: Iterable[NewTimer], now: datetime) -> None:
+        timers = list(timers)
+        for t in timers:
+            if self.earliest_new_due is None or t.due_at < self.earliest_new_due:
+                self.earliest_new_due = t.due_at
         st = self.sql.insert_timer
         rows = [st.params({"case_id": t.case_id, "workflow": t.workflow, "kind": t.kind,
                            "name": t.name, "state": t.state, "due_at": self._dt_in(t.due_at),
@@ -258,15 +274,25 @@ class WriteTx(ReadTx):
     def cancel_all_timers(self, case_id: str) -> None:
         self._run(self.sql.cancel_all_timers, {"b_case": case_id})
 
-    def claim_due(self, now: datetime, owner: str, lease_until: datetime, limit: int) -> list[int]:
-        """Claim up to ``limit`` due timers (oldest first) that nobody holds a live lease on."""
-        ids = [r[0] for r in self._run(self.sql.claim_select, {"now": self._dt_in(now),
-                                                               "limit": limit}).fetchall()]
+    def claim_due(self, now: datetime, owner: str, lease_until: datetime,
+                  limit: int) -> list[tuple[int, datetime]]:
+        """Claim up to ``limit`` due timers (oldest first) that nobody holds a live lease on;
+        their ids and due times."""
+        rows = [(r[0], self._dt_out(r[1])) for r in self._run(
+            self.sql.claim_select, {"now": self._dt_in(now), "limit": limit}).fetchall()]
         st = self.sql.claim_update
-        if ids:
+        if rows:
             self.cur.executemany(st.sql, [st.params({"b_id": i, "owner": owner,
-                                                     "lease": self._dt_in(lease_until)}) for i in ids])
-        return ids
+                                                     "lease": self._dt_in(lease_until)})
+                                          for i, _ in rows])
+        return rows
+
+    def release_claims(self, ids: Iterable[int], owner: str) -> None:
+        """Give back claimed timers not fired yet, so they are claimed again in due order."""
+        st = self.sql.release_claim
+        rows = [st.params({"b_id": i, "b_owner": owner}) for i in ids]
+        if rows:
+            self.cur.executemany(st.sql, rows)
 
     def lock_timer(self, timer_id: int) -> tuple[TimerRecord, str | None] | None:
         row = self._run(self.sql.lock_timer, {"id": timer_id}).fetchone()
@@ -285,8 +311,19 @@ class WriteTx(ReadTx):
 
     def add_outbox(self, name: str, at: datetime, *, case_id: str | None = None,
                    seq: int | None = None, report_id: int | None = None) -> None:
+        self.outbox_written = True
         self._run(self.sql.insert_outbox, {"name": name, "case_id": case_id, "seq": seq,
                                            "report_id": report_id, "created_at": self._dt_in(at)})
 
     def mark_delivered(self, outbox_id: int, at: datetime) -> None:
         self._run(self.sql.deliver_outbox, {"b_id": outbox_id, "at": self._dt_in(at)})
+
+    # -- raw rows, for the ledger (persistence.ledger) ---------------------
+    def execute(self, st: Statement, values: dict[str, Any]) -> int:
+        """Run a write statement; how many rows it touched."""
+        return int(self._run(st, values).rowcount)
+
+    def execute_many(self, st: Statement, rows: Iterable[dict[str, Any]]) -> None:
+        params = [st.params(r) for r in rows]
+        if params:
+            self.cur.executemany(st.sql, params)

@@ -1,0 +1,457 @@
+"""The ledger of cases (個案臺帳): whole cases as JSON lines, to move them between databases.
+
+A ledger file is UTF-8 text, one JSON object per line:
+
+1. the header: ``{"format": "casework-ledger", "version": 1, "exported_at": ..., "cases": N,
+   "schema": ..., "source": ..., "filters": {...}}``;
+2. one line per workflow version the cases were opened under:
+   ``{"workflow_version": {"name", "version", "definition", "source", "created_at"}}``;
+3. one line per case: ``{"case": {...}, "events": [...], "timers": [...]}``: the case row with
+   every column of the ``cases`` table, its events with every column but the database's own
+   row id, and its pending timers.
+
+Rows are exactly as stored: JSON columns as their stored text (the hash chain is computed
+over that text), times as naive UTC in ISO form with microseconds, flags as JSON booleans.
+
+:func:`import_cases` reads and checks the whole file before it writes anything, and refuses
+it whole (:class:`~persistence.errors.LedgerError`, listing every problem) if anything is
+wrong: the header, a row's fields, a case's hash chain recomputed from the stored text, its
+numbering, its head, its row version, state and data against its events, a case or an
+idempotency key already in the target, a workflow version neither in the file nor in the
+target. Otherwise everything is written in one transaction. (The file is held in memory
+until then: a unit's ledger, not a whole province's.)
+
+The scheduler's idempotency keys carry timer ids of the database that fired them
+(``timer:ID`` and ``timer:ID:CASE``). So that the target's own timers never make the same key
+(which would make the scheduler take a timer for already fired), the import moves the
+target's pending timers whose ids the imported keys use to fresh ids, gives the imported
+timers ids above every such number, and keeps the target's later timer ids above them too
+(PostgreSQL: the id sequence is set past them; SQLite, which numbers after the largest id:
+a cancelled ``reserved`` timer row holds the largest number when nothing else does).
+
+This module is storage-level: it knows the tables, not the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, TextIO
+
+import orjson
+from sqlalchemy import Boolean, Column, DateTime, Integer, String
+
+from .chain import verify_chain
+from .errors import DuplicateKey, LedgerError
+from .migrate import head_revision
+from .store import Store
+from .tx import ReadTx, WriteTx, dumps
+
+FORMAT = "casework-ledger"
+VERSION = 1
+
+JSON_COLUMNS = {"data", "clocks", "changes", "details", "payload", "definition"}
+TIMER_KEY = re.compile(r"^timer:(\d+)(?::|$)")
+
+
+@dataclass
+class ImportResult:
+    """What an import wrote."""
+
+    cases: int = 0
+    events: int = 0
+    timers: int = 0
+    workflow_versions: int = 0  # versions the target did not have yet
+    timers_moved: int = 0  # the target's pending timers given new ids (see the module's notes)
+    case_ids: list[str] = field(default_factory=list)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _line(obj: Any) -> str:
+    return orjson.dumps(obj).decode() + "\n"
+
+
+# -- export ----------------------------------------------------------------------------
+def _as_stored(tx: ReadTx, cols: Sequence[Column[Any]], row: Sequence[Any]) -> dict[str, Any]:
+    """A row as a JSON object: times in ISO with microseconds, flags as booleans."""
+    out: dict[str, Any] = {}
+    for col, v in zip(cols, row, strict=True):
+        if v is not None and isinstance(col.type, DateTime):
+            v = tx.datetime_out(v).isoformat(timespec="microseconds")
+        elif v is not None and isinstance(col.type, Boolean):
+            v = bool(v)
+        out[col.name] = v
+    return out
+
+
+def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit: str | None = None,
+                 case_ids: Iterable[str] | None = None, now: datetime | None = None) -> int:
+    """Write the ledger of the chosen cases to ``out``; how many cases it holds.
+
+    ``workflow`` keeps the cases of one workflow, ``unit`` those whose data field ``unit`` has
+    that value, ``case_ids`` the named cases (one missing: :class:`LookupError` naming it). Everything
+    is read from one snapshot of the database.
+    """
+    L = store.sql.ledger
+    with store.read() as tx:
+        tx.snapshot()
+        if case_ids is not None:
+            rows = []
+            for cid in dict.fromkeys(case_ids):
+                found = tx.fetch(L.case_row, {"id": cid})
+                if not found:
+                    raise LookupError(cid)
+                rows.extend(found)
+            cases = [_as_stored(tx, L.case_cols, r) for r in rows]
+            cases = [c for c in cases if (workflow is None or c["workflow"] == workflow)
+                     and (unit is None or orjson.loads(c["data"]).get("unit") == unit)]
+        else:
+            st = L.select_cases(workflow is not None, unit is not None)
+            cases = [_as_stored(tx, L.case_cols, r)
+                     for r in tx.fetch(st, {"workflow": workflow, "unit": unit})]
+        filters: dict[str, Any] = {k: v for k, v in (("workflow", workflow), ("unit", unit))
+                                   if v is not None}
+        if case_ids is not None:
+            filters["case_ids"] = [c["id"] for c in cases]
+        out.write(_line({
+            "format": FORMAT, "version": VERSION,
+            "exported_at": (now or _utc_now()).replace(tzinfo=UTC).isoformat(timespec="microseconds"),
+            "cases": len(cases), "schema": head_revision(), "source": store.backend,
+            "filters": filters,
+        }))
+        for name, version in dict.fromkeys((c["workflow"], c["version"]) for c in cases):
+            for r in tx.fetch(L.wf_row, {"name": name, "version": version}):
+                out.write(_line({"workflow_version": _as_stored(tx, L.wf_cols, r)}))
+        for c in cases:
+            events = [_as_stored(tx, L.event_cols, r) for r in tx.fetch(L.event_rows, {"id": c["id"]})]
+            timers = [_as_stored(tx, L.timer_cols, r) for r in tx.fetch(L.timer_rows, {"id": c["id"]})]
+            out.write(_line({"case": c, "events": events, "timers": timers}))
+    return len(cases)
+
+
+# -- import: reading and checking the file -----------------------------------------------
+@dataclass
+class _Case:
+    line: int
+    row: dict[str, Any]
+    events: list[dict[str, Any]]
+    timers: list[dict[str, Any]]
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+
+@dataclass
+class _Ledger:
+    versions: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    cases: list[_Case] = field(default_factory=list)
+    keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (case, seq)
+
+
+def _checked_row(cols: Sequence[Column[Any]], obj: Any, where: str,
+                 problems: list[str]) -> dict[str, Any] | None:
+    """The row's values for the database (times as datetimes), or None with its problems said."""
+    if not isinstance(obj, dict):
+        problems.append(f"{where}: not a JSON object")
+        return None
+    ok = True
+
+    def bad(msg: str) -> None:
+        nonlocal ok
+        ok = False
+        problems.append(f"{where}: {msg}")
+
+    names = {c.name for c in cols}
+    unknown = sorted(set(obj) - names)
+    if unknown:
+        bad(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for col in cols:
+        if col.name not in obj:
+            bad(f"no field {col.name!r}")
+            continue
+        v = obj[col.name]
+        t = col.type
+        if v is None:
+            if not col.nullable:
+                bad(f"{col.name} is null")
+        elif isinstance(t, DateTime):
+            try:
+                v = datetime.fromisoformat(v) if isinstance(v, str) else None
+            except ValueError:
+                v = None
+            if v is None:
+                bad(f"{col.name} {obj[col.name]!r} is not an ISO time")
+            elif v.tzinfo is not None:
+                bad(f"{col.name} {obj[col.name]!r} is not naive UTC as stored")
+        elif isinstance(t, Boolean):
+            if not isinstance(v, bool):
+                bad(f"{col.name} {v!r} is not true or false")
+        elif isinstance(t, Integer):
+            if not isinstance(v, int) or isinstance(v, bool):
+                bad(f"{col.name} {v!r} is not a whole number")
+        elif isinstance(t, String):
+            if not isinstance(v, str):
+                bad(f"{col.name} {v!r} is not text")
+            elif t.length is not None and len(v) > t.length:
+                bad(f"{col.name} is longer than {t.length} characters")
+            elif col.name in JSON_COLUMNS:
+                try:
+                    parsed = orjson.loads(v)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    bad(f"{col.name} is not the text of a JSON object")
+        values[col.name] = v
+    return values if ok else None
+
+
+def _check_case(store: Store, n: int, obj: dict[str, Any], ledger: _Ledger,
+                first_line: dict[str, int], problems: list[str]) -> None:
+    L = store.sql.ledger
+    raw = obj["case"]
+    cid = raw.get("id") if isinstance(raw, dict) else None
+    where = f"line {n}, case {cid}" if isinstance(cid, str) else f"line {n}"
+    extra = sorted(set(obj) - {"case", "events", "timers"})
+    if extra:
+        problems.append(f"{where}: unknown field{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+    row = _checked_row(L.case_cols, raw, where, problems)
+    raw_events, raw_timers = obj.get("events"), obj.get("timers")
+    if not isinstance(raw_events, list) or not raw_events:
+        problems.append(f"{where}: no events (a case has at least the event that opened it)")
+        raw_events = []
+    if not isinstance(raw_timers, list):
+        problems.append(f"{where}: no list of timers")
+        raw_timers = []
+    events = [_checked_row(L.event_cols, e, f"{where}, event {e.get('seq') if isinstance(e, dict) else i}",
+                           problems) for i, e in enumerate(raw_events, 1)]
+    timers = [_checked_row(L.timer_cols, t, f"{where}, timer {i}", problems)
+              for i, t in enumerate(raw_timers, 1)]
+    if row is None:
+        return
+    if row["id"] in first_line:
+        problems.append(f"{where}: the case appears again (first on line {first_line[row['id']]})")
+        return
+    first_line[row["id"]] = n
+    good_events = [e for e in events if e is not None]
+    for e in good_events:
+        if e["case_id"] != row["id"]:
+            problems.append(f"{where}: event {e['seq']} belongs to case {e['case_id']}")
+        key = e["idempotency_key"]
+        if key is not None:
+            if key in ledger.keys:
+                other, seq = ledger.keys[key]
+                problems.append(f"{where}: event {e['seq']} has the idempotency key {key!r} of "
+                                f"case {other} event {seq}")
+            else:
+                ledger.keys[key] = (row["id"], e["seq"])
+    for i, t in enumerate(timers, 1):
+        if t is not None and t["status"] != "pending":
+            problems.append(f"{where}, timer {i}: status {t['status']!r} (only pending timers move)")
+        if t is not None and t["workflow"] != row["workflow"]:
+            problems.append(f"{where}, timer {i}: workflow {t['workflow']!r}, not the case's")
+    if len(good_events) == len(events) and good_events:
+        chain = verify_chain(row["id"], [SimpleNamespace(**e) for e in good_events],
+                             head=(row["last_seq"], row["last_hash"]))
+        problems.extend(f"line {n}: {p}" for p in chain)
+        if not chain:
+            _check_head(where, row, good_events, problems)
+    ledger.cases.append(_Case(n, row, good_events, [t for t in timers if t is not None]))
+
+
+def _check_head(where: str, row: dict[str, Any], events: list[dict[str, Any]],
+                problems: list[str]) -> None:
+    """The case row against its (intact) events: what the chain does not cover."""
+    if row["row_version"] != len(events):
+        problems.append(f"{where}: row version {row['row_version']} does not match its "
+                        f"{len(events)} events (each event is one row version)")
+    if row["state"] != events[-1]["to_state"]:
+        problems.append(f"{where}: state {row['state']!r} is not the state its last event "
+                        f"({events[-1]['seq']}) left it in ({events[-1]['to_state']!r})")
+    data: dict[str, Any] = {}
+    for e in events:
+        data.update(orjson.loads(e["changes"]))
+    stored = orjson.loads(row["data"])
+    if stored != data:
+        fields = sorted(k for k in set(stored) | set(data) if stored.get(k, ...) != data.get(k, ...))
+        problems.append(f"{where}: its data does not match the changes its events recorded "
+                        f"({', '.join(fields)})")
+
+
+def _read(store: Store, inp: TextIO, problems: list[str]) -> _Ledger:
+    L = store.sql.ledger
+    ledger = _Ledger()
+    first_line: dict[str, int] = {}
+    header: dict[str, Any] | None = None
+    case_lines = 0
+    for n, text in enumerate(inp, 1):
+        if not text.strip():
+            continue
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            problems.append(f"line {n}: not JSON ({e})")
+            continue
+        if header is None:
+            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                problems.append(f"line {n}: not a casework ledger (the first line must be its "
+                                f"header, with \"format\": \"{FORMAT}\")")
+                return ledger
+            header = obj
+            if obj.get("version") != VERSION:
+                problems.append(f"line {n}: ledger format version {obj.get('version')!r}; this code "
+                                f"reads version {VERSION}")
+                return ledger
+            if not isinstance(obj.get("cases"), int) or isinstance(obj.get("cases"), bool):
+                problems.append(f"line {n}: the header does not say how many cases follow")
+            try:
+                datetime.fromisoformat(obj.get("exported_at"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                problems.append(f"line {n}: the header's exported_at is not an ISO time")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {n}: not a JSON object")
+        elif "workflow_version" in obj:
+            extra = sorted(set(obj) - {"workflow_version"})
+            if extra:
+                problems.append(f"line {n}: unknown field{'s' if len(extra) > 1 else ''} "
+                                f"{', '.join(extra)}")
+            wv = _checked_row(L.wf_cols, obj["workflow_version"], f"line {n}, workflow version",
+                              problems)
+            if wv is not None:
+                key = (wv["name"], wv["version"])
+                if key in ledger.versions:
+                    problems.append(f"line {n}: workflow {key[0]} version {key[1]} appears again "
+                                    f"(first on line {ledger.versions[key][0]})")
+                else:
+                    ledger.versions[key] = (n, wv)
+        elif "case" in obj:
+            case_lines += 1
+            _check_case(store, n, obj, ledger, first_line, problems)
+        elif obj.get("format") == FORMAT:
+            problems.append(f"line {n}: a second header")
+        else:
+            problems.append(f"line {n}: neither a workflow version nor a case")
+    if header is None:
+        problems.append("the file is empty (no ledger header)")
+    elif isinstance(header.get("cases"), int) and header["cases"] != case_lines:
+        problems.append(f"the header announces {header['cases']} cases, the file holds "
+                        f"{case_lines} (case lines were lost or added)")
+    return ledger
+
+
+# -- import: checking the target and writing ---------------------------------------------
+def _check_target(tx: WriteTx, ledger: _Ledger, problems: list[str]) -> list[dict[str, Any]]:
+    """Problems the target database adds; the workflow versions it lacks."""
+    L = tx.sql.ledger
+    missing_versions: list[dict[str, Any]] = []
+    needed = dict.fromkeys((c.row["workflow"], c.row["version"]) for c in ledger.cases)
+    for name, version in ledger.versions:
+        needed.setdefault((name, version), None)
+    for name, version in needed:
+        stored = tx.fetch(L.wf_row, {"name": name, "version": version})
+        in_file = ledger.versions.get((name, version))
+        if stored and in_file is not None:
+            definition = dict(zip((col.name for col in L.wf_cols), stored[0], strict=True))["definition"]
+            if orjson.loads(definition) != orjson.loads(in_file[1]["definition"]):
+                problems.append(f"line {in_file[0]}: workflow {name} version {version} has another "
+                                f"definition in the target database")
+        elif in_file is not None:
+            missing_versions.append(in_file[1])
+        elif not stored:
+            users = [c for c in ledger.cases if (c.row["workflow"], c.row["version"]) == (name, version)]
+            problems.append(f"line {users[0].line}, case {users[0].id}: workflow {name} version "
+                            f"{version} is neither in the file nor in the target database"
+                            + (f" (nor for {len(users) - 1} more cases)" if len(users) > 1 else ""))
+    for c in ledger.cases:
+        if tx.fetch(L.case_exists, {"id": c.id}):
+            problems.append(f"line {c.line}: case {c.id} already exists in the target database")
+    for key, (cid, seq) in ledger.keys.items():
+        owner = tx.fetch(L.key_owner, {"key": key})
+        if owner and owner[0][0] != cid:  # (the same case already there is said above)
+            problems.append(f"line {next(c.line for c in ledger.cases if c.id == cid)}, case {cid}: "
+                            f"event {seq}'s idempotency key {key!r} is already used in the target "
+                            f"database (case {owner[0][0]} event {owner[0][1]})")
+    return missing_versions
+
+
+def _for_db(tx: WriteTx, row: dict[str, Any]) -> dict[str, Any]:
+    return {k: tx.datetime_in(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _timer_ids(tx: WriteTx, floor: int, count: int) -> list[int]:
+    """``count`` new timer ids, all above ``floor`` and every id in use; later ids the
+    database gives stay above ``floor`` too."""
+    L = tx.sql.ledger
+    if L.next_timer_id is not None:  # PostgreSQL: move the sequence past floor, then draw
+        assert L.timer_id_floor is not None
+        floor = max(floor, int(tx.fetch(L.max_timer_id, {})[0][0]))
+        if floor:
+            tx.fetch(L.timer_id_floor, {"floor": floor})
+        return [int(tx.fetch(L.next_timer_id, {})[0][0]) for _ in range(count)]
+    start = max(floor, int(tx.fetch(L.max_timer_id, {})[0][0])) + 1  # SQLite: under the write lock
+    return list(range(start, start + count))
+
+
+def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None) -> ImportResult:
+    """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
+    with :class:`LedgerError` (nothing written) if anything is wrong."""
+    problems: list[str] = []
+    ledger = _read(store, inp, problems)
+    if problems:
+        raise LedgerError(problems)
+    dbapi = store.engine.dialect.dbapi
+    assert dbapi is not None
+    try:
+        with store.write() as tx:
+            missing_versions = _check_target(tx, ledger, problems)
+            if problems:
+                raise LedgerError(problems)
+            return _write(tx, ledger, missing_versions, now)
+    except (DuplicateKey, dbapi.IntegrityError) as e:
+        raise LedgerError([f"another process wrote one of these cases or idempotency keys while "
+                           f"the file was being imported ({e})"]) from None
+
+
+def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],
+           now: datetime | None) -> ImportResult:
+    L = tx.sql.ledger
+    result = ImportResult()
+    for wv in missing_versions:
+        tx.save_workflow_version(wv["name"], wv["version"], wv["definition"], wv["source"],
+                                 wv["created_at"])
+    tx.execute_many(L.insert_case, [_for_db(tx, c.row) for c in ledger.cases])
+    tx.execute_many(L.insert_event, [_for_db(tx, e) for c in ledger.cases for e in c.events])
+    # Timer ids: keep clear of every id the imported idempotency keys name.
+    used = {int(m.group(1)) for k in ledger.keys if (m := TIMER_KEY.match(k))}
+    floor = max(used, default=0)
+    clash = [tid for (tid,) in tx.fetch(L.pending_timer_ids, {"up_to": floor}) if tid in used]
+    new_ids = iter(_timer_ids(tx, floor, len(clash) + sum(len(c.timers) for c in ledger.cases)))
+    for tid in clash:
+        tx.execute(L.move_timer, {"b_id": tid, "new_id": next(new_ids)})
+    timers = [_for_db(tx, {**t, "id": next(new_ids), "case_id": c.id})
+              for c in ledger.cases for t in c.timers]
+    tx.execute_many(L.insert_timer, timers)
+    if (L.next_timer_id is None and floor and ledger.cases
+            and int(tx.fetch(L.max_timer_id, {})[0][0]) < floor):
+        # SQLite numbers new rows after the largest id: a row must hold the floor.
+        at = tx.datetime_in(now or _utc_now())
+        tx.execute(L.insert_timer, {
+            "id": floor, "case_id": None, "workflow": ledger.cases[0].row["workflow"],
+            "kind": "reserved", "name": "ledger_import", "state": None, "due_at": at,
+            "status": "cancelled", "created_at": at,
+            "payload": dumps({"reserved": f"imported events use timer ids up to {floor}"})})
+    result.cases = len(ledger.cases)
+    result.events = sum(len(c.events) for c in ledger.cases)
+    result.timers = len(timers)
+    result.timers_moved = len(clash)
+    result.workflow_versions = len(missing_versions)
+    result.case_ids = [c.id for c in ledger.cases]
+    return result
