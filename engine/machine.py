@@ -258,6 +258,7 @@ class CompiledWorkflow:
         for t in spec.transitions:
             inputs.setdefault(t.trigger, set()).update(t.required, t.optional)
         self.inputs_by_trigger = {k: frozenset(v) for k, v in inputs.items()}
+        self._table = self._table_of()
         self._triggers_by_leaf: dict[str, tuple[str, ...]] = {
             leaf: tuple(self._machine.get_triggers(leaf)) for leaf in self.tree.leaves
         }
@@ -267,6 +268,7 @@ class CompiledWorkflow:
         def check(event_data: Any) -> bool:
             attempt: Attempt = event_data.kwargs["attempt"]
             return attempt.admit(ct, event_data.kwargs["ctx_factory"])
+        check.compiled = ct  # type: ignore[attr-defined]
         return check
 
     # -- queries ---------------------------------------------------------
@@ -293,19 +295,46 @@ class CompiledWorkflow:
     # -- the command -----------------------------------------------------
     def resolve(self, state: str, trigger: str, attempt: Attempt,
                 ctx_factory: Callable[[], GuardContext]) -> tuple[CompiledTransition, str]:
-        """Move a probe in ``state`` by ``trigger``; return the transition taken and the new state."""
-        ev = self._machine.events.get(trigger)
-        if ev is None:
-            raise InvalidTrigger(f"workflow {self.name!r} has no trigger {trigger!r}")
+        """The transition ``trigger`` takes from ``state`` and the state it leads to.
+
+        The candidates and their order come from the machine's transition table, read once
+        per version (:meth:`_table_of`); the first whose condition admits the command wins,
+        as in ``transitions``' own dispatch, without its per-call event objects.
+        """
+        candidates = self._table.get((state, trigger))
+        if candidates is None:
+            ev = self._machine.events.get(trigger)
+            if ev is None:
+                raise InvalidTrigger(f"workflow {self.name!r} has no trigger {trigger!r}")
+            raise WrongState(f"{trigger!r} is allowed only from {sorted(ev.transitions)}")
+        for ct, dest in candidates:
+            if attempt.admit(ct, ctx_factory):
+                return ct, dest
+        raise attempt.best_refusal()
+
+    def fire_on_machine(self, state: str, trigger: str, attempt: Attempt,
+                        ctx_factory: Callable[[], GuardContext]) -> str:
+        """The same decision through ``transitions``' own event dispatch on a probe object
+        (slower; kept to check that :meth:`resolve` and the library agree)."""
         probe = _Probe(state)
         try:
-            ok = ev.trigger(probe, attempt=attempt, ctx_factory=ctx_factory)
-        except MachineError:
-            allowed = sorted(ev.transitions)
-            raise WrongState(f"{trigger!r} is allowed only from {allowed}") from None
-        if not ok or attempt.chosen is None:
+            ok = self._machine.events[trigger].trigger(probe, attempt=attempt,
+                                                       ctx_factory=ctx_factory)
+        except (MachineError, KeyError):
+            raise WrongState(f"{trigger!r} is not allowed from {state!r}") from None
+        if not ok:
             raise attempt.best_refusal()
-        return attempt.chosen, probe.state
+        return probe.state
+
+    def _table_of(self) -> dict[tuple[str, str], tuple[tuple[CompiledTransition, str], ...]]:
+        """(leaf state, trigger) -> the candidate transitions in the machine, in order."""
+        table: dict[tuple[str, str], tuple[tuple[CompiledTransition, str], ...]] = {}
+        for trigger, ev in self._machine.events.items():
+            for source, transitions in ev.transitions.items():
+                table[(source, trigger)] = tuple(
+                    (t.conditions[0].func.compiled, str(t.dest))  # type: ignore[union-attr]
+                    for t in transitions)
+        return table
 
     def evaluate_sets(self, sets: Mapping[str, Value], names: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

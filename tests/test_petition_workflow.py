@@ -724,3 +724,28 @@ def test_available_triggers_in_registered_offers_triage_to_triage(engine: Engine
     case = open_petition(engine)
     allowed = {o.name for o in engine.available_triggers(case.id, TRIAGE) if o.allowed}
     assert allowed == {"accept", "refer", "not_accept", "divert"}
+
+
+def test_the_engine_and_the_transitions_library_agree_on_every_move() -> None:
+    """The command path walks the machine's transition table; the library's own dispatch on
+    a probe reaches the same state for every (state, trigger) with a permissive attempt."""
+    from engine import Actor, load_definition
+    from engine.machine import Attempt, CompiledWorkflow
+    from tests.conftest import PETITION
+
+    wf = CompiledWorkflow(load_definition(PETITION))
+    everyone = Actor("x", frozenset(wf.spec.roles))
+    for leaf in wf.tree.leaves:
+        for trigger in wf.triggers_from(leaf):
+            names = wf.names_for({}, {}, everyone, "2026-01-01T00:00:00", leaf)
+            ours = Attempt(everyone, {}, names, check_required=False)
+            lib = Attempt(everyone, {}, names, check_required=False)
+            try:
+                mine = wf.resolve(leaf, trigger, ours, lambda: None)[1]  # type: ignore[arg-type,return-value]
+            except Exception as e:  # a guard that needs input refuses on both sides
+                mine = type(e).__name__
+            try:
+                theirs = wf.fire_on_machine(leaf, trigger, lib, lambda: None)  # type: ignore[arg-type,return-value]
+            except Exception as e:
+                theirs = type(e).__name__
+            assert mine == theirs, (leaf, trigger)
