@@ -4,9 +4,10 @@
 SKIP LOCKED`` on PostgreSQL, the write lock on SQLite), each claim with an
 owner and a lease, so several processes share the work and a claim left by a
 process that died is taken over once its lease has run out. Each timer then
-fires in its own transaction, with ``timer:<id>`` as the idempotency key of
-the event it writes: a crash between two timers loses nothing and repeats
-nothing.
+fires in its own transaction, and the event it writes carries an idempotency key
+made of what the timer is (:func:`timer_key`: case, kind, deadline or cycle, due
+instant), not of its row id, so keys stay unique when cases move between databases:
+a crash between two timers loses nothing and repeats nothing.
 
 :class:`SchedulerService` runs :func:`run_due` from APScheduler: on an
 interval, and at the instants of the workflows' cron cycles.
@@ -36,6 +37,19 @@ from .log import case_logger
 if TYPE_CHECKING:
     from .engine import Engine
     from .machine import CompiledWorkflow
+
+
+def timer_key(timer: TimerRecord) -> str:
+    """The idempotency key of the event a case timer writes: the same timer, whichever
+    database holds it, makes the same key; two different timers never do."""
+    share = timer.payload.get("share", "")
+    return (f"timer:{timer.case_id}:{timer.kind}:{timer.name}:{share}:"
+            f"{timer.due_at.isoformat(timespec='microseconds')}")
+
+
+def check_key(workflow: str, cycle: str, due: datetime, case_id: str) -> str:
+    """The idempotency key of the event a cron check writes on one case."""
+    return f"cron:{workflow}:{cycle}:{due.isoformat(timespec='microseconds')}:{case_id}"
 
 
 def default_owner() -> str:
@@ -184,7 +198,7 @@ def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datet
         return
     wf = engine.workflow(rec.workflow, rec.version)
     log = case_logger(rec.id, wf.name, rec.data, wf.pii)
-    key = f"timer:{timer.id}"
+    key = timer_key(timer)
     due = from_db(timer.due_at)
     details: dict[str, Any] = {"timer": timer.id, "due": due.isoformat()}
     follow: list[NewTimer] = []
@@ -280,13 +294,16 @@ def _fire_cron(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datetime) -
         return
     assert c.check is not None
     for case_id in tx.open_case_ids(wf.name, c.check):
+        key = check_key(wf.name, timer.name, timer.due_at, case_id)
+        if tx.event_by_key(key) is not None:
+            continue  # this case was checked at this instant already (e.g. in another database)
         rec = tx.lock_case(case_id)
         if rec is None:
             continue
         _append_system_event(tx, rec, "check", timer.name,
                              {"timer": timer.id, "check": c.check, "due": due.isoformat(),
                               "escalation_level": rec.escalation_level},
-                             now, f"timer:{timer.id}:{case_id}")
+                             now, key)
         tx.add_outbox("cycle", to_db(now), case_id=rec.id, seq=rec.last_seq)
 
 

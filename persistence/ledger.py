@@ -21,20 +21,15 @@ idempotency key already in the target, a workflow version neither in the file no
 target. Otherwise everything is written in one transaction. (The file is held in memory
 until then: a unit's ledger, not a whole province's.)
 
-The scheduler's idempotency keys carry timer ids of the database that fired them
-(``timer:ID`` and ``timer:ID:CASE``). So that the target's own timers never make the same key
-(which would make the scheduler take a timer for already fired), the import moves the
-target's pending timers whose ids the imported keys use to fresh ids, gives the imported
-timers ids above every such number, and keeps the target's later timer ids above them too
-(PostgreSQL: the id sequence is set past them; SQLite, which numbers after the largest id:
-a cancelled ``reserved`` timer row holds the largest number when nothing else does).
+The scheduler's idempotency keys name the case, the timer and its due instant, never a
+row id, so the keys in an imported history cannot collide with what the target's own
+timers will write; imported pending timers simply get new row ids in the target.
 
 This module is storage-level: it knows the tables, not the engine.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,13 +43,12 @@ from .chain import verify_chain
 from .errors import DuplicateKey, LedgerError
 from .migrate import head_revision
 from .store import Store
-from .tx import ReadTx, WriteTx, dumps
+from .tx import ReadTx, WriteTx
 
 FORMAT = "casework-ledger"
 VERSION = 1
 
 JSON_COLUMNS = {"data", "clocks", "changes", "details", "payload", "definition"}
-TIMER_KEY = re.compile(r"^timer:(\d+)(?::|$)")
 
 
 @dataclass
@@ -65,7 +59,6 @@ class ImportResult:
     events: int = 0
     timers: int = 0
     workflow_versions: int = 0  # versions the target did not have yet
-    timers_moved: int = 0  # the target's pending timers given new ids (see the module's notes)
     case_ids: list[str] = field(default_factory=list)
 
 
@@ -386,20 +379,6 @@ def _for_db(tx: WriteTx, row: dict[str, Any]) -> dict[str, Any]:
     return {k: tx.datetime_in(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
-def _timer_ids(tx: WriteTx, floor: int, count: int) -> list[int]:
-    """``count`` new timer ids, all above ``floor`` and every id in use; later ids the
-    database gives stay above ``floor`` too."""
-    L = tx.sql.ledger
-    if L.next_timer_id is not None:  # PostgreSQL: move the sequence past floor, then draw
-        assert L.timer_id_floor is not None
-        floor = max(floor, int(tx.fetch(L.max_timer_id, {})[0][0]))
-        if floor:
-            tx.fetch(L.timer_id_floor, {"floor": floor})
-        return [int(tx.fetch(L.next_timer_id, {})[0][0]) for _ in range(count)]
-    start = max(floor, int(tx.fetch(L.max_timer_id, {})[0][0])) + 1  # SQLite: under the write lock
-    return list(range(start, start + count))
-
-
 def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None) -> ImportResult:
     """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
     with :class:`LedgerError` (nothing written) if anything is wrong."""
@@ -429,29 +408,11 @@ def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],
                                  wv["created_at"])
     tx.execute_many(L.insert_case, [_for_db(tx, c.row) for c in ledger.cases])
     tx.execute_many(L.insert_event, [_for_db(tx, e) for c in ledger.cases for e in c.events])
-    # Timer ids: keep clear of every id the imported idempotency keys name.
-    used = {int(m.group(1)) for k in ledger.keys if (m := TIMER_KEY.match(k))}
-    floor = max(used, default=0)
-    clash = [tid for (tid,) in tx.fetch(L.pending_timer_ids, {"up_to": floor}) if tid in used]
-    new_ids = iter(_timer_ids(tx, floor, len(clash) + sum(len(c.timers) for c in ledger.cases)))
-    for tid in clash:
-        tx.execute(L.move_timer, {"b_id": tid, "new_id": next(new_ids)})
-    timers = [_for_db(tx, {**t, "id": next(new_ids), "case_id": c.id})
-              for c in ledger.cases for t in c.timers]
-    tx.execute_many(L.insert_timer, timers)
-    if (L.next_timer_id is None and floor and ledger.cases
-            and int(tx.fetch(L.max_timer_id, {})[0][0]) < floor):
-        # SQLite numbers new rows after the largest id: a row must hold the floor.
-        at = tx.datetime_in(now or _utc_now())
-        tx.execute(L.insert_timer, {
-            "id": floor, "case_id": None, "workflow": ledger.cases[0].row["workflow"],
-            "kind": "reserved", "name": "ledger_import", "state": None, "due_at": at,
-            "status": "cancelled", "created_at": at,
-            "payload": dumps({"reserved": f"imported events use timer ids up to {floor}"})})
+    timers = [_for_db(tx, {**t, "case_id": c.id}) for c in ledger.cases for t in c.timers]
+    tx.execute_many(L.insert_timer, timers)  # new row ids in the target
     result.cases = len(ledger.cases)
     result.events = sum(len(c.events) for c in ledger.cases)
     result.timers = len(timers)
-    result.timers_moved = len(clash)
     result.workflow_versions = len(missing_versions)
     result.case_ids = [c.id for c in ledger.cases]
     return result

@@ -234,27 +234,12 @@ class LedgerStatements:
                            .where(E.c.idempotency_key == bindparam("key")))
         self.insert_case = c(_values(C, self.case_cols))
         self.insert_event = c(_values(E, self.event_cols))
-        self.insert_timer = c(_values(T, (T.c.id, T.c.case_id, *self.timer_cols)))
-        # Timer ids: the scheduler's idempotency keys are built from them (timer:ID...).
-        self.max_timer_id = c(select(func.coalesce(func.max(T.c.id), 0)))
-        self.pending_timer_ids = c(select(T.c.id).where(T.c.status == "pending",
-                                                        T.c.id <= bindparam("up_to"))
-                                   .order_by(T.c.id))
-        self.move_timer = c(update(T).where(T.c.id == bindparam("b_id"))
-                            .values(id=bindparam("new_id")))
+        self.insert_timer = c(_values(T, (T.c.case_id, *self.timer_cols)))
         if dialect.name == "postgresql":
             self.snapshot: Statement | None = c(text(
                 "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-            self.timer_id_floor: Statement | None = c(text(
-                "SELECT setval(pg_get_serial_sequence('timers', 'id'), GREATEST(:floor, COALESCE("
-                "pg_sequence_last_value(pg_get_serial_sequence('timers', 'id')::regclass), 0)))"
-            ).bindparams(bindparam("floor")))
-            self.next_timer_id: Statement | None = c(text(
-                "SELECT nextval(pg_get_serial_sequence('timers', 'id'))"))
-        else:  # SQLite: a deferred BEGIN already reads one snapshot; ids follow the largest
+        else:  # SQLite: a deferred BEGIN already reads one snapshot
             self.snapshot = None
-            self.timer_id_floor = None
-            self.next_timer_id = None
 
     def select_cases(self, by_workflow: bool, by_unit: bool) -> Statement:
         """The rows of the cases of a workflow and/or of a unit (the data field ``unit``)."""

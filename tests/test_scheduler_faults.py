@@ -78,12 +78,14 @@ def _assert_no_timer_half_fired(path: Path) -> tuple[int, int]:
     try:
         timers = dict(con.execute(
             "SELECT id, status FROM timers WHERE case_id IS NOT NULL").fetchall())
-        keys = Counter(k for (k,) in con.execute(
-            "SELECT idempotency_key FROM events WHERE actor = 'scheduler'").fetchall())
+        rows = con.execute("SELECT idempotency_key, json_extract(details, '$.timer') FROM events "
+                           "WHERE actor = 'scheduler'").fetchall()
     finally:
         con.close()
+    keys = Counter(k for k, _ in rows)
     assert [k for k, n in keys.items() if n != 1] == []
-    by_timer = {int(k.split(":")[1]): n for k, n in keys.items()}
+    by_timer = Counter(int(t) for _, t in rows)
+    assert [t for t, n in by_timer.items() if n != 1] == []
     fired = {i for i, s in timers.items() if s == "fired"}
     assert set(by_timer) == fired, (
         f"fired without an event: {sorted(fired - set(by_timer))[:5]}; "
