@@ -575,7 +575,10 @@ class Engine:
             notices: list[tuple[int, Notice | ReportReady | None]] = []
             with self._store_call(), self.store.read() as rtx:
                 for oid, name, case_id, seq, report_id in pending:
-                    notices.append((oid, self._notice_from(rtx, name, case_id, seq, report_id)))
+                    wanted = self._subscribers.wants("report" if report_id else
+                                                     OUTBOX_NOTICES.get(name, Notice).name)
+                    notices.append((oid, self._notice_from(rtx, name, case_id, seq, report_id)
+                                    if wanted else None))
             for _, notice in notices:
                 if notice is not None:
                     self._subscribers.publish(notice)
@@ -679,11 +682,9 @@ class Engine:
     def verify(self, case_id: str | None = None) -> list[str]:
         """Problems in the hash chains of one case or of every case (empty when intact)."""
         with self._store_call(), self.store.read() as tx:
-            ids = [case_id] if case_id is not None else tx.case_ids()
-            problems: list[str] = []
-            for cid in ids:
-                problems.extend(tx.verify_case(cid))
-        return problems
+            if case_id is not None:
+                return tx.verify_case(case_id)
+            return [p for _, found in tx.verify_all() for p in found]
 
     def close(self) -> None:
         """Stop the scheduler if it runs, and release database connections."""

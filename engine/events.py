@@ -108,6 +108,10 @@ class Subscribers:
         with self._lock:
             self._subs[name].append(fn)
 
+    def wants(self, name: str) -> bool:
+        """Whether anyone listens to notices called ``name``."""
+        return bool(self._subs.get(name) or self._subs.get("*"))
+
     def publish(self, notice: Notice | ReportReady) -> None:
         fns = self._subs.get(notice.name, []) + self._subs.get("*", [])
         for fn in fns:

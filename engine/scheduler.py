@@ -118,15 +118,18 @@ def ensure_cron_timers(engine: Engine, now: datetime) -> int:
         missing = [(wf, name) for wf, name in wanted if not rtx.pending_cron(wf.name, name)]
     added = 0
     for wf, name in missing:
-        with engine._store_call(), engine.store.write() as tx:
-            if tx.pending_cron(wf.name, name):
-                continue  # another process added it meanwhile
-            due = next_firing(wf, name, now)
-            if due is None:
-                continue
-            tx.insert_timers([NewTimer(None, wf.name, "cron", name, None, to_db(due),
-                                       {"cycle": name, "version": wf.version})], to_db(now))
-            added += 1
+        due = next_firing(wf, name, now)
+        if due is None:
+            continue  # the cycle has no firing left (its window is over)
+        try:
+            with engine._store_call(), engine.store.write() as tx:
+                if tx.pending_cron(wf.name, name):
+                    continue  # another process added it meanwhile
+                tx.insert_timers([NewTimer(None, wf.name, "cron", name, None, to_db(due),
+                                           {"cycle": name, "version": wf.version})], to_db(now))
+                added += 1
+        except DuplicateKey:
+            continue  # another process stored it at the same moment (the unique index)
     return added
 
 
@@ -178,11 +181,11 @@ def _fire_one(engine: Engine, timer_id: int, owner: str,
             timer, claimed_by = got
             if timer.status != "pending" or claimed_by != owner:
                 return None, None  # fired, cancelled, or taken over by another process
+            tx.finish_timer(timer.id, "fired", to_db(now))  # first: a cron stores its next
             if timer.case_id is None:
                 _fire_cron(engine, tx, timer, now)
             else:
                 _fire_case_timer(engine, tx, timer, now)
-            tx.finish_timer(timer.id, "fired", to_db(now))
             return timer.kind, tx.earliest_new_due
     except DuplicateKey:
         # Its event is already written, so it fired before: make sure it is marked so.

@@ -86,7 +86,12 @@ class TimerRow(SQLModel, table=True):
 
     __tablename__ = "timers"
     __table_args__ = (Index("ix_timers_status_due", "status", "due_at"),
-                      Index("ix_timers_case", "case_id"))
+                      Index("ix_timers_case", "case_id"),
+                      # At most one pending firing per cron cycle, whatever the processes do;
+                      # it also serves the look-up of that firing.
+                      Index("uq_timers_pending_cron", "workflow", "name", unique=True,
+                            sqlite_where=text("case_id IS NULL AND status = 'pending'"),
+                            postgresql_where=text("case_id IS NULL AND status = 'pending'")))
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str | None = Field(default=None, foreign_key="cases.id", max_length=36)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.sql.elements import ColumnElement
 
 from .sql import C, E
@@ -151,14 +152,7 @@ class ReportQueries:
                         func.row_number().over(partition_by=stays.c.state, order_by=stays.c.secs)
                         .label("rn"),
                         func.count().over(partition_by=stays.c.state).label("n")).cte("ranked")
-        rows = self._run(select(ranked.c.state, func.max(ranked.c.n), func.avg(ranked.c.secs))
+        p90 = func.min(sql_case((ranked.c.rn >= 0.9 * ranked.c.n, ranked.c.secs)))
+        rows = self._run(select(ranked.c.state, func.max(ranked.c.n), func.avg(ranked.c.secs), p90)
                          .group_by(ranked.c.state))
-        out: dict[str, tuple[int, float, float]] = {}
-        for state, n, avg in rows:
-            out[state] = (int(n), float(avg or 0), 0.0)
-        p90 = self._run(select(ranked.c.state, func.min(ranked.c.secs))
-                        .where(ranked.c.rn >= 0.9 * ranked.c.n).group_by(ranked.c.state))
-        for state, v in p90:
-            n, avg, _ = out[state]
-            out[state] = (n, avg, float(v or 0))
-        return out
+        return {state: (int(n), float(avg or 0), float(p or 0)) for state, n, avg, p in rows}

@@ -220,6 +220,10 @@ class LedgerStatements:
         self.chain = c(select(C.c.last_seq, C.c.last_hash, *EVENT_COLS)
                        .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
                        .where(C.c.id == bindparam("id")).order_by(E.c.seq, E.c.id))
+        # Every case's chain in one pass (verify all), ordered so cases come one after another.
+        self.chain_all = c(select(C.c.id, C.c.last_seq, C.c.last_hash, *EVENT_COLS)
+                           .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
+                           .order_by(C.c.id, E.c.seq, E.c.id))
         self.count_events = c(select(func.count()).select_from(E))
         self.case_row = c(select(*self.case_cols).where(C.c.id == bindparam("id")))
         self.event_rows = c(select(*self.event_cols).where(E.c.case_id == bindparam("id"))

@@ -80,8 +80,10 @@ class Store:
                 except Exception:
                     pass
         except self._integrity_error as e:
-            if "idempotency_key" in str(e):
-                raise DuplicateKey(str(e)) from None
+            text = str(e)
+            if any(k in text for k in ("idempotency_key", "uq_timers_pending_cron",
+                                       "timers.workflow, timers.name")):
+                raise DuplicateKey(text) from None
             raise
         except self._unavailable as e:
             raise DatabaseUnavailable(f"database unavailable: {e}") from None

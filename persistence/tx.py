@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 import orjson
@@ -80,6 +81,27 @@ class ReadTx:
             return []
         rows = [_RawEvent(r[2:], self._dt_out(r[10])) for r in found if r[2] is not None]
         return verify_chain(case_id, rows, head=(found[0][0], found[0][1]))
+
+    def verify_all(self, batch: int = 5_000) -> Iterator[tuple[str, list[str]]]:
+        """(case id, problems) for every case, from one ordered pass over all events."""
+        cur = self._run(self.sql.ledger.chain_all, {})
+        pending: list[Any] = []
+        while True:
+            chunk = cur.fetchmany(batch)
+            if not chunk:
+                break
+            pending.extend(chunk)
+            last = pending[-1][0]
+            done = [r for r in pending if r[0] != last]
+            pending = [r for r in pending if r[0] == last]
+            yield from self._check_groups(done)
+        yield from self._check_groups(pending)
+
+    def _check_groups(self, rows: list[Any]) -> Iterator[tuple[str, list[str]]]:
+        for case_id, group in groupby(rows, key=lambda r: r[0]):
+            found = list(group)
+            events = [_RawEvent(r[3:], self._dt_out(r[11])) for r in found if r[3] is not None]
+            yield case_id, verify_chain(case_id, events, head=(found[0][1], found[0][2]))
 
     def case_ids(self, workflow: str | None = None) -> list[str]:
         if workflow is None:
