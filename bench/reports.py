@@ -1,0 +1,982 @@
+"""Reports and chain verification over a large history: ``python -m bench.reports``.
+
+100,000 petition cases with 1,000,000 events (10 per case), on a SQLite file and on
+PostgreSQL (a throwaway database, dropped after the run). Each case follows one of six
+courses, each exactly 10 events long:
+
+* ``archived`` (50%): open, accept, assign, 3 activities, decide, reply, return_visit
+  (satisfied), archive;
+* ``archived_escalated`` (10%): as above with one ``supervision_notice`` escalation in
+  place of an activity;
+* ``archived_after_review`` (5%): open, accept, assign, an activity, decide, reply,
+  request_review, answer_review, return_visit, archive;
+* ``follow_up`` (15%): ... reply, return_visit (unsatisfied), continue_work: open;
+* ``overdue`` (10%): open, accept, assign, 3 activities, two ``handling_warning`` events
+  and two escalations (``supervision_notice``, ``public_notice``): open, overdue;
+* ``review`` (10%): ... reply, return_visit (unsatisfied), request_review, an activity: open.
+
+Activities are ``home_visit``, ``coordination_meeting``, ``funds_raised`` (with an
+amount) and ``thought_work``. Case data is what the engine would have written (the
+merged changes of the events): the unit among 10, the source among central, province,
+city, direct and carried_over, ``received_by_head`` for some, the four fixes, the
+outcome... Every event is hashed with :func:`persistence.chain.event_hash` in order, so
+the chains are valid; archived cases have ``final`` and ``closed_at`` set.
+
+The rows are bulk-loaded: ``sqlite3`` ``executemany`` in batches of 50,000 events in one
+transaction; ``COPY`` with psycopg on PostgreSQL (then ``VACUUM ANALYZE``, as autovacuum
+would soon do). The tables are the engine's own (an ``Engine`` creates the schema).
+
+Timed, each ``--repeat`` times (median): ``engine.report("petition")`` (every figure,
+all time), ``engine.report("petition", by="unit")``, a one-month report (March 2026),
+and ``engine.verify()`` over every case. Every report is checked against the figures
+counted while generating the data (received, resolved, escalations by rung, stays per
+state...): a wrong query cannot look fast. ``verify`` must find nothing, and after the
+timing one event is altered and ``verify`` of its case must notice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import exc as sa_exc
+
+from engine import Engine
+from engine.clock import FrozenClock
+from engine.errors import StoreError
+from persistence import DatabaseUnavailable, reporting
+from persistence.chain import GENESIS, event_hash
+from persistence.tx import dumps
+
+from .workload import PETITION, remove_db
+
+NOW = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the engine's frozen clock
+FIRST_OPEN = datetime(2025, 1, 1)  # cases open between these (naive UTC) ...
+LAST_OPEN = datetime(2026, 7, 1)  # ... and every course ends within 130 days, before NOW
+MONTH = (date(2026, 3, 1), date(2026, 4, 1))  # the period report: March 2026
+EVENTS_PER_CASE = 10
+BATCH_CASES = 5_000
+DEFAULT_ADMIN = os.environ.get("CASEWORK_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgresql")
+FIGURES = ("report, all figures", "report by unit", "report, one month", "verify, all cases")
+
+UNITS = ("enforcement bureau", "civil division 1", "civil division 2", "criminal division",
+         "administrative division", "case filing division", "petition office",
+         "state compensation office", "juvenile division", "trial supervision division")
+SOURCES = ("central", "province", "city", "direct", "carried_over")
+SOURCE_WEIGHTS = (5, 15, 25, 45, 10)
+HANDED_DOWN = {"central", "province", "city"}
+CHANNELS = ("visit", "letter", "phone", "online")
+CONCERNS = ("police", "procuratorate", "court", "justice_bureau", "township", "other")
+LEADERS = ("wang", "liu", "zhang", "chen", "yang", "zhao", "huang", "zhou")
+HANDLERS = tuple(f"{s}{g}" for s in ("chen", "li", "wu", "xu", "sun", "ma")
+                 for g in ("", "jun", "min", "hua", "lei"))
+CLERKS = ("li", "he", "guo", "lin")
+SURNAMES = ("Zhang", "Wang", "Li", "Zhao", "Liu", "Chen", "Yang", "Huang", "Zhou", "Wu", "Xu",
+            "Sun", "Hu", "Zhu", "Gao", "Lin", "He", "Guo", "Ma", "Luo")
+GIVEN = ("Wei", "Fang", "Na", "Min", "Jing", "Li", "Qiang", "Lei", "Jun", "Yang", "Yong", "Yan",
+         "Jie", "Tao", "Ming", "Chao", "Xiu", "Hua", "Ping", "Gang")
+SUMMARIES = (
+    "Asks for the enforcement of a civil judgment that has not been carried out.",
+    "Disputes the compensation awarded for land requisitioned by the township.",
+    "Complains that a criminal complaint was not filed by the police station.",
+    "Asks for a retrial of a labour dispute decided against the petitioner.",
+    "Says the court delayed the hearing of a loan dispute for over a year.",
+    "Objects to the seizure of a house during the enforcement of a debt.",
+)
+ACTIVITIES = ("home_visit", "coordination_meeting", "funds_raised", "thought_work")
+IN_REVIEW = ("home_visit", "coordination_meeting", "thought_work")  # funds_raised is not allowed
+COURSES = (("archived", 50), ("archived_escalated", 10), ("archived_after_review", 5),
+           ("follow_up", 15), ("overdue", 10), ("review", 10))
+FINAL_STATES = {"archived"}
+DAY = 86_400.0
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _z(t: datetime) -> str:
+    return f"{t:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def _aware(t: datetime) -> str:
+    return t.replace(tzinfo=UTC).isoformat()
+
+
+# -- generation --------------------------------------------------------------------------------
+
+CASE_COLS = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
+             "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
+             "overdue_since", "party_key", "closed_at")
+EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
+              "changes", "details", "idempotency_key", "prev_hash", "hash")
+
+
+@dataclass
+class Facts:
+    """What the reports should count for one case (kept only as counters, see Oracle)."""
+
+    opened: datetime
+    unit: str
+    source: str
+    by_head: bool
+    state: str
+    closed: datetime | None
+    overdue_since: datetime | None
+    review: bool
+    events: list[tuple[str, str, datetime, float]] = field(default_factory=list)  # kind, name, at, amount
+    stays: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # state, entered, left
+
+
+class _Case:
+    """Builds one case's events, its data and its chain the way the engine writes them."""
+
+    def __init__(self, rng: random.Random, cid: str, opened: datetime) -> None:
+        self.rng = rng
+        self.id = cid
+        self.t = opened
+        self.state: str | None = None
+        self.entered: datetime = opened
+        self.data: dict[str, Any] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.prev = GENESIS
+        self.stays: list[tuple[str, datetime, datetime]] = []
+        self.events: list[tuple[str, str, datetime, float]] = []
+
+    def later(self, lo_days: float, hi_days: float) -> datetime:
+        self.t += timedelta(seconds=self.rng.uniform(lo_days * DAY, hi_days * DAY))
+        self.t = self.t.replace(microsecond=self.rng.randrange(1_000_000))
+        return self.t
+
+    def event(self, kind: str, name: str, to_state: str | None, actor: str | None, role: str | None,
+              changes: dict[str, Any], details: dict[str, Any], key: str | None = None,
+              amount: float = 0.0) -> None:
+        at = self.t
+        from_state = self.state
+        to = to_state or from_state
+        cj, dj = dumps(changes), dumps(details)
+        seq = len(self.rows) + 1
+        h = event_hash(self.prev, self.id, seq, kind, name, from_state, to, actor, role, at, cj, dj,
+                       key)
+        self.rows.append((self.id, seq, kind, name, from_state, to, actor, role, at, cj, dj, key,
+                          self.prev, h))
+        self.prev = h
+        self.data.update(changes)
+        if kind in ("open", "transition") and (from_state is None or from_state != to):
+            if from_state is not None:
+                self.stays.append((from_state, self.entered, at))
+            self.entered = at
+        self.state = to
+        self.events.append((kind, name, at, amount))
+
+
+def _activity(c: _Case, name: str, leader: str, handler: str) -> None:
+    rng = c.rng
+    if name == "home_visit":
+        c.event("activity", name, None, leader, "leader", {},
+                {"visitor": leader, "notes": "Visited the petitioner at home with the handler."})
+    elif name == "coordination_meeting":
+        who = rng.sample(("court", "procuratorate", "police", "township", "justice bureau",
+                          "human resources bureau"), 3)
+        c.event("activity", name, None, leader, "leader", {},
+                {"attendees": who, "agreed": "Each body answers in writing within 15 days."})
+    elif name == "funds_raised":
+        amount = float(rng.randrange(1, 200) * 500)
+        total = float(c.data.get("funds_total") or 0) + amount
+        c.event("activity", name, None, leader, "leader", {"funds_total": total},
+                {"amount": amount, "funded_by": rng.choice(("county", "township", "relief fund"))},
+                amount=amount)
+    else:
+        c.event("activity", "thought_work", None, handler, "handler", {},
+                {"notes": "Explained the law and the judgment; the petitioner listened."})
+
+
+def make_case(rng: random.Random, version: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], Facts]:
+    """One case row (native values), its 10 event rows, and its facts for the oracle."""
+    course = rng.choices([c for c, _ in COURSES], weights=[w for _, w in COURSES])[0]
+    opened = FIRST_OPEN + timedelta(seconds=rng.uniform(0, (LAST_OPEN - FIRST_OPEN).total_seconds()))
+    c = _Case(rng, f"{rng.getrandbits(128):032x}", opened.replace(microsecond=rng.randrange(10**6)))
+    unit, source = rng.choice(UNITS), rng.choices(SOURCES, weights=SOURCE_WEIGHTS)[0]
+    leader, handler, clerk = rng.choice(LEADERS), rng.choice(HANDLERS), rng.choice(CLERKS)
+    opening: dict[str, Any] = {
+        "petitioner_name": f"{rng.choice(SURNAMES)} {rng.choice(GIVEN)}",
+        "petitioner_phone": f"13{rng.randrange(10**9):09d}",
+        "petitioner_id_number": f"{rng.randrange(10**17):017d}X",
+        "channel": rng.choice(CHANNELS), "source": source, "concerns": rng.choice(CONCERNS),
+        "summary": rng.choice(SUMMARIES), "first_handler": clerk,
+        "petition_count": rng.choice((1, 1, 1, 1, 2, 2, 3, 5)),
+    }
+    by_head = rng.random() < 0.12
+    if by_head:
+        opening.update(received_by_head=True, receiving_leader=leader)
+    elif rng.random() < 0.3:
+        opening["received_by_head"] = False
+    if rng.random() < 0.05:
+        opening["group_petition"] = True
+    c.event("open", "open", "registered", clerk, "clerk", opening, {})
+    c.later(0.2, 10)
+    c.event("transition", "accept", "accepted", rng.choice(("zhao", "qian")), "triage",
+            {"accepted_at": _z(c.t)}, {})
+    accepted = c.t
+    handling_due = accepted + timedelta(days=60)
+    c.later(0.5, 5)
+    c.event("transition", "assign", "handling.investigating", leader, "leader",
+            {"leader": leader, "handler": handler, "unit": unit,
+             "due_date": (accepted + timedelta(days=60)).date().isoformat(),
+             "target": "resolve the claim lawfully or explain in writing why not"}, {})
+    timer = [0]
+
+    def system(kind: str, name: str, details: dict[str, Any]) -> None:
+        timer[0] += 1
+        c.event(kind, name, None, "scheduler", "system", {},
+                {"timer": timer[0], "deadline": "handling", **details},
+                key=f"timer:{c.id[:8]}:{timer[0]}")
+
+    def escalate(rung: str, level: int, at: datetime) -> None:
+        c.t = max(c.t, at)
+        over = (c.t - handling_due).total_seconds()
+        system("escalation", rung, {"due": _aware(at), "deadline_due": _aware(handling_due),
+                                    "level": level, "rung": rung, "overdue_seconds": over,
+                                    "overdue_days": round(over / DAY, 2)})
+
+    def activities(n: int, lo: float = 1, hi: float = 8, allowed: Sequence[str] = ACTIVITIES) -> None:
+        for _ in range(n):
+            c.later(lo, hi)
+            _activity(c, rng.choice(allowed), leader, handler)
+
+    def decide_and_reply() -> None:
+        c.later(1, 6)
+        c.event("transition", "decide", "handling.decided", handler, "handler",
+                {"outcome": rng.choice(("full_correction", "partial_correction", "explanation",
+                                        "maintained")),
+                 "decision_summary": "Decided after hearing both sides; see the file."}, {})
+        c.later(1, 4)
+        c.event("transition", "reply", "replied", handler, "handler",
+                {"replied_at": _z(c.t), "reply_summary": "Written reply handed over in person."}, {})
+
+    def visit(satisfied: bool, lo: float = 3, hi: float = 12) -> None:
+        c.later(lo, hi)
+        c.event("transition", "return_visit", "follow_up.visited", handler, "handler",
+                {"satisfaction": "satisfied" if satisfied else "unsatisfied",
+                 "visit_count": int(c.data.get("visit_count") or 0) + 1, "last_visit_at": _z(c.t)},
+                {})
+
+    def archive() -> None:
+        c.later(0.5, 5)
+        c.event("transition", "archive", "archived", rng.choice(("sun", "he")), "archivist",
+                {"archived_at": _z(c.t)}, {})
+
+    def request_review() -> None:
+        c.later(1, 10)
+        c.event("transition", "request_review", "review.requested", clerk, "clerk",
+                {"review_requested_at": _z(c.t)}, {})
+
+    overdue_since: datetime | None = None
+    escalation_level = 0
+    if course == "archived":
+        activities(3)
+        decide_and_reply()
+        visit(True)
+        archive()
+    elif course == "archived_escalated":
+        activities(1)
+        escalate("supervision_notice", 1, handling_due + timedelta(hours=1))
+        escalation_level = 1
+        activities(1, 0.5, 4)
+        decide_and_reply()
+        visit(True)
+        archive()
+    elif course == "archived_after_review":
+        activities(1)
+        decide_and_reply()
+        request_review()
+        c.later(5, 25)
+        c.event("transition", "answer_review", "review.answered", "review:city", "reviewer",
+                {"review_result": rng.choice(("upheld", "changed")),
+                 "review_answered_at": _z(c.t)}, {})
+        visit(True)
+        archive()
+    elif course == "follow_up":
+        activities(3)
+        decide_and_reply()
+        visit(False)
+        c.later(0.1, 2)
+        c.event("transition", "continue_work", "follow_up.continued_work", handler, "handler", {}, {})
+    elif course == "overdue":
+        activities(1, 1, 9)
+        for share in (0.5, 0.8):
+            c.t = max(c.t, accepted + timedelta(days=60 * share))
+            system("warning", "handling_warning", {"share": share, "deadline_due": _aware(handling_due),
+                                                   "due": _aware(c.t)})
+        activities(1, 0.5, 3)
+        escalate("supervision_notice", 1, handling_due + timedelta(hours=1))
+        activities(1, 0.5, 5)
+        escalate("public_notice", 2, handling_due + timedelta(days=10, hours=1))
+        overdue_since, escalation_level = handling_due, 2
+    else:  # review
+        activities(2)
+        decide_and_reply()
+        visit(False)
+        request_review()
+        activities(1, 1, 8, IN_REVIEW)
+    assert len(c.rows) == EVENTS_PER_CASE, (course, len(c.rows))
+    assert c.state is not None
+    final = c.state in FINAL_STATES
+    closed = c.t if final else None
+    clocks = _clocks(c, opened, accepted, handling_due, escalation_level)
+    row = (c.id, "petition", version, c.state, final, dumps(c.data), escalation_level, c.rows[0][8],
+           c.t, 1 + EVENTS_PER_CASE, EVENTS_PER_CASE, c.prev, dumps(clocks), False, overdue_since,
+           None, closed)
+    facts = Facts(c.rows[0][8], unit, source, by_head, c.state, closed, overdue_since,
+                  any(r[3] == "request_review" for r in c.rows), c.events, c.stays)
+    return row, c.rows, facts
+
+
+def _clocks(c: _Case, opened: datetime, accepted: datetime, due: datetime,
+            breaches: int) -> dict[str, Any]:
+    """The SLA clocks the engine keeps on a case (triage stopped; handling as it stands)."""
+    triage = (accepted - opened).total_seconds()
+    replied = next((r[8] for r in c.rows if r[3] == "reply"), None)
+    handling: dict[str, Any] = {"breaches": breaches, "due": _aware(due), "start": _aware(accepted),
+                                "total": 60 * DAY}
+    if replied is not None:
+        spent = (replied - accepted).total_seconds()
+        handling.update(status="stopped", since=None, stopped_at=_aware(replied), elapsed=spent,
+                        actual_elapsed=spent, met=breaches == 0)
+    else:
+        handling.update(status="running", since=_aware(accepted), elapsed=0.0)
+    return {"triage": {"actual_elapsed": triage, "breaches": 0, "due": _aware(opened + timedelta(days=15)),
+                       "elapsed": triage, "met": True, "since": None, "start": _aware(opened),
+                       "status": "stopped", "stopped_at": _aware(accepted), "total": 15 * DAY},
+            "handling": handling}
+
+
+# -- the oracle: the figures counted while generating ------------------------------------------
+
+@dataclass
+class Scope:
+    name: str
+    start: datetime | None  # naive UTC, as the engine compares
+    end: datetime | None
+    by_unit: bool = False
+
+
+class Oracle:
+    """Per scope and group: each report figure, escalations per rung, stays per state."""
+
+    def __init__(self, scopes: Sequence[Scope]) -> None:
+        self.scopes = list(scopes)
+        self.figures: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.rungs: dict[str, Counter[str]] = defaultdict(Counter)
+        self.stays: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
+
+    def add(self, f: Facts) -> None:
+        for s in self.scopes:
+            def inside(t: datetime | None, s: Scope = s) -> bool:
+                return t is not None and (s.start is None or t >= s.start) and (s.end is None or t < s.end)
+
+            fig = self.figures[(s.name, f.unit if s.by_unit else "all")]
+            if inside(f.opened):
+                fig["received"] += 1
+                fig["handed_down"] += f.source in HANDED_DOWN
+                fig["received_by_head"] += f.by_head
+            closed_in = inside(f.closed)
+            fig["concluded"] += closed_in
+            fig["resolved"] += closed_in and f.state == "archived"
+            fig["resolved_first_time"] += closed_in and f.state == "archived" and not f.review
+            final = f.closed is not None
+            if s.end is None:
+                fig["in_progress"] += not final
+            else:
+                fig["in_progress"] += f.opened < s.end and (f.closed is None or f.closed >= s.end)
+            at_end = s.end or NOW.replace(tzinfo=None)
+            fig["overdue"] += (not final and f.overdue_since is not None and f.overdue_since < at_end)
+            for kind, name, at, amount in f.events:
+                if not inside(at):
+                    continue
+                if name == "accept":
+                    fig["accepted"] += 1
+                elif name == "home_visit":
+                    fig["home_visits"] += 1
+                elif name == "coordination_meeting":
+                    fig["coordination_meetings"] += 1
+                elif name == "funds_raised":
+                    fig["funds_raised"] += amount
+                if kind == "escalation":
+                    fig["escalations"] += 1
+                    if not s.by_unit:
+                        self.rungs[s.name][name] += 1
+            if not s.by_unit:
+                for state, entered, left in f.stays:
+                    if inside(left):
+                        st = self.stays[s.name][state]
+                        st[0] += 1
+                        st[1] += (left - entered).total_seconds()
+
+    def expected(self, scope: str, group: str = "all") -> dict[str, float | None]:
+        fig = self.figures[(scope, group)]
+        out: dict[str, float | None] = {k: float(fig.get(k, 0)) for k in (
+            "received", "handed_down", "received_by_head", "accepted", "concluded", "resolved",
+            "resolved_first_time", "in_progress", "home_visits", "coordination_meetings",
+            "funds_raised", "overdue", "escalations")}
+        received = out["received"] or 0
+        out["closure_rate"] = (out["resolved"] or 0) / received if received else None
+        return out
+
+    def groups(self, scope: str) -> list[str]:
+        return sorted(g for s, g in self.figures if s == scope)
+
+
+def check_report(report: Any, oracle: Oracle, scope: str, by_unit_scope: str | None = None
+                 ) -> list[str]:
+    """Differences between a report and the oracle (empty when they agree)."""
+    bad: list[str] = []
+
+    def same(a: float | None, b: float | None, tol: float = 1e-9) -> bool:
+        if a is None or b is None:
+            return a is b
+        return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+    want = oracle.expected(scope)
+    for k, v in want.items():
+        if not same(report.totals.get(k), v):
+            bad.append(f"{scope}: {k} = {report.totals.get(k)}, expected {v}")
+    extra = set(report.totals) - set(want)
+    if extra:
+        bad.append(f"{scope}: figures the bench does not know: {sorted(extra)}")
+    if dict(report.escalations) != dict(oracle.rungs[scope]):
+        bad.append(f"{scope}: escalations by rung {dict(report.escalations)}, "
+                   f"expected {dict(oracle.rungs[scope])}")
+    if report.overdue[0] != want["overdue"]:
+        bad.append(f"{scope}: overdue section {report.overdue[0]}, expected {want['overdue']}")
+    stays = {st: (n, total / n) for st, (n, total) in oracle.stays[scope].items()}
+    got = {st: (n, avg) for st, (n, avg, _) in report.time_in_state.items()}
+    if set(got) != set(stays):
+        bad.append(f"{scope}: time in state for {sorted(got)}, expected {sorted(stays)}")
+    for st, (n, avg) in stays.items():
+        if st in got and (got[st][0] != n or abs(got[st][1] - avg) > 1.0):
+            bad.append(f"{scope}: time in {st}: {got[st]}, expected {(n, avg)}")
+    if by_unit_scope is not None:
+        groups = oracle.groups(by_unit_scope)
+        if sorted(report.rows) != groups:
+            bad.append(f"by unit: groups {sorted(report.rows)}, expected {groups}")
+        for g in groups:
+            for k, v in oracle.expected(by_unit_scope, g).items():
+                if g in report.rows and not same(report.rows[g].get(k), v):
+                    bad.append(f"by unit {g!r}: {k} = {report.rows[g].get(k)}, expected {v}")
+    return bad
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+class Target(Protocol):
+    name: str
+
+    def write(self, cases: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def _sqlite_dt(v: datetime | None) -> str | None:
+    return None if v is None else v.isoformat(sep=" ", timespec="microseconds")
+
+
+class SQLiteTarget:
+    name = "sqlite"
+
+    def __init__(self, db: Path) -> None:
+        self.conn = sqlite3.connect(db, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=OFF")
+        self.conn.execute("BEGIN")
+        self.ins_case = (f"INSERT INTO cases ({', '.join(CASE_COLS)}) "
+                         f"VALUES ({', '.join('?' * len(CASE_COLS))})")
+        self.ins_event = (f"INSERT INTO events ({', '.join(EVENT_COLS)}) "
+                          f"VALUES ({', '.join('?' * len(EVENT_COLS))})")
+        self.case_dt = [CASE_COLS.index(c) for c in ("opened_at", "updated_at", "overdue_since",
+                                                      "closed_at")]
+        self.case_bool = [CASE_COLS.index(c) for c in ("final", "at_risk")]
+        self.event_at = EVENT_COLS.index("at")
+
+    def write(self, cases: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> None:
+        def case_row(r: tuple[Any, ...]) -> list[Any]:
+            out = list(r)
+            for i in self.case_dt:
+                out[i] = _sqlite_dt(out[i])
+            for i in self.case_bool:
+                out[i] = int(out[i])
+            return out
+
+        a = self.event_at
+        self.conn.executemany(self.ins_case, [case_row(r) for r in cases])
+        self.conn.executemany(self.ins_event, [(*r[:a], _sqlite_dt(r[a]), *r[a + 1:]) for r in events])
+
+    def finish(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+
+class PostgresTarget:
+    name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self.conn = psycopg.connect(url)
+        self.copy_cases = f"COPY cases ({', '.join(CASE_COLS)}) FROM STDIN"
+        self.copy_events = f"COPY events ({', '.join(EVENT_COLS)}) FROM STDIN"
+
+    def write(self, cases: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> None:
+        with self.conn.cursor() as cur:
+            with cur.copy(self.copy_cases) as cp:
+                for r in cases:
+                    cp.write_row(r)
+            with cur.copy(self.copy_events) as cp:
+                for r in events:
+                    cp.write_row(r)
+
+    def finish(self) -> None:
+        import psycopg
+
+        self.conn.commit()
+        self.conn.close()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+
+
+def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Oracle,
+             seed: int = 20260301, progress: Progress = _quiet) -> dict[str, float]:
+    """Make ``n_cases`` cases and write them to every target; seconds spent per target."""
+    rng = random.Random(seed)
+    spent: dict[str, float] = defaultdict(float)
+    spent["generate"] = 0.0
+    done = 0
+    while done < n_cases:
+        t = time.perf_counter()
+        cases, events = [], []
+        for _ in range(min(BATCH_CASES, n_cases - done)):
+            row, evs, facts = make_case(rng, version)
+            cases.append(row)
+            events.extend(evs)
+            oracle.add(facts)
+        spent["generate"] += time.perf_counter() - t
+        for tg in targets:
+            t = time.perf_counter()
+            tg.write(cases, events)
+            spent[tg.name] += time.perf_counter() - t
+        done += len(cases)
+        if done % (BATCH_CASES * 4) == 0 or done == n_cases:
+            progress(f"  {done:,} cases, {done * EVENTS_PER_CASE:,} events")
+    for tg in targets:
+        t = time.perf_counter()
+        tg.finish()
+        spent[tg.name] += time.perf_counter() - t
+    return dict(spent)
+
+
+# -- PostgreSQL: a throwaway database ----------------------------------------------------------
+
+class Throwaway:
+    """A database created for this run and dropped after it."""
+
+    def __init__(self, admin_url: str) -> None:
+        import psycopg
+
+        self.admin_url = admin_url
+        self.name = f"casework_reports_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
+
+    @property
+    def engine_url(self) -> str:
+        return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def drop(self) -> None:
+        """Drop it (a few tries: the server may be restarting); a warning if that fails."""
+        import psycopg
+
+        for attempt in range(5):
+            try:
+                with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                return
+            except psycopg.Error as e:
+                if attempt == 4:
+                    print(f"warning: could not drop the database {self.name}: {e}", file=sys.stderr)
+                else:
+                    time.sleep(2 * (attempt + 1))
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    cases: int = 100_000
+    repeat: int = 3
+    backends: tuple[str, ...] = BACKENDS
+    admin_url: str = DEFAULT_ADMIN
+    tmpdir: Path | None = None
+    quick: bool = False
+    command: str = ""
+
+
+def month_bounds(engine: Engine) -> tuple[datetime, datetime]:
+    """March 2026 as the engine reads two dates: midnights in the workflow's zone, as naive UTC."""
+    tz = engine.workflow("petition").timing.calendar.tz
+    lo, hi = (datetime.combine(d, dtime(0), tz).astimezone(UTC).replace(tzinfo=None) for d in MONTH)
+    return lo, hi
+
+
+QUERY_KINDS = ("cases_opened", "events", "open_at", "closed", "overdue", "escalations",
+               "time_in_state")
+
+
+@contextmanager
+def query_log() -> Iterator[dict[str, Any]]:
+    """Time each kind of report query and count the rows they hand to Python (the engine's
+    behaviour is unchanged: its ``ReportQueries`` methods are wrapped, then put back)."""
+    log: dict[str, Any] = {"seconds": defaultdict(float), "calls": Counter(), "rows": 0, "queries": 0}
+    cls = reporting.ReportQueries
+    originals = {name: getattr(cls, name) for name in (*QUERY_KINDS, "_run")}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                log["seconds"][name] += time.perf_counter() - t
+                log["calls"][name] += 1
+        return wrapper
+
+    def counted(self: Any, stmt: Any) -> list[Any]:
+        rows: list[Any] = originals["_run"](self, stmt)
+        log["rows"] += len(rows)
+        log["queries"] += 1
+        return rows
+
+    for name in QUERY_KINDS:
+        setattr(cls, name, timed(name, originals[name]))
+    setattr(cls, "_run", counted)  # noqa: B010
+    try:
+        yield log
+    finally:
+        for name, fn in originals.items():
+            setattr(cls, name, fn)
+
+
+def _server_started(engine: Engine) -> Any:
+    """When the PostgreSQL server last started (a restart under a measurement voids it)."""
+    with engine.store.engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_postmaster_start_time()").scalar()
+
+
+def _wait_for_server(engine: Engine, progress: Progress, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _server_started(engine)
+            return
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not come back: {e}") from None
+            progress("  waiting for PostgreSQL to come back")
+            time.sleep(2)
+
+
+@dataclass
+class Figure:
+    seconds: list[float] = field(default_factory=list)
+    breakdown: list[dict[str, float]] = field(default_factory=list)
+    rows: int = 0
+    queries: int = 0
+    voided: int = 0  # runs thrown away because the server restarted under them
+
+
+def time_figures(engines: dict[str, Engine], oracle: Oracle, cfg: Config, progress: Progress
+                 ) -> tuple[dict[str, dict[str, Figure]], list[str]]:
+    """Each figure on each backend, ``repeat`` times; the reports checked every time.
+
+    On PostgreSQL a run under which the server restarted (other tests here restart it)
+    is thrown away and measured again after one untimed run to warm the server's cache.
+    """
+    runs = {b: {f: Figure() for f in FIGURES} for b in engines}
+    problems: list[str] = []
+    calls: dict[str, Callable[[Engine], Any]] = {
+        FIGURES[0]: lambda e: e.report("petition"),
+        FIGURES[1]: lambda e: e.report("petition", by="unit"),
+        FIGURES[2]: lambda e: e.report("petition", start=MONTH[0], end=MONTH[1]),
+        FIGURES[3]: lambda e: e.verify(),
+    }
+    for rep in range(cfg.repeat):
+        order = list(engines) if rep % 2 == 0 else list(reversed(engines))
+        for backend in order:
+            engine = engines[backend]
+            pg = backend == "postgresql"
+            for fig in FIGURES:
+                rec = runs[backend][fig]
+                for attempt in range(6):
+                    started = _server_started(engine) if pg else None
+                    try:
+                        with query_log() as log:
+                            t = time.perf_counter()
+                            out = calls[fig](engine)
+                            seconds = time.perf_counter() - t
+                        if not pg or _server_started(engine) == started:
+                            break
+                        why = "the server restarted during the run"
+                    except (StoreError, DatabaseUnavailable, sa_exc.DBAPIError) as e:
+                        if not pg or attempt == 5:
+                            raise
+                        why = f"{type(e).__name__}"
+                    rec.voided += 1
+                    progress(f"  {backend} {fig}: {why}; measuring again")
+                    _wait_for_server(engine, progress)
+                    calls[fig](engine)  # untimed: the server's cache is cold after a restart
+                else:
+                    raise RuntimeError(f"{backend} {fig}: the server kept restarting")
+                rec.seconds.append(seconds)
+                rec.breakdown.append(dict(log["seconds"]))
+                rec.rows, rec.queries = log["rows"], log["queries"]
+                if fig == FIGURES[0]:
+                    bad = check_report(out, oracle, "all")
+                elif fig == FIGURES[1]:
+                    bad = check_report(out, oracle, "all", by_unit_scope="units")
+                elif fig == FIGURES[2]:
+                    bad = check_report(out, oracle, "month")
+                else:
+                    bad = [f"verify: {p}" for p in out[:5]]
+                problems += [f"{backend}: {b}" for b in bad]
+                progress(f"run {rep + 1}/{cfg.repeat} {backend:<10} {fig:<20} {seconds:7.2f} s"
+                         f"{'' if not bad else f'  WRONG ({len(bad)} differences)'}")
+    for backend, engine in engines.items():  # verify must notice an altered event
+        problems += [f"{backend}: {p}" for p in tamper_check(engine, backend)]
+    return runs, problems
+
+
+def tamper_check(engine: Engine, backend: str) -> list[str]:
+    """Alter one stored event behind the engine's back; verify of its case must say so."""
+    with engine.store.read() as tx:
+        ids = tx.case_ids("petition")
+    cid = ids[len(ids) // 2]
+    sql = ("UPDATE events SET details = '{\"notes\":\"rewritten\"}' WHERE case_id = {p} AND seq = 5"
+           .replace("{p}", "?" if backend == "sqlite" else "%s"))
+    with engine.store.write() as wtx:
+        wtx.cur.execute(sql, (cid,))
+    found = engine.verify(cid)
+    if not found:
+        return [f"verify did not notice an altered event in case {cid}"]
+    return []
+
+
+def run(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    engines: dict[str, Engine] = {}
+    pg: Throwaway | None = None
+    with tempfile.TemporaryDirectory(prefix="casework-reports-", dir=cfg.tmpdir) as tmp:
+        try:
+            targets: list[Target] = []
+            if "sqlite" in cfg.backends:
+                db = Path(tmp) / "reports.db"
+                remove_db(db)
+                engines["sqlite"] = Engine(f"sqlite:///{db}", [PETITION], clock=FrozenClock(NOW))
+                targets.append(SQLiteTarget(db))
+            if "postgresql" in cfg.backends:
+                pg = Throwaway(cfg.admin_url)
+                engines["postgresql"] = Engine(pg.engine_url, [PETITION], clock=FrozenClock(NOW))
+                targets.append(PostgresTarget(pg.url))
+            first = next(iter(engines.values()))
+            version = first.workflow("petition").version
+            lo, hi = month_bounds(first)
+            oracle = Oracle([Scope("all", None, None), Scope("units", None, None, by_unit=True),
+                             Scope("month", lo, hi)])
+            progress(f"generating {cfg.cases:,} cases / {cfg.cases * EVENTS_PER_CASE:,} events "
+                     f"into {', '.join(engines)}")
+            load = generate(cfg.cases, version, targets, oracle, progress=progress)
+            progress("load seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in load.items()))
+            sizes = {b: _count(e) for b, e in engines.items()}
+            for b, (nc, ne) in sizes.items():
+                if (nc, ne) != (cfg.cases, cfg.cases * EVENTS_PER_CASE):
+                    raise RuntimeError(f"{b} holds {nc} cases and {ne} events")
+            runs, problems = time_figures(engines, oracle, cfg, progress)
+            db_mb = {"sqlite": (Path(tmp) / "reports.db").stat().st_size / 1e6} \
+                if "sqlite" in engines else {}
+            if pg is not None:
+                db_mb["postgresql"] = _pg_size(pg.url) / 1e6
+        finally:
+            for e in engines.values():
+                e.close()
+            if pg is not None:
+                pg.drop()
+    want_all = oracle.expected("all")
+    return {
+        "meta": {"date": started.isoformat(timespec="seconds"), "command": cfg.command,
+                 "seconds": time.perf_counter() - t0, "python": platform.python_version(),
+                 "sqlite": sqlite3.sqlite_version, "postgresql": _pg_version(cfg) if pg else None,
+                 "db_mb": db_mb, "load_s": load},
+        "config": {"cases": cfg.cases, "events": cfg.cases * EVENTS_PER_CASE, "repeat": cfg.repeat,
+                   "backends": list(engines), "month": [d.isoformat() for d in MONTH]},
+        "expected": {"all": want_all, "month": oracle.expected("month"),
+                     "units": len(oracle.groups("units")),
+                     "escalations_by_rung": dict(oracle.rungs["all"])},
+        "seconds": {b: {f: {"median": statistics.median(r.seconds), "min": min(r.seconds),
+                            "max": max(r.seconds), "runs": r.seconds, "voided": r.voided,
+                            "queries": r.queries, "rows_to_python": r.rows,
+                            "by_query": {k: statistics.median(d.get(k, 0.0) for d in r.breakdown)
+                                         for k in QUERY_KINDS}}
+                        for f, r in figs.items()} for b, figs in runs.items()},
+        "problems": problems,
+    }
+
+
+def _count(engine: Engine) -> tuple[int, int]:
+    with engine.store.read() as tx:
+        n_cases = tx.count_cases()
+        tx.cur.execute("SELECT count(*) FROM events")
+        n_events = int(tx.cur.fetchone()[0])
+    return n_cases, n_events
+
+
+def _pg_size(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _pg_version(cfg: Config) -> str:
+    import psycopg
+
+    with psycopg.connect(cfg.admin_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def format_report(res: dict[str, Any]) -> str:
+    meta, cfg, exp = res["meta"], res["config"], res["expected"]
+    backends = cfg["backends"]
+    versions = f"SQLite {meta['sqlite']}" + (f", PostgreSQL {meta['postgresql']}"
+                                             if meta["postgresql"] else "")
+    lines = [
+        f"casework reports bench, {meta['date']}; Python {meta['python']}, {versions}",
+        f"{cfg['cases']:,} petition cases, {cfg['events']:,} events; database size: "
+        + ", ".join(f"{b} {mb:.0f} MB" for b, mb in meta["db_mb"].items())
+        + "; load: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["load_s"].items()),
+        "",
+        f"seconds, median of {cfg['repeat']} (min - max)",
+    ]
+    both = "postgresql" in backends and "sqlite" in backends
+    lines.append(f"  {'':<22}" + "".join(f" {b:>22}" for b in backends)
+                 + (f" {'pg / sqlite':>12}" if both else ""))
+    for fig in FIGURES:
+        cells = []
+        for b in backends:
+            s = res["seconds"][b][fig]
+            cells.append(f"{s['median']:7.2f} ({s['min']:.2f} - {s['max']:.2f})")
+        ratio = ""
+        if both:
+            secs = res["seconds"]
+            ratio = f" {secs['postgresql'][fig]['median'] / secs['sqlite'][fig]['median']:>12.2f}"
+        lines.append(f"  {fig:<22}" + "".join(f" {c:>22}" for c in cells) + ratio)
+    lines += ["", "report queries (SQL aggregation): queries run and rows handed to Python per report; "
+              "median seconds per kind of query"]
+    for fig in FIGURES[:3]:
+        for b in backends:
+            f = res["seconds"][b][fig]
+            kinds = sorted(f["by_query"].items(), key=lambda kv: -kv[1])
+            lines.append(f"  {fig:<20} {b:<10} {f['queries']:>3} queries, {f['rows_to_python']:>4} rows; "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.005))
+    voided = sum(f["voided"] for figs in res["seconds"].values() for f in figs.values())
+    if voided:
+        lines.append(f"  ({voided} run(s) thrown away and measured again: the PostgreSQL server "
+                     f"restarted under them)")
+    a, m = exp["all"], exp["month"]
+    lines += [
+        "",
+        "checked against the generated data (every run, every backend): "
+        + ("all agree" if not res["problems"] else f"{len(res['problems'])} DIFFERENCES"),
+        f"  all time: received {a['received']:,.0f}, handed down {a['handed_down']:,.0f}, by the head "
+        f"{a['received_by_head']:,.0f}, accepted {a['accepted']:,.0f}, resolved {a['resolved']:,.0f} "
+        f"(first time {a['resolved_first_time']:,.0f}), in progress {a['in_progress']:,.0f}, overdue "
+        f"{a['overdue']:,.0f}, escalations {a['escalations']:,.0f} {exp['escalations_by_rung']}, "
+        f"funds {a['funds_raised']:,.0f}",
+        f"  {cfg['month'][0]} .. {cfg['month'][1]}: received {m['received']:,.0f}, accepted "
+        f"{m['accepted']:,.0f}, resolved {m['resolved']:,.0f}, escalations {m['escalations']:,.0f}; "
+        f"by unit: {exp['units']} units, each checked",
+    ]
+    lines += [f"  ! {p}" for p in res["problems"][:20]]
+    lines.append(f"total {meta['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.reports",
+                                description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="smoke run: 10,000 cases, 100,000 events")
+    p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    p.add_argument("--cases", type=int, default=None, help="cases (default 100,000; quick 10,000)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    p.add_argument("--pg-admin-url", default=DEFAULT_ADMIN,
+                   help="PostgreSQL database to connect to to create and drop the throwaway one "
+                        f"(default {DEFAULT_ADMIN}, or $CASEWORK_PG_ADMIN_URL)")
+    p.add_argument("--tmpdir", type=Path, default=None, help="where the SQLite file goes")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table; 1 if a report or verify disagreed with the generated data."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(args)
+    if a.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    cases = a.cases if a.cases is not None else (10_000 if a.quick else 100_000)
+    backends = BACKENDS if a.backend == "both" else (a.backend,)
+    cfg = Config(cases=cases, repeat=a.repeat, backends=backends, admin_url=a.pg_admin_url,
+                 tmpdir=a.tmpdir, quick=a.quick,
+                 command=shlex.join(["python", "-m", "bench.reports", *args]))
+
+    def progress(msg: str) -> None:
+        if not a.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    res = run(cfg, progress)
+    print(format_report(res))
+    if a.out is not None:
+        a.out.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"results written to {a.out}")
+    return 1 if res["problems"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
