@@ -12,6 +12,8 @@ every command takes.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +43,10 @@ class Store:
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._unavailable: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         self.sql = Statements(self.engine.dialect, self.dialect)
+        self._pool_size = pool_size
+        self._local = threading.local()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()  # a thread's end frees its entry
+        self._held_lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -54,14 +60,48 @@ class Store:
         return check_schema(self.engine)
 
     def dispose(self) -> None:
+        with self._held_lock:
+            held = list(self._held)
+            self._held = weakref.WeakSet()
+        for h in held:
+            h.release()
         self.engine.dispose()
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Any]:
+    def _checkout(self) -> tuple[Any, bool]:
+        """A pooled connection for this thread, and whether the thread keeps it.
+
+        A thread keeps its connection between transactions (sparing a pool round trip per
+        command) while fewer than ``pool_size`` are kept; other threads check out and return
+        one per transaction, so a host with many threads never starves the pool.
+        """
+        held = getattr(self._local, "held", None)
+        if held is not None and held.conn is not None:
+            return held.conn, True
         try:
             conn = self.engine.raw_connection()
         except Exception as e:
             raise DatabaseUnavailable(f"cannot connect: {e}") from None
+        with self._held_lock:
+            if len(self._held) < self._pool_size:
+                h = _Held(conn)
+                self._local.held = h
+                self._held.add(h)
+                return conn, True
+        return conn, False
+
+    def _drop(self) -> None:
+        """Forget this thread's kept connection (after an error on it)."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            with self._held_lock:
+                self._held.discard(held)
+            held.conn = None
+            self._local.held = None
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        conn, kept = self._checkout()
+        failed = False
         try:
             cur = conn.cursor()
             try:
@@ -72,6 +112,7 @@ class Store:
                 try:
                     conn.rollback()
                 except Exception:  # the connection is gone; the pool will replace it
+                    failed = True
                     conn.invalidate()
                 raise
             finally:
@@ -86,9 +127,17 @@ class Store:
                 raise DuplicateKey(text) from None
             raise
         except self._unavailable as e:
+            failed = True
             raise DatabaseUnavailable(f"database unavailable: {e}") from None
         finally:
-            conn.close()
+            if failed and kept:
+                self._drop()
+                try:
+                    conn.invalidate()
+                except Exception:
+                    pass
+            if failed or not kept:
+                conn.close()
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
@@ -101,3 +150,23 @@ class Store:
         """A read-only transaction (no write lock on SQLite)."""
         with self._transaction(write=False) as cur:
             yield ReadTx(self.sql, self.dialect, cur)
+
+
+class _Held:
+    """A connection a thread keeps; returned to the pool when the thread ends or on dispose."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn: Any = conn
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def __del__(self) -> None:  # the thread that kept it has ended
+        self.release()
