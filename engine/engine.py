@@ -20,6 +20,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from persistence import (
     CaseRecord,
     DatabaseUnavailable,
@@ -91,7 +93,7 @@ class Engine:
                  calendars: Mapping[str, str] | None = None, strict_calendar: bool = False,
                  sensitive_periods: Iterable[SensitivePeriod] = (),
                  scheduler: Mapping[str, Any] | None = None,
-                 retries: int = 3,
+                 retries: int = 5,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
         self._timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods))
@@ -108,6 +110,8 @@ class Engine:
                 self.store.prepare_schema()
             except SchemaMismatch as e:
                 raise StoreError(str(e)) from None
+            except SQLAlchemyError as e:
+                raise StoreError(f"cannot prepare the database schema: {e}") from None
         self._subscribers = Subscribers()
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], CompiledWorkflow] = {}
@@ -275,7 +279,7 @@ class Engine:
                 if attempt == attempts:
                     tries = f" after {attempts} tries" if attempts > 1 else ""
                     raise StoreError(f"{e}{tries}") from None
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))  # ~6 s in all: a server restart
         if notice_cls is not None:
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
         if outbox:

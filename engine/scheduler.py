@@ -175,6 +175,11 @@ def _fire_one(engine: Engine, timer_id: int, owner: str,
     ours to fire) and the earliest due time of the follow-up timers it created."""
     try:
         with engine._store_call(), engine.store.write() as tx:
+            # Lock the case before its timer, in the order commands take them (a command
+            # locks its case, then cancels or adds the case's timers): no deadlock.
+            case_id = tx.timer_case(timer_id)
+            if case_id is not None:
+                tx.lock_case(case_id)
             got = tx.lock_timer(timer_id)
             if got is None:
                 return None, None

@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import Float, Select, cast, event, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 
 
@@ -55,6 +57,14 @@ class Dialect:
 
     def seconds_between(self, start: Any, end: Any) -> Any:
         return func.extract("epoch", end - start)
+
+    def insert_ignore(self, table: Any) -> Any:
+        """An insert that does nothing when the row's key is already there."""
+        return pg_insert(table).on_conflict_do_nothing()
+
+    def schema_lock(self, conn: Any) -> None:
+        """Serialize schema creation between processes (inside a transaction)."""
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7227160)")
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         """A select of one case that holds its row until the transaction ends."""
@@ -129,6 +139,12 @@ class SQLiteDialect(Dialect):
 
     def seconds_between(self, start: Any, end: Any) -> Any:
         return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+    def insert_ignore(self, table: Any) -> Any:
+        return sqlite_insert(table).on_conflict_do_nothing()
+
+    def schema_lock(self, conn: Any) -> None:
+        """The transaction began with BEGIN IMMEDIATE: it holds the write lock already."""
 
     def lock_case(self, stmt: Select[Any]) -> Select[Any]:
         return stmt  # BEGIN IMMEDIATE already holds the write lock

@@ -8,6 +8,7 @@ refused with a message that says what to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from . import models
 
@@ -51,21 +52,31 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def check_schema(engine: Engine) -> str:
-    """Create an empty database at the newest revision; refuse one at another revision."""
+def check_schema(engine: Engine, lock: Callable[[Connection], None] | None = None) -> str:
+    """Create an empty database at the newest revision; refuse one at another revision.
+
+    ``lock`` takes a database-wide lock inside the creating transaction, so engines that
+    start together on an empty database create it once and all go on.
+    """
     head = head_revision()
     current = current_revision(engine)
     if current == head:
         return head
-    tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
-    if current is None and not tables:
-        # A new database: the tables as the models define them, stamped at the head revision
-        # (the same schema the migrations build; a test compares the two).
-        models.metadata.create_all(engine)
+    if current is None:
         with engine.begin() as conn:
-            MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(
-                alembic_config(str(engine.url))), head)
-        return head
+            if lock is not None:
+                lock(conn)
+            ctx = MigrationContext.configure(conn)
+            current = ctx.get_current_revision()
+            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            if current is None and not tables:
+                # A new database: the tables as the models define them, stamped at the head
+                # revision (the same schema the migrations build; a test compares the two).
+                models.metadata.create_all(conn)
+                ctx.stamp(ScriptDirectory.from_config(alembic_config(str(engine.url))), head)
+                return head
+            if current == head:
+                return head  # another process created it while this one waited
     known = {s.revision for s in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
     if current is None:
         raise SchemaMismatch(

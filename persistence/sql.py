@@ -111,7 +111,7 @@ class Statements:
         # workflow versions
         self.wf_def = c(select(W.c.definition).where(W.c.name == bindparam("name"),
                                                      W.c.version == bindparam("version")))
-        self.wf_insert = c(_values(W, tuple(W.c)))
+        self.wf_insert = c(dialect.insert_ignore(W).values({k.name: bindparam(k.name) for k in W.c}))
         # timers
         self.insert_timer = c(_values(T, (T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state,
                                           T.c.due_at, T.c.status, T.c.payload, T.c.created_at)))
@@ -141,6 +141,7 @@ class Statements:
                                .values(claimed_by=None, lease_until=None))
         self.lock_timer = c(dialect.lock_case(select(*TIMER_COLS, T.c.claimed_by)
                                               .where(T.c.id == bindparam("id"))))
+        self.timer_case = c(select(T.c.case_id).where(T.c.id == bindparam("id")))
         self.finish_timer = c(update(T).where(T.c.id == bindparam("b_id"))
                               .values(status=bindparam("status"), fired_at=bindparam("at")))
         self.pending_timers = c(select(*TIMER_COLS).where(T.c.case_id == bindparam("id"),

@@ -44,6 +44,7 @@ class Store:
         self._unavailable: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         self.sql = Statements(self.engine.dialect, self.dialect)
         self._pool_size = pool_size
+        self._keep = self.dialect.name == "sqlite"
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()  # a thread's end frees its entry
         self._held_lock = threading.Lock()
@@ -57,7 +58,7 @@ class Store:
 
         Raises :class:`persistence.migrate.SchemaMismatch` with the command to run.
         """
-        return check_schema(self.engine)
+        return check_schema(self.engine, self.dialect.schema_lock)
 
     def dispose(self) -> None:
         with self._held_lock:
@@ -70,20 +71,31 @@ class Store:
     def _checkout(self) -> tuple[Any, bool]:
         """A pooled connection for this thread, and whether the thread keeps it.
 
-        A thread keeps its connection between transactions (sparing a pool round trip per
-        command) while fewer than ``pool_size`` are kept; other threads check out and return
-        one per transaction, so a host with many threads never starves the pool.
+        On SQLite a thread keeps its connection between transactions (sparing a pool round
+        trip per command) while fewer than ``pool_size`` are kept; other threads check out and
+        return one per transaction, so a host with many threads never starves the pool. A
+        server database can drop connections (a restart), so there every transaction checks
+        one out, and the pool tests it first.
         """
+        if not self._keep:
+            try:
+                return self.engine.raw_connection(), False
+            except Exception as e:
+                raise DatabaseUnavailable(f"cannot connect: {e}") from None
         held = getattr(self._local, "held", None)
-        if held is not None and held.conn is not None:
+        if held is not None and held.conn is not None and not held.busy:
+            held.busy = True
             return held.conn, True
         try:
             conn = self.engine.raw_connection()
         except Exception as e:
             raise DatabaseUnavailable(f"cannot connect: {e}") from None
+        if held is not None and held.conn is not None:
+            return conn, False  # a transaction inside another one: its own connection
         with self._held_lock:
             if len(self._held) < self._pool_size:
                 h = _Held(conn)
+                h.busy = True
                 self._local.held = h
                 self._held.add(h)
                 return conn, True
@@ -130,6 +142,8 @@ class Store:
             failed = True
             raise DatabaseUnavailable(f"database unavailable: {e}") from None
         finally:
+            if kept:
+                self._local.held.busy = False
             if failed and kept:
                 self._drop()
                 try:
@@ -155,10 +169,11 @@ class Store:
 class _Held:
     """A connection a thread keeps; returned to the pool when the thread ends or on dispose."""
 
-    __slots__ = ("__weakref__", "conn")
+    __slots__ = ("__weakref__", "busy", "conn")
 
     def __init__(self, conn: Any) -> None:
         self.conn: Any = conn
+        self.busy = False
 
     def release(self) -> None:
         conn, self.conn = self.conn, None

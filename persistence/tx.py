@@ -316,6 +316,11 @@ class WriteTx(ReadTx):
         if rows:
             self.cur.executemany(st.sql, rows)
 
+    def timer_case(self, timer_id: int) -> str | None:
+        """The case a timer belongs to (None for a cron timer or an unknown id)."""
+        row = self._run(self.sql.timer_case, {"id": timer_id}).fetchone()
+        return row[0] if row is not None else None
+
     def lock_timer(self, timer_id: int) -> tuple[TimerRecord, str | None] | None:
         row = self._run(self.sql.lock_timer, {"id": timer_id}).fetchone()
         return (self._timer(row), row[9]) if row is not None else None
