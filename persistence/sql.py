@@ -39,7 +39,7 @@ CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated
 class Statement:
     """A Core statement compiled for one database, run on a DBAPI cursor."""
 
-    __slots__ = ("_fixed", "_order", "sql")
+    __slots__ = ("_fixed", "_order", "_plain", "sql")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled: Any = stmt.compile(dialect=dialect)
@@ -48,13 +48,15 @@ class Statement:
         self._order: tuple[str, ...] | None = tuple(order) if order is not None else None
         # Literal values in the statement (e.g. status == "pending") are bound parameters too.
         self._fixed = {name: b.value for name, b in compiled.binds.items() if not b.required}
+        self._plain = not self._fixed
 
     def params(self, values: dict[str, Any]) -> Any:
-        if self._fixed:
-            values = {**self._fixed, **values}
         if self._order is None:
-            return values
-        return tuple(values[k] for k in self._order)
+            return values if self._plain else {**self._fixed, **values}
+        if self._plain:
+            return tuple([values[k] for k in self._order])
+        fixed = self._fixed
+        return tuple([values[k] if k in values else fixed[k] for k in self._order])
 
 
 def _values(table: Any, cols: Any) -> Any:
