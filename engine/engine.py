@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from persistence import (
@@ -38,6 +39,7 @@ from persistence.tx import ReadTx, WriteTx
 from .clock import Clock, SystemClock, from_db, to_db
 from .errors import (
     CaseNotFound,
+    CaseworkError,
     CommandRefused,
     ConflictError,
     GuardRefused,
@@ -192,7 +194,8 @@ class Engine:
                   idempotency_key: str | None = None) -> Case:
         """Open a case of ``workflow`` in its initial state, with ``data``."""
         wf = self.workflow(workflow)
-        who = Actor.parse(actor)
+        who = _actor(actor)
+        _check_key(idempotency_key)
         data = dict(data or {})
         now = self.clock.now()
         log = case_logger(case_id, wf.name, data, wf.pii)
@@ -211,11 +214,12 @@ class Engine:
         values = self._validated(wf.validate, values, None, wf.initial, "open")
         cid = case_id or uuid.uuid4().hex
         at = to_db(now)
-        rec = CaseRecord(cid, wf.name, wf.version, wf.initial, wf.is_final(wf.initial), values, 0,
-                         at, at, 1, 0, "")
         role = _role_used(who, wf.open_roles)
 
         def write(tx: WriteTx) -> tuple[Case, EventRecord, type[Notice] | None]:
+            # A fresh record on every attempt: a retried attempt starts the chain anew.
+            rec = CaseRecord(cid, wf.name, wf.version, wf.initial, wf.is_final(wf.initial),
+                             values, 0, at, at, 1, 0, "")
             if idempotency_key is not None:
                 prior = tx.event_by_key(idempotency_key)
                 if prior is not None:
@@ -247,7 +251,8 @@ class Engine:
              data: Mapping[str, Any] | None = None, expected_version: int | None = None,
              idempotency_key: str | None = None) -> Case:
         """Fire ``trigger`` (a transition or an activity) on a case; return the case after it."""
-        who = Actor.parse(actor)
+        who = _actor(actor)
+        _check_key(idempotency_key)
         values = dict(data or {})
         return self._command(
             lambda tx: self._fire_in(tx, case_id, trigger, who, values, expected_version,
@@ -283,7 +288,11 @@ class Engine:
         if notice_cls is not None:
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
         if outbox:
-            self.deliver_notices()
+            try:
+                self.deliver_notices()
+            except CaseworkError:  # the command is committed; the scheduler delivers later
+                logger.bind(case_id=case.id, workflow=case.workflow).opt(exception=False).warning(
+                    "notices not delivered yet; the next scheduler run delivers them")
         return case
 
     def _fire_in(self, tx: WriteTx, case_id: str, trigger: str, who: Actor,
@@ -317,7 +326,6 @@ class Engine:
                 kind = "transition"
                 notice_cls = TransitionApplied
         except CommandRefused as e:
-            e.case_id, e.state, e.trigger = case_id, state, trigger
             refused = type(e)(e.reason, case_id=case_id, state=state, trigger=trigger)
             log.info("refused {} by {}: {}", trigger, who.id, e.reason)
             raise refused from None
@@ -438,7 +446,7 @@ class Engine:
         missing = [f for f in a.spec.required if details.get(f) in (None, "", [])]
         if missing:
             raise MissingFields(f"missing required input: {', '.join(missing)}")
-        names = wf.names_for(rec.data, {}, who, now_iso, rec.state)
+        names = wf.names_for(rec.data, details, who, now_iso, rec.state)
         names.update({f: None for f in a.spec.fields})
         names.update(details)
         if a.guard is not None:
@@ -655,8 +663,8 @@ class Engine:
         """
         try:
             return build_report(self, workflow, start=start, end=end, by=by, where=where)
-        except DatabaseUnavailable as e:
-            raise StoreError(str(e)) from None
+        except (DatabaseUnavailable, SQLAlchemyError) as e:
+            raise StoreError(f"the report could not be read: {e}") from None
 
     def migrate(self, workflow: str, to_version: str, mapping: Mapping[str, str] | None = None, *,
                 dry_run: bool = True, actor: str = "operator") -> MigrationResult:
@@ -753,6 +761,20 @@ class _StoreErrors:
         if isinstance(exc, DatabaseUnavailable) and not self.retrying:
             raise StoreError(str(exc)) from None
         return False
+
+
+def _actor(actor: ActorLike) -> Actor:
+    try:
+        return Actor.parse(actor)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def _check_key(key: str | None) -> None:
+    """Keys starting ``timer:`` or ``cron:`` belong to the scheduler."""
+    if key is not None and key.startswith(("timer:", "cron:")):
+        raise InvalidInput(f"idempotency key {key!r}: keys starting 'timer:' or 'cron:' are "
+                           "the scheduler's")
 
 
 def _role_used(who: Actor, allowed: frozenset[str]) -> str | None:

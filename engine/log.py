@@ -81,8 +81,9 @@ def configure_logging(level: str = "INFO", sink: Any = None, *, sql_level: str =
     """Enable the engine's logging to ``sink`` (stderr by default) at ``level``."""
     logger.remove()
     logger.configure(extra={"case_id": "-", "workflow": "-"})
-    logger.add(sink or sys.stderr, level=level.upper(), format=_FORMAT,
-               colorize=sink is None and sys.stderr.isatty())
+    # diagnose=False: a traceback must never print local variables (they may hold PII).
+    logger.add(sink or sys.stderr, level=level.upper(), format=_FORMAT, diagnose=False,
+               backtrace=False, colorize=sink is None and sys.stderr.isatty())
     logger.enable("engine")
     logger.enable("persistence")
     logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)

@@ -93,6 +93,8 @@ def _move(engine: Engine, new: CompiledWorkflow, case_id: str, version: str, sta
         old_row = rec.row_version
         rec.version, rec.state, rec.clocks = new.version, dest, clocks
         rec.final = new.is_final(dest)
+        if rec.final:
+            rec.closed_at = to_db(now)
         rec.row_version += 1
         rec.updated_at = to_db(now)
         ev = tx.chain_event(rec, kind="migration", name="migrate", from_state=state, to_state=dest,

@@ -116,7 +116,11 @@ def _instant(value: date | datetime | str | None, wf: CompiledWorkflow) -> datet
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value) if "T" in value or " " in value else date.fromisoformat(value)
+        try:
+            value = (datetime.fromisoformat(value) if "T" in value or " " in value
+                     else date.fromisoformat(value))
+        except ValueError:
+            raise CaseworkError(f"report period: {value!r} is not a date (YYYY-MM-DD)") from None
     if not isinstance(value, datetime):
         value = datetime.combine(value, time(0), wf.timing.calendar.tz)
     if value.tzinfo is None:
@@ -130,6 +134,8 @@ def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict
     for key, v in (where or {}).items():
         if key not in wf.fields:
             raise CaseworkError(f"report filter: {wf.name!r} has no field {key!r}")
+        if key in wf.pii:
+            raise CaseworkError(f"report filter: {key!r} is personal data (pii) and cannot filter")
         groups = wf.spec.report.groups.get(key, {})
         if isinstance(v, str) and v in groups:
             out[key] = tuple(groups[v])
@@ -150,6 +156,9 @@ def build_report(engine: Engine, workflow: str, *, start: date | datetime | str 
         raise CaseworkError(f"workflow {workflow!r} declares no report figures")
     if by is not None and by not in wf.fields:
         raise CaseworkError(f"report: {workflow!r} has no field {by!r} to break down by")
+    if by is not None and by not in spec.by:
+        raise CaseworkError(f"report: {workflow!r} is not broken down by {by!r}; its definition "
+                            f"allows {list(spec.by)}")
     lo, hi = _instant(start, wf), _instant(end, wf)
     base = resolve_where(wf, where)
     q = ReportQueries(engine.store)
@@ -187,14 +196,15 @@ def build_report(engine: Engine, workflow: str, *, start: date | datetime | str 
             out[g] = row
         return out
 
-    totals = compute(Scope(wf.name, base))[ALL]
-    rows: dict[str, dict[str, float | None]] = {}
-    if by is not None:
-        per_group = compute(Scope(wf.name, base, by))
-        rows = {str(g) if g is not None else "(none)": r for g, r in per_group.items()}
-    overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
-    esc = q.escalations(Scope(wf.name, base), lo, hi)
-    tis = q.time_in_state(Scope(wf.name, base), lo, hi)
+    with q.snapshot():
+        totals = compute(Scope(wf.name, base))[ALL]
+        rows: dict[str, dict[str, float | None]] = {}
+        if by is not None:
+            per_group = compute(Scope(wf.name, base, by))
+            rows = {str(g) if g is not None else "(none)": r for g, r in per_group.items()}
+        overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
+        esc = q.escalations(Scope(wf.name, base), lo, hi)
+        tis = q.time_in_state(Scope(wf.name, base), lo, hi)
     tz = wf.timing.calendar.tz
     return Report(
         workflow=wf.name, start=from_db(lo).astimezone(tz) if lo else None,

@@ -32,6 +32,7 @@ from persistence import DuplicateKey, NewTimer, TimerRecord
 from persistence.tx import WriteTx
 
 from .clock import from_db, to_db
+from .errors import StoreError
 from .log import case_logger
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class RunResult:
 
     fired: int = 0
     skipped: int = 0
+    failed: int = 0
     batches: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
     stopped_early: bool = False
@@ -154,7 +156,14 @@ def run_due(engine: Engine, now: datetime, *, batch_size: int = 200, owner: str 
         # follow-up already due (the next rung, the next cycle) ahead of the rest of the batch
         # gives the rest back, so everything fires in due order.
         for n, (timer_id, _) in enumerate(batch):
-            kind, new_due = _fire_one(engine, timer_id, owner, now)
+            try:
+                kind, new_due = _fire_one(engine, timer_id, owner, now)
+            except StoreError:
+                raise  # the database is gone: the claims lapse and another run takes over
+            except Exception as e:  # a timer that cannot fire must not block the ones after it
+                _set_aside(engine, timer_id, now, e)
+                result.failed += 1
+                continue
             if kind is None:
                 result.skipped += 1
             else:
@@ -167,6 +176,15 @@ def run_due(engine: Engine, now: datetime, *, batch_size: int = 200, owner: str 
                 break
     engine.deliver_notices()
     return result
+
+
+def _set_aside(engine: Engine, timer_id: int, now: datetime, error: Exception) -> None:
+    """Mark a timer that raised as ``failed`` (it is not claimed again) and log why."""
+    with engine._store_call(), engine.store.write() as tx:
+        case_id = tx.timer_case(timer_id)
+        tx.finish_timer(timer_id, "failed", to_db(now))
+    logger.bind(case_id=case_id or "-", workflow="-").error(
+        "timer {} could not fire and was set aside: {}: {}", timer_id, type(error).__name__, error)
 
 
 def _fire_one(engine: Engine, timer_id: int, owner: str,

@@ -7,7 +7,8 @@ Periods are half-open ``[start, end)`` in naive UTC; ``None`` leaves a side open
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,20 @@ class ReportQueries:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.d = store.dialect
+        self._conn: Any = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[ReportQueries]:
+        """Run every query of one report in one read transaction: one consistent snapshot,
+        and on SQLite no write lock (a deferred ``BEGIN``)."""
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(casework_read=True)
+            with conn.begin():
+                self._conn = conn
+                try:
+                    yield self
+                finally:
+                    self._conn = None
 
     def _group(self, scope: Scope) -> Any:
         if scope.by is None:
@@ -51,6 +66,8 @@ class ReportQueries:
         return conds
 
     def _run(self, stmt: Any) -> list[Any]:
+        if self._conn is not None:
+            return list(self._conn.execute(stmt))
         with self.store.engine.connect() as conn:
             return list(conn.execute(stmt))
 
