@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""casework's command line: validate, diagram, open, fire, show, demo, bench, test.
+"""casework's command line.
+
+Cases: open, fire, show, timeline. Definitions: validate, diagram, migrate. The
+scheduler: serve, recompute-deadlines. Operators: report, verify, export, import,
+db upgrade / db current. The project: demo, test, bench.
 
 The first run sets up ``.venv`` beside this file (``pip install -e .[dev]``)
 and re-runs itself there; later runs reinstall only when pyproject.toml has
