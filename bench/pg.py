@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .stats import Spread
+from .stats import Spread, git_commit, num
 from .workload import (
     CLERK,
     FOUR_FIXES,
@@ -460,7 +460,7 @@ def run_bench(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "load_1min": [load_start, os.getloadavg()[0]],
-            "commit": _git_commit(),
+            "commit": git_commit(),
         },
         "config": {"procs": list(cfg.procs), "cases_per_process": cfg.cases,
                    "warmup_cases": cfg.warmup, "timers": cfg.timers,
@@ -482,27 +482,7 @@ def _server_version(url: str) -> str:
            f"fsync={fsync[0] if fsync else '?'})"
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "engine",
-                                "persistence", "workflows"],
-                               capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 # -- the table -------------------------------------------------------------------------------------
-
-
-def _num(v: float) -> str:
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -512,7 +492,7 @@ def format_table(results: dict[str, Any]) -> str:
 
     def row(label: str, s: dict[str, Any], target: str = "") -> None:
         t = targets.get(target)
-        rows.append((label, _num(s["median"]), f"{_num(s['min'])} - {_num(s['max'])}",
+        rows.append((label, num(s["median"]), f"{num(s['min'])} - {num(s['max'])}",
                      f"{t['target']:<6} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
 
     for p in cfg["procs"]:

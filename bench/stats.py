@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -43,3 +48,38 @@ def percentile(values: Sequence[float], p: float) -> float:
     vs = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(vs)))
     return vs[min(rank, len(vs)) - 1]
+
+
+def num(v: float, *, fine: bool = False) -> str:
+    """A figure for a table: thousands separated, fewer decimals the larger it is
+    (``fine``: three decimals below 1)."""
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if fine and abs(v) < 1:
+        return f"{v:.3f}"
+    return f"{v:.2f}"
+
+
+def git_commit() -> str | None:
+    """The commit measured, with ``+dirty`` when the engine's files have local changes."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "engine",
+                                "persistence", "workflows"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def publish(results: dict[str, Any], table: str, out: Path, check: bool) -> int:
+    """Print the table, write the JSON; 1 if ``check`` and a target was missed."""
+    print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"results written to {out}")
+    missed = [t["name"] for t in results["targets"] if not t["pass"]]
+    return 1 if check and missed else 0

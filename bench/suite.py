@@ -15,12 +15,10 @@ taken between runs of the same invocation (engine and floor runs alternate).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .memory import prefill, run_probe
-from .stats import Spread, percentile
-from .workload import ROOT, EngineRun, FloorRun, run_engine, run_floor, steps_of
+from .stats import Spread, git_commit, num, percentile, publish
+from .workload import EngineRun, FloorRun, run_engine, run_floor, steps_of
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 LEVELS = ("FULL", "NORMAL")
@@ -168,18 +166,6 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "engine",
-                                "persistence", "workflows"],
-                               capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
     """Run every figure and return the results (what ``results.json`` holds)."""
     started = datetime.now(UTC)
@@ -199,7 +185,7 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "commit": _git_commit(),
+            "commit": git_commit(),
             "workdir_parent": str(cfg.tmpdir or tempfile.gettempdir()),
         },
         "config": {
@@ -215,14 +201,6 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
 
 # -- the table ---------------------------------------------------------------------------------
 
-def _num(v: float) -> str:
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
-
-
 def format_table(results: dict[str, Any]) -> str:
     """The results as a fixed-width text table (also valid Markdown-ish in a code block)."""
     meta, cfg, figs = results["meta"], results["config"], results["figures"]
@@ -231,9 +209,9 @@ def format_table(results: dict[str, Any]) -> str:
 
     def row(label: str, s: dict[str, Any], unit: str, target: str = "") -> None:
         t = targets.get(target)
-        rows.append((label, f"{_num(s['median'])} {unit}".rstrip(),
-                     f"{_num(s['min'])} - {_num(s['max'])}",
-                     f"{_num(s['q1'])} - {_num(s['q3'])}",
+        rows.append((label, f"{num(s['median'])} {unit}".rstrip(),
+                     f"{num(s['min'])} - {num(s['max'])}",
+                     f"{num(s['q1'])} - {num(s['q3'])}",
                      f"{t['target']:<18} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
 
     for level in LEVELS:
@@ -272,8 +250,8 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"memory: fresh process, {m['commands_per_probe']} commands on random "
                      f"cases; engine's own growth after import: "
-                     f"{_num(m['small']['growth_mb']['median'])} MB ({m['small']['cases']:,}) vs "
-                     f"{_num(m['large']['growth_mb']['median'])} MB ({m['large']['cases']:,})")
+                     f"{num(m['small']['growth_mb']['median'])} MB ({m['small']['cases']:,}) vs "
+                     f"{num(m['large']['growth_mb']['median'])} MB ({m['large']['cases']:,})")
     lines.append(f"total {meta['seconds']:.0f} s")
     return "\n".join(lines)
 
@@ -348,12 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     results = run_suite(cfg, progress)
-    print(format_table(results))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results written to {a.out}")
-    missed = [t["name"] for t in results["targets"] if not t["pass"]]
-    return 1 if a.check and missed else 0
+    return publish(results, format_table(results), a.out, a.check)
 
 
 __all__ = ["Config", "format_table", "main", "run_suite"]

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,10 @@ from engine.clock import FrozenClock, to_db
 from persistence.sql import Statements
 from persistence.tx import dumps
 
-from .stats import Spread
+from .stats import Spread, num
 from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, TRIAGE, remove_db
 
+fnum = partial(num, fine=True)  # timings below 1 ms keep three decimals
 NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # the scheduler's "now" (a frozen clock)
 LEASE = timedelta(minutes=10)
 INSERT_BATCH = 50_000
@@ -553,16 +555,6 @@ def run(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
     }
 
 
-def _num(v: float) -> str:
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
 def format_report(res: dict[str, Any]) -> str:
     meta, cfg, find, fire = res["meta"], res["config"], res["find"], res["fire"]
     s, lg = find["small"], find["large"]
@@ -583,7 +575,7 @@ def format_report(res: dict[str, Any]) -> str:
               "engine_start_ms": "Engine(...) built on the file"}
     for key in FIND_FIGURES:
         verdict = "PASS" if find["flat"][key] else "MISS"
-        lines.append(f"  {labels[key]:<44} {_num(s[key]):>10} {_num(lg[key]):>10} "
+        lines.append(f"  {labels[key]:<44} {fnum(s[key]):>10} {fnum(lg[key]):>10} "
                      f"{find['ratio'][key]:>7.2f}  {verdict}")
     lines += [f"  target: ratio <= {GROWTH_TARGET:g} with 10x the pending timers "
               f"(a walk over them would be ~10); the last two: median of {cfg['sweep_repeat']}",
@@ -596,11 +588,11 @@ def format_report(res: dict[str, Any]) -> str:
                          ("engine_firing_only", "  the same less its cron check"),
                          ("floor", "raw floor (timer + event)"),
                          ("floor+", "raw floor+ (+ case head, outbox)")):
-            lines.append(f"  {level:<6} {label:<34} {_num(f[k]['median']):>8} /s "
-                         f"({_num(f[k]['min'])} - {_num(f[k]['max'])})")
+            lines.append(f"  {level:<6} {label:<34} {fnum(f[k]['median']):>8} /s "
+                         f"({fnum(f[k]['min'])} - {fnum(f[k]['max'])})")
         c = f["engine_cron_check_s"]
-        lines.append(f"  {level:<6} {'  (cron check inside run_due, s)':<34} {_num(c['median']):>8}    "
-                     f"({_num(c['min'])} - {_num(c['max'])})")
+        lines.append(f"  {level:<6} {'  (cron check inside run_due, s)':<34} {fnum(c['median']):>8}    "
+                     f"({fnum(c['min'])} - {fnum(c['max'])})")
         for k, label in (("ratio_floor", "engine / floor"), ("ratio_floor_plus", "engine / floor+"),
                          ("ratio_firing_only", "engine less cron check / floor")):
             lines.append(f"  {level:<6} {label:<34} {f[k]['median']:>8.2f}    "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import shlex
@@ -40,8 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..stats import Spread
-from ..suite import _git_commit
+from ..stats import Spread, git_commit, num, publish
 from ..workload import (
     CLERK,
     OPEN_DATA,
@@ -302,7 +300,7 @@ def run_peers(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "commit": _git_commit(),
+            "commit": git_commit(),
             "versions": versions,
         },
         "config": {
@@ -321,16 +319,8 @@ def run_peers(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
 
 # -- the table ---------------------------------------------------------------------------------
 
-def _num(v: float) -> str:
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
-
-
 def _range(s: dict[str, Any]) -> str:
-    return f"{_num(s['min'])} - {_num(s['max'])}"
+    return f"{num(s['min'])} - {num(s['max'])}"
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -362,9 +352,9 @@ def format_table(results: dict[str, Any]) -> str:
             r = f[impl.name].get("casework_ratio")
             t = targets.get(f"{level} casework / {impl.name}")
             rows.append((
-                f"  {impl.label}", _num(s["median"]), _range(s),
-                f"{_num(s['q1'])} - {_num(s['q3'])}",
-                _num(r["median"]) if r else "", _range(r) if r else "",
+                f"  {impl.label}", num(s["median"]), _range(s),
+                f"{num(s['q1'])} - {num(s['q3'])}",
+                num(r["median"]) if r else "", _range(r) if r else "",
                 f"{t['target']:<5} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
     widths = [max(len(r[i]) for r in [*rows, head]) for i in range(len(head))]
     sep = "  "
@@ -386,8 +376,8 @@ def format_table(results: dict[str, Any]) -> str:
             fp = feet.get(impl.name)
             if fp is None:
                 continue
-            tables = ", ".join(f"{t} {_num(n)}" for t, n in fp["rows_per_case"].items())
-            lines.append(f"  {impl.label:<{widths[0] - 2}}  {_num(fp['bytes_per_step']):>7} B/step"
+            tables = ", ".join(f"{t} {num(n)}" for t, n in fp["rows_per_case"].items())
+            lines.append(f"  {impl.label:<{widths[0] - 2}}  {num(fp['bytes_per_step']):>7} B/step"
                          f"   {tables}")
     for name, why in results.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
@@ -490,12 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     results = run_peers(cfg, progress)
-    print(format_table(results))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"results written to {a.out}")
-    missed = [t["name"] for t in results["targets"] if not t["pass"]]
-    return 1 if a.check and missed else 0
+    return publish(results, format_table(results), a.out, a.check)
 
 
 __all__ = ["Config", "format_table", "main", "run_peers"]
