@@ -52,18 +52,59 @@ def _python_type(spec: FieldSpec) -> Any:
     }[t]
 
 
+def _is_iso_date(v: Any) -> bool:
+    try:
+        return type(v) is str and date.fromisoformat(v).isoformat() == v
+    except ValueError:
+        return False
+
+
+def _one_of(allowed: frozenset[str]) -> Callable[[Any], bool]:
+    return lambda v: type(v) is str and v in allowed
+
+
+# Values that pydantic would pass through unchanged (lax mode, then a JSON dump), by field
+# type: for these the model is not needed. Anything else goes through the model, which
+# coerces or refuses it.
+_AS_IS: dict[FieldType, Callable[[Any], bool]] = {
+    FieldType.STRING: lambda v: type(v) is str,
+    FieldType.TEXT: lambda v: type(v) is str,
+    FieldType.INT: lambda v: type(v) is int,
+    FieldType.NUMBER: lambda v: type(v) is float,
+    FieldType.BOOL: lambda v: type(v) is bool,
+    FieldType.DATE: _is_iso_date,
+}
+
+
 class _Validator:
-    """Checks and normalises input values against declared field types (pydantic)."""
+    """Checks and normalises input values against declared field types (pydantic).
+
+    Input that is already of the declared types, in the form it is stored in (the usual
+    case), is taken as it is; the pydantic model checks and converts everything else.
+    """
 
     def __init__(self, name: str, fields: Mapping[str, FieldSpec]) -> None:
         defs: dict[str, Any] = {k: (_python_type(v) | None, None) for k, v in fields.items()}
         self._model: type[BaseModel] = create_model(
             name, __config__=ConfigDict(extra="forbid"), **defs
         )
+        self._as_is: dict[str, Callable[[Any], bool]] = {}
+        for k, f in fields.items():
+            if f.type is FieldType.ENUM:
+                self._as_is[k] = _one_of(frozenset(f.values))
+            elif f.type in _AS_IS:
+                self._as_is[k] = _AS_IS[f.type]
 
     def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
         if not values:
             return {}
+        as_is = self._as_is
+        for k, v in values.items():
+            check = as_is.get(k)
+            if check is None or not (v is None or check(v)):
+                break
+        else:
+            return dict(values)
         try:
             m = self._model.model_validate(values)
         except ValidationError as e:

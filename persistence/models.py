@@ -85,7 +85,11 @@ class TimerRow(SQLModel, table=True):
     """A durable timer: a deadline, a warning or a cycle, due at a time."""
 
     __tablename__ = "timers"
-    __table_args__ = (Index("ix_timers_status_due", "status", "due_at"),
+    # Only pending timers are in the due index: cancelling or firing one removes its entry
+    # instead of moving it, and the index stays as small as the work still to do.
+    __table_args__ = (Index("ix_timers_pending_due", "due_at", "id",
+                            sqlite_where=text("status = 'pending'"),
+                            postgresql_where=text("status = 'pending'")),
                       Index("ix_timers_case", "case_id"),
                       # At most one pending firing per cron cycle, whatever the processes do;
                       # it also serves the look-up of that firing.

@@ -203,11 +203,16 @@ class WriteTx(ReadTx):
         self._pending: tuple[EventRecord, str, str] | None = None
         self.earliest_new_due: datetime | None = None  # of the timers this transaction added
         self.outbox_written = False
+        self._party_read: dict[str, str | None] = {}  # party_key of each case as locked
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
         """Read the case and hold it against other writers until commit."""
         row = self._run(self.sql.lock_case, {"id": case_id}).fetchone()
-        return self._case(row) if row is not None else None
+        if row is None:
+            return None
+        rec = self._case(row)
+        self._party_read[case_id] = rec.party_key
+        return rec
 
     def save_workflow_version(self, name: str, version: str, definition: str, source: str,
                               at: datetime) -> bool:
@@ -256,7 +261,11 @@ class WriteTx(ReadTx):
         """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
         values = self._case_values(case)
         values.update(b_id=case.id, b_expected=expected_row_version)
-        cur = self._run(self.sql.update_case, values)
+        if case.id in self._party_read and self._party_read[case.id] == case.party_key:
+            del values["party_key"]
+            cur = self._run(self.sql.update_case, values)
+        else:
+            cur = self._run(self.sql.update_case_party, values)
         if cur.rowcount != 1:
             row = self._run(self.sql.row_version, {"id": case.id}).fetchone()
             raise StaleVersion(case.id, expected_row_version, row[0] if row else None)
