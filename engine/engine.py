@@ -14,7 +14,6 @@ import hashlib
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal, TextIO
 
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
+from uuid6 import uuid7
 
 from persistence import (
     CaseRecord,
@@ -212,7 +212,7 @@ class Engine:
         except CommandRefused as e:
             raise type(e)(e.reason, trigger="open") from None
         values = self._validated(wf.validate, values, None, wf.initial, "open")
-        cid = case_id or uuid.uuid4().hex
+        cid = case_id or uuid7().hex  # time-ordered: new cases sit together in the indexes
         at = to_db(now)
         role = _role_used(who, wf.open_roles)
 

@@ -52,35 +52,59 @@ def _python_type(spec: FieldSpec) -> Any:
     }[t]
 
 
-def _is_iso_date(v: Any) -> bool:
+_SLOW: Any = object()  # "let the model decide"
+
+
+def _iso_date(v: Any) -> Any:
     try:
-        return type(v) is str and date.fromisoformat(v).isoformat() == v
+        return v if type(v) is str and date.fromisoformat(v).isoformat() == v else _SLOW
     except ValueError:
-        return False
+        return _SLOW
 
 
-def _one_of(allowed: frozenset[str]) -> Callable[[Any], bool]:
-    return lambda v: type(v) is str and v in allowed
+def _iso_datetime(v: Any) -> Any:
+    """A datetime string in Python's ISO form, as the model stores it (UTC written ``Z``)."""
+    if type(v) is not str:
+        return _SLOW
+    try:
+        d = datetime.fromisoformat(v)
+    except ValueError:
+        return _SLOW
+    out = d.isoformat()
+    written = v[:-1] + "+00:00" if v.endswith("Z") else v
+    if out != written:
+        return _SLOW
+    off = d.utcoffset()
+    if off is None:
+        return out
+    if off.seconds % 60 or off.microseconds:
+        return _SLOW  # the model refuses offsets in seconds
+    return out[:-6] + "Z" if out.endswith("+00:00") else out
 
 
-# Values that pydantic would pass through unchanged (lax mode, then a JSON dump), by field
-# type: for these the model is not needed. Anything else goes through the model, which
-# coerces or refuses it.
-_AS_IS: dict[FieldType, Callable[[Any], bool]] = {
-    FieldType.STRING: lambda v: type(v) is str,
-    FieldType.TEXT: lambda v: type(v) is str,
-    FieldType.INT: lambda v: type(v) is int,
-    FieldType.NUMBER: lambda v: type(v) is float,
-    FieldType.BOOL: lambda v: type(v) is bool,
-    FieldType.DATE: _is_iso_date,
+def _typed(t: type) -> Callable[[Any], Any]:
+    return lambda v: v if type(v) is t else _SLOW
+
+
+def _one_of(allowed: frozenset[str]) -> Callable[[Any], Any]:
+    return lambda v: v if type(v) is str and v in allowed else _SLOW
+
+
+# What pydantic (lax mode, then a JSON dump) makes of values that are already of the
+# declared type and in plain form, by field type, without building the model. Anything
+# else (_SLOW) goes through the model, which converts or refuses it.
+_PLAIN: dict[FieldType, Callable[[Any], Any]] = {
+    FieldType.STRING: _typed(str), FieldType.TEXT: _typed(str), FieldType.INT: _typed(int),
+    FieldType.NUMBER: _typed(float), FieldType.BOOL: _typed(bool),
+    FieldType.DATE: _iso_date, FieldType.DATETIME: _iso_datetime,
 }
 
 
 class _Validator:
     """Checks and normalises input values against declared field types (pydantic).
 
-    Input that is already of the declared types, in the form it is stored in (the usual
-    case), is taken as it is; the pydantic model checks and converts everything else.
+    Input that is already of the declared types in plain form (the usual case) is taken
+    without the model; the pydantic model checks and converts everything else.
     """
 
     def __init__(self, name: str, fields: Mapping[str, FieldSpec]) -> None:
@@ -88,23 +112,29 @@ class _Validator:
         self._model: type[BaseModel] = create_model(
             name, __config__=ConfigDict(extra="forbid"), **defs
         )
-        self._as_is: dict[str, Callable[[Any], bool]] = {}
+        self._plain: dict[str, Callable[[Any], Any]] = {}
         for k, f in fields.items():
             if f.type is FieldType.ENUM:
-                self._as_is[k] = _one_of(frozenset(f.values))
-            elif f.type in _AS_IS:
-                self._as_is[k] = _AS_IS[f.type]
+                self._plain[k] = _one_of(frozenset(f.values))
+            elif f.type in _PLAIN:
+                self._plain[k] = _PLAIN[f.type]
 
     def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
         if not values:
             return {}
-        as_is = self._as_is
+        plain = self._plain
+        out: dict[str, Any] = {}
         for k, v in values.items():
-            check = as_is.get(k)
-            if check is None or not (v is None or check(v)):
+            norm = plain.get(k)
+            if norm is None:
                 break
+            if v is not None:
+                v = norm(v)
+                if v is _SLOW:
+                    break
+            out[k] = v
         else:
-            return dict(values)
+            return out
         try:
             m = self._model.model_validate(values)
         except ValidationError as e:

@@ -3,7 +3,7 @@ the result is the same as the model's for every kind of value, valid or not."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -27,6 +27,8 @@ VALIDATOR = _Validator("probe", FIELDS)
 ANY_VALUE = st.one_of(
     st.none(), st.text(max_size=12), st.integers(-5, 5), st.floats(allow_nan=False),
     st.booleans(), st.dates().map(date.isoformat), st.dates(), st.datetimes(),
+    st.datetimes(timezones=st.timezones()).map(datetime.isoformat),
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
     st.sampled_from(["yes", "no", "maybe", "2026-02-30", "2026-2-3", "1", "true"]),
     st.lists(st.integers(), max_size=2),
 )
@@ -54,7 +56,8 @@ def test_validator_gives_what_the_model_gives_for_any_input(values: dict[str, An
 
 
 def test_values_in_stored_form_are_taken_as_they_are() -> None:
-    values = {"s": "x", "i": 3, "n": 2.5, "b": False, "d": "2026-03-01", "e": "no", "t": None}
+    values = {"s": "x", "i": 3, "n": 2.5, "b": False, "d": "2026-03-01", "e": "no", "t": None,
+              "dt": "2026-03-01T08:30:00Z"}
     assert VALIDATOR(values) == values
 
 
@@ -63,6 +66,8 @@ def test_values_in_stored_form_are_taken_as_they_are() -> None:
     ({"i": "7"}, {"i": 7}),
     ({"d": date(2026, 3, 1)}, {"d": "2026-03-01"}),
     ({"dt": datetime(2026, 3, 1, 8, 30)}, {"dt": "2026-03-01T08:30:00"}),
+    ({"dt": "2026-03-01T08:30:00.250000+00:00"}, {"dt": "2026-03-01T08:30:00.250000Z"}),
+    ({"dt": "2026-03-01T08:30:00+08:00"}, {"dt": "2026-03-01T08:30:00+08:00"}),
 ])
 def test_other_values_are_converted_by_the_model(values: dict[str, Any],
                                                  stored: dict[str, Any]) -> None:
