@@ -6,7 +6,10 @@ Figures, all measured in one run (see ``bench/README.md``):
   (the petition lifecycle, one transaction per step);
 * the raw stdlib ``sqlite3`` floor for the same transactions, and the ratio engine/floor;
 * p50 and p99 latency of one ``fire``, from the same runs;
-* peak RSS of a fresh engine process on databases of two sizes (10,000 and 100,000 cases).
+* peak RSS of a fresh engine process on databases of two sizes (10,000 and 100,000 cases);
+* seconds to import a unit's ledger of 100,000 cases in bulk, beside a raw ``sqlite3`` load
+  of the same rows;
+* cold start of ``python run.py validate`` on the petition workflow, beside a bare interpreter.
 
 Every figure is the median of ``--repeat`` runs with min/max and IQR; every ratio is
 taken between runs of the same invocation (engine and floor runs alternate).
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .bulk import VALIDATE, cold_start, make_ledger, run_import, run_import_floor, system_python
 from .memory import prefill, run_probe
 from .stats import Spread, git_commit, num, percentile, publish
 from .workload import EngineRun, FloorRun, run_engine, run_floor, steps_of
@@ -51,6 +55,9 @@ class Config:
     mem_picked: int = 200
     warmup: int = 5
     memory: bool = True
+    bulk: int = 100_000  # cases in the imported ledger; 0: no bulk figure
+    bulk_repeat: int = 3  # each run imports the whole ledger, so fewer runs than the rest
+    cold: bool = True
     tmpdir: Path | None = None
     quick: bool = False
     command: str = ""
@@ -145,6 +152,51 @@ def run_memory(cfg: Config, work: Path, progress: Progress = _quiet) -> dict[str
     }
 
 
+def run_bulk(cfg: Config, work: Path, progress: Progress = _quiet) -> dict[str, Any]:
+    """Import a ledger of ``cfg.bulk`` cases through the engine and load it raw, alternating."""
+    ledger = work / "ledger.jsonl"
+    t0 = time.perf_counter()
+    size = make_ledger(ledger, cfg.bulk, work / "template.db")
+    progress(f"wrote a ledger of {cfg.bulk:,} cases ({size / 1e6:.0f} MB) in "
+             f"{time.perf_counter() - t0:.1f} s")
+    engine_s: list[float] = []
+    floor_s: list[float] = []
+    for rep in range(cfg.bulk_repeat):
+        for which in (("engine", "floor") if rep % 2 == 0 else ("floor", "engine")):
+            if which == "engine":
+                sec, n = run_import(work / "import.db", ledger, "FULL")
+                engine_s.append(sec)
+            else:
+                sec, n = run_import_floor(work / "import-floor.db", ledger, "FULL")
+                floor_s.append(sec)
+            if n != cfg.bulk:
+                raise RuntimeError(f"{which} import wrote {n} cases of {cfg.bulk}")
+            progress(f"run {rep + 1}/{cfg.bulk_repeat} bulk   {which:<6} {sec:8.1f} s")
+    ledger.unlink()
+    return {
+        "cases": cfg.bulk, "ledger_mb": size / 1e6, "synchronous": "FULL",
+        "engine_s": Spread.of(engine_s).as_dict(),
+        "engine_cases_per_s": Spread.of([cfg.bulk / s for s in engine_s]).as_dict(),
+        "floor_s": Spread.of(floor_s).as_dict(),
+        "ratio": Spread.of([f / e for e, f in zip(engine_s, floor_s, strict=True)]).as_dict(),
+    }
+
+
+def run_cold(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
+    """Fresh processes: ``python run.py validate`` on the petition workflow, and a bare
+    interpreter, alternating."""
+    python = system_python()
+    validate: list[float] = []
+    bare: list[float] = []
+    for rep in range(cfg.repeat):
+        validate.append(cold_start([python, *VALIDATE]))
+        bare.append(cold_start([python, "-c", "pass"]))
+        progress(f"run {rep + 1}/{cfg.repeat} cold start validate {validate[-1]:.2f} s, "
+                 f"bare python {bare[-1]:.2f} s")
+    return {"command": " ".join(["python", *VALIDATE]), "python": python,
+            "validate_s": Spread.of(validate).as_dict(), "bare_python_s": Spread.of(bare).as_dict()}
+
+
 def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """PASS/MISS of each target against the medians."""
     out: list[dict[str, Any]] = []
@@ -175,6 +227,10 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
         figures = run_throughput(cfg, work, progress)
         if cfg.memory:
             figures["memory"] = run_memory(cfg, work, progress)
+        if cfg.bulk:
+            figures["bulk_import"] = run_bulk(cfg, work, progress)
+    if cfg.cold:
+        figures["cold_start"] = run_cold(cfg, progress)
     steps = [steps_of(i) for i in range(cfg.cases)]
     return {
         "meta": {
@@ -193,6 +249,7 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "warmup_cases": cfg.warmup, "steps_per_case": sum(steps) / len(steps),
             "memory_sizes": list(cfg.mem_sizes) if cfg.memory else None,
             "memory_cases_picked": cfg.mem_picked,
+            "bulk_cases": cfg.bulk or None, "bulk_repeat": cfg.bulk_repeat,
         },
         "figures": figures,
         "targets": evaluate_targets(figures),
@@ -228,6 +285,16 @@ def format_table(results: dict[str, Any]) -> str:
         row("  difference (large - small)", m["diff_mb"], "MB")
         row("  ratio (large / small)", m["ratio"], "",
             f"memory {m['sizes'][1]:,} / {m['sizes'][0]:,} cases")
+    b = figs.get("bulk_import")
+    if b is not None:
+        row(f"bulk import, {b['cases']:,} cases", b["engine_s"], "s")
+        row("  cases/s", b["engine_cases_per_s"], "")
+        row("  raw sqlite3 load, same rows", b["floor_s"], "s")
+        row("  floor / engine", b["ratio"], "")
+    c = figs.get("cold_start")
+    if c is not None:
+        row("cold start, run.py validate", c["validate_s"], "s")
+        row("  bare python -c pass", c["bare_python_s"], "s")
     head = ("figure", "median", "min - max", "IQR", "target")
     widths = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
     lines = [
@@ -281,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-picked", type=int, default=200,
                    help="random cases each memory probe fires two commands on (default 200)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory figure")
+    p.add_argument("--bulk", type=int, default=None, metavar="N",
+                   help="cases in the bulk-imported ledger (default 100000, quick 2000; 0: skip)")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold start figure")
     p.add_argument("--tmpdir", type=Path, default=None,
                    help="where the database files go (the disk decides the fsync cost)")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -295,8 +365,10 @@ def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
         raise SystemExit("--repeat must be at least 1")
     cases = a.cases if a.cases is not None else (30 if a.quick else 300)
     sizes = a.mem_sizes or ((1_000, 5_000) if a.quick else (10_000, 100_000))
+    bulk = a.bulk if a.bulk is not None else (2_000 if a.quick else 100_000)
     return Config(cases=cases, repeat=a.repeat, mem_sizes=sizes, mem_picked=a.mem_picked,
-                  memory=not a.no_memory, tmpdir=a.tmpdir, quick=a.quick,
+                  memory=not a.no_memory, bulk=max(bulk, 0), bulk_repeat=min(a.repeat, 3),
+                  cold=not a.no_cold, tmpdir=a.tmpdir, quick=a.quick,
                   command=shlex.join(["python", "-m", "bench", *argv]))
 
 

@@ -56,17 +56,19 @@ class EventRow(SQLModel, table=True):
     """One step of a case's history; append-only, chained by hash."""
 
     __tablename__ = "events"
+    # Keyed by (case, seq): on SQLite the table is stored in that order (WITHOUT ROWID), so
+    # an event costs one b-tree, not a table plus a unique index, and a case's history is
+    # read from adjacent rows.
     __table_args__ = (
-        UniqueConstraint("case_id", "seq", name="uq_events_case_seq"),
         # Partial: a command without a key does not touch this index.
         Index("uq_events_idempotency_key", "idempotency_key", unique=True,
               sqlite_where=text("idempotency_key IS NOT NULL"),
               postgresql_where=text("idempotency_key IS NOT NULL")),
+        {"sqlite_with_rowid": False},
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    case_id: str = Field(foreign_key="cases.id", max_length=36)
-    seq: int
+    case_id: str = Field(foreign_key="cases.id", primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     kind: str = Field(max_length=32)
     name: str = Field(max_length=128)
     from_state: str | None = Field(default=None, max_length=128)

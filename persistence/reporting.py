@@ -122,7 +122,7 @@ class ReportQueries:
         if states:
             conds.append(C.c.state.in_(list(states)))
         if without:
-            conds.append(~select(E.c.id).where(E.c.case_id == C.c.id,
+            conds.append(~select(E.c.seq).where(E.c.case_id == C.c.id,
                                                E.c.name.in_(list(without))).exists())
         return self._by_group(select(g, func.count()).where(*conds).group_by(g))
 

@@ -225,22 +225,22 @@ class LedgerStatements:
             return Statement(stmt, sa_dialect)
 
         self.case_cols = tuple(C.c)
-        self.event_cols = tuple(col for col in E.c if col.name != "id")
+        self.event_cols = tuple(E.c)
         self.timer_cols = (T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at, T.c.status,
                            T.c.payload, T.c.created_at)
         self.wf_cols = tuple(W.c)
         # One statement, so the head and the events are read at the same moment.
         self.chain = c(select(C.c.last_seq, C.c.last_hash, *EVENT_COLS)
                        .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
-                       .where(C.c.id == bindparam("id")).order_by(E.c.seq, E.c.id))
+                       .where(C.c.id == bindparam("id")).order_by(E.c.seq))
         # Every case's chain in one pass (verify all), ordered so cases come one after another.
         self.chain_all = c(select(C.c.id, C.c.last_seq, C.c.last_hash, *EVENT_COLS)
                            .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
-                           .order_by(C.c.id, E.c.seq, E.c.id))
+                           .order_by(C.c.id, E.c.seq))
         self.count_events = c(select(func.count()).select_from(E))
         self.case_row = c(select(*self.case_cols).where(C.c.id == bindparam("id")))
         self.event_rows = c(select(*self.event_cols).where(E.c.case_id == bindparam("id"))
-                            .order_by(E.c.seq, E.c.id))
+                            .order_by(E.c.seq))
         self.timer_rows = c(select(*self.timer_cols).where(T.c.case_id == bindparam("id"),
                                                            PENDING)
                             .order_by(T.c.due_at, T.c.id))

@@ -179,11 +179,11 @@ def test_a_forged_event_in_the_middle_is_named_inserted(any_engine: Engine,
 
 def test_a_forged_event_with_a_taken_number_is_named_inserted(any_engine: Engine,
                                                               cases: tuple[str, str]) -> None:
-    """A second event 5 (possible only without the unique (case, seq) constraint)."""
+    """A second event 5 (possible only without the (case, seq) primary key)."""
     if any_engine.store.backend != "postgresql":
-        pytest.skip("SQLite cannot drop the unique constraint; see the chain tests below")
+        pytest.skip("SQLite cannot drop the primary key; see the chain tests below")
     tampered, _ = cases
-    _sql(any_engine, "ALTER TABLE events DROP CONSTRAINT uq_events_case_seq")
+    _sql(any_engine, "ALTER TABLE events DROP CONSTRAINT events_pkey")
     _forge(any_engine, tampered, 5, _hash_of(any_engine, tampered, 4))
     problems = any_engine.verify()
     assert len(problems) == 1

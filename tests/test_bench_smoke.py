@@ -24,12 +24,12 @@ def _positive_spread(s: dict[str, object]) -> None:
 def test_suite_runs_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
     rc = main(["--cases", "5", "--repeat", "1", "--mem-sizes", "100,200", "--mem-picked", "20",
-               "--tmpdir", str(tmp_path), "--out", str(out), "--quiet"])
+               "--bulk", "50", "--tmpdir", str(tmp_path), "--out", str(out), "--quiet"])
     assert rc == 0
     results = json.loads(out.read_text(encoding="utf-8"))
     assert {"meta", "config", "figures", "targets"} <= set(results)
     figures = results["figures"]
-    assert {"sqlite_full", "sqlite_normal", "memory"} <= set(figures)
+    assert {"sqlite_full", "sqlite_normal", "memory", "bulk_import", "cold_start"} <= set(figures)
     for level in ("sqlite_full", "sqlite_normal"):
         f = figures[level]
         assert set(f) >= LEVEL_KEYS
@@ -43,9 +43,16 @@ def test_suite_runs_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture
         _positive_spread(m[size]["peak_rss_mb"])
     _positive_spread(m["ratio"])
     assert all(p["chain_ok"] for ps in m["probes"].values() for p in ps)
+    b = figures["bulk_import"]
+    assert b["cases"] == 50
+    for k in ("engine_s", "engine_cases_per_s", "floor_s", "ratio"):
+        _positive_spread(b[k])
+    for k in ("validate_s", "bare_python_s"):
+        _positive_spread(figures["cold_start"][k])
     assert [t["name"] for t in results["targets"]] == [
         "FULL engine/floor", "FULL fire p99 ms", "NORMAL engine/floor", "NORMAL fire p99 ms",
         "memory 200 / 100 cases"]
     assert all(isinstance(t["pass"], bool) for t in results["targets"])
     printed = capsys.readouterr().out
     assert "engine / floor" in printed and "peak RSS" in printed
+    assert "bulk import, 50 cases" in printed and "cold start" in printed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
@@ -11,7 +12,7 @@ from sqlalchemy import create_engine, text
 import run
 from engine import Engine, StoreError
 from persistence import models
-from persistence.migrate import current_revision, head_revision, upgrade
+from persistence.migrate import alembic_config, current_revision, head_revision, upgrade
 from tests.conftest import PETITION
 
 
@@ -87,3 +88,27 @@ def test_an_older_schema_is_refused_until_upgraded_and_keeps_its_cases(db_url: s
         with e.store.engine.connect() as conn:
             closed = conn.execute(text("SELECT closed_at FROM cases WHERE id = 'c1'")).scalar()
         assert str(closed).startswith("2026-02-01")
+
+
+def test_rekeying_events_keeps_every_event_and_chain_both_ways(db_url: str) -> None:
+    """0006 drops the events' surrogate id for the (case, seq) key; down and up again, the
+    histories are the same and their chains verify."""
+    with Engine(db_url, [PETITION]) as e:
+        ids = [e.open_case("petition", {"petitioner_name": f"P{i}", "channel": "visit",
+                                        "source": "city", "summary": "s"}, actor="clerk:li").id
+               for i in range(3)]
+        e.fire(ids[0], "accept", actor="triage:zhao")
+        before = {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids}
+    cfg = alembic_config(db_url)
+    command.downgrade(cfg, "0005")
+    eng = create_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            rows = conn.execute(text("SELECT id, case_id, seq FROM events ORDER BY id")).all()
+        assert len(rows) == 4 and len({r[0] for r in rows}) == 4
+    finally:
+        eng.dispose()
+    command.upgrade(cfg, "head")
+    with Engine(db_url, [PETITION]) as e:
+        assert {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids} == before
+        assert e.verify() == []
