@@ -285,7 +285,7 @@ class Engine:
                     tries = f" after {attempts} tries" if attempts > 1 else ""
                     raise StoreError(f"{e}{tries}") from None
                 time.sleep(min(0.1 * 2 ** attempt, 2.0))  # ~6 s in all: a server restart
-        if notice_cls is not None:
+        if notice_cls is not None and self._subscribers.wants(notice_cls.name):
             self._subscribers.publish(notice_cls(case, _to_event(ev)))
         if outbox:
             try:

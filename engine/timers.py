@@ -63,6 +63,17 @@ class _Deadline:
     stop: frozenset[str]
     pause: frozenset[str]
 
+    @property
+    def touches(self) -> frozenset[str]:
+        """States whose entry or exit can change this deadline's clock."""
+        return (self.scope or frozenset()) | self.stop | self.pause
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        """Triggers that can change this deadline's clock whatever the states."""
+        ext = self.spec.extend
+        return frozenset(t for t in (self.spec.start, ext.trigger if ext else None) if t)
+
 
 @dataclass(frozen=True)
 class _Cycle:
@@ -114,6 +125,7 @@ class Timing:
             for name, c in spec.cycles.items() if c.every is not None
         ]
         self.active = bool(self.deadlines or self.cycles)
+        self._concerned_by_move: dict[tuple[str | None, str, str], tuple[_Deadline, ...]] = {}
 
     def after(self, start: datetime, duration: str) -> datetime:
         """``start`` plus a duration of the definition, on the calendar its unit names
@@ -126,7 +138,7 @@ class Timing:
                    new_state: str, trigger: str, changes: dict[str, Any], now: datetime) -> TimerPlan:
         """Bring ``clocks`` (mutated) up to date with a command; return the timer changes."""
         plan = TimerPlan()
-        for d in self.deadlines:
+        for d in self._concerned(old_state, new_state, trigger):
             self._deadline(d, clocks, plan, case_id, old_state, new_state, trigger, changes, now)
         for c in self.cycles:
             was_in = old_state in c.leaves
@@ -137,6 +149,17 @@ class Timing:
             elif was_in and not is_in:
                 plan.cancel.add(c.name)
         return plan
+
+    def _concerned(self, old: str | None, new: str, trigger: str) -> tuple[_Deadline, ...]:
+        """The deadlines a move from ``old`` to ``new`` by ``trigger`` can start, stop, pause,
+        resume or extend; the others are left as they are. Worked out once per move."""
+        key = (old, new, trigger)
+        found = self._concerned_by_move.get(key)
+        if found is None:
+            found = tuple(d for d in self.deadlines
+                          if old in d.touches or new in d.touches or trigger in d.triggers)
+            self._concerned_by_move[key] = found
+        return found
 
     def _deadline(self, d: _Deadline, clocks: dict[str, Any], plan: TimerPlan, case_id: str,
                   old: str | None, new: str, trigger: str, changes: dict[str, Any],

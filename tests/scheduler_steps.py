@@ -75,9 +75,11 @@ def timer_rows(engine: Engine, case_id: str | None = None, **where: Any) -> list
 
 
 def event_rows(engine: Engine, **where: Any) -> list[Any]:
-    """Rows of the events table (every column), in insertion order."""
-    e = models.events
-    q = select(e).order_by(e.c.id)
+    """Rows of the events table (every column): those with a notice in the order their
+    transactions wrote the notices (the outbox's ids), then the rest by case and number."""
+    e, o = models.events, models.outbox
+    q = (select(e).outerjoin(o, (o.c.case_id == e.c.case_id) & (o.c.seq == e.c.seq))
+         .order_by(o.c.id.is_(None), o.c.id, e.c.case_id, e.c.seq))
     for col, value in where.items():
         q = q.where(e.c[col] == value)
     with engine.store.engine.connect() as conn:
