@@ -308,11 +308,12 @@ class Snapshot:
     """What a firing run changes, as built: restored before every run."""
 
     max_ids: dict[str, int]
+    events: int  # events are keyed by (case, seq): those added have seq past the case's head
     case_cols: list[str]
     case_rows: list[tuple[Any, ...]]
 
 
-_GROWING = ("events", "outbox", "reports", "timers")
+_GROWING = ("outbox", "reports", "timers")
 
 
 def snapshot(db: Path) -> Snapshot:
@@ -320,12 +321,13 @@ def snapshot(db: Path) -> Snapshot:
     try:
         max_ids = {t: int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0])
                    for t in _GROWING}
+        events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         cur = conn.execute("SELECT * FROM cases ORDER BY id")
         cols = [d[0] for d in cur.description]
         rows = cur.fetchall()
     finally:
         conn.close()
-    return Snapshot(max_ids, cols, rows)
+    return Snapshot(max_ids, events, cols, rows)
 
 
 def restore(built: Built, snap: Snapshot) -> None:
@@ -343,6 +345,8 @@ def restore(built: Built, snap: Snapshot) -> None:
         idx = snap.case_cols.index("id")
         conn.executemany(f"UPDATE cases SET {sets} WHERE id = ?",
                          [(*[v for k, v in enumerate(r) if k != idx], r[idx]) for r in snap.case_rows])
+        conn.execute("DELETE FROM events WHERE seq > "
+                     "(SELECT last_seq FROM cases WHERE cases.id = events.case_id)")
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         due = conn.execute("SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= ?",
@@ -393,8 +397,7 @@ def cron_check_timer() -> Iterator[list[float]]:
 def _added_events(db: Path, snap: Snapshot) -> int:
     conn = sqlite3.connect(db)
     try:
-        return int(conn.execute("SELECT count(*) FROM events WHERE id > ?",
-                                (snap.max_ids["events"],)).fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0]) - snap.events
     finally:
         conn.close()
 

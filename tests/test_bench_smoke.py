@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.suite import main
+from bench.workload import lifecycle
 
 LEVEL_KEYS = {"engine_steps_per_s", "floor_tx_per_s", "ratio", "fire_p50_ms", "fire_p99_ms",
               "open_p50_ms"}
@@ -56,3 +57,17 @@ def test_suite_runs_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture
     printed = capsys.readouterr().out
     assert "engine / floor" in printed and "peak RSS" in printed
     assert "bulk import, 50 cases" in printed and "cold start" in printed
+
+
+def test_page_counts_name_the_tables_each_step_writes(tmp_path: Path) -> None:
+    from bench.pages import main as pages_main
+
+    out = tmp_path / "pages.json"
+    assert pages_main(["--warm", "5", "--cases", "8", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    engine, floor = figures["engine"], figures["floor"]
+    assert engine["steps"] == 8 + sum(len(lifecycle(i)) for i in range(5, 13))
+    assert {"cases", "events"} <= set(engine["by_owner"]) and "timers" in engine["by_owner"]
+    assert "timers" not in floor["by_owner"]
+    assert engine["pages_per_step"] > floor["pages_per_step"] >= 2
+    assert set(engine["by_step"]) >= {"open", "accept", "assign", "archive"}
