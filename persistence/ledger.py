@@ -30,14 +30,16 @@ This module is storage-level: it knows the tables, not the engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, TextIO
 
 import orjson
 from sqlalchemy import Boolean, Column, DateTime, Integer, String
+from sqlalchemy.types import TypeDecorator
 
 from .chain import verify_chain
 from .errors import DuplicateKey, LedgerError
@@ -148,62 +150,105 @@ class _Ledger:
     keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (case, seq)
 
 
-def _checked_row(cols: Sequence[Column[Any]], obj: Any, where: str,
+_Check = Callable[[str, Any], tuple[Any, str | None]]  # (column, value) -> (value, problem)
+
+
+def _check_time(name: str, v: Any) -> tuple[Any, str | None]:
+    try:
+        t = datetime.fromisoformat(v) if isinstance(v, str) else None
+    except ValueError:
+        t = None
+    if t is None:
+        return v, f"{name} {v!r} is not an ISO time"
+    if t.tzinfo is not None:
+        return v, f"{name} {v!r} is not naive UTC as stored"
+    return t, None
+
+
+def _check_bool(name: str, v: Any) -> tuple[Any, str | None]:
+    return v, None if isinstance(v, bool) else f"{name} {v!r} is not true or false"
+
+
+def _check_int(name: str, v: Any) -> tuple[Any, str | None]:
+    ok = isinstance(v, int) and not isinstance(v, bool)
+    return v, None if ok else f"{name} {v!r} is not a whole number"
+
+
+def _check_text(length: int | None, json_object: bool) -> _Check:
+    def check(name: str, v: Any) -> tuple[Any, str | None]:
+        if not isinstance(v, str):
+            return v, f"{name} {v!r} is not text"
+        if length is not None and len(v) > length:
+            return v, f"{name} is longer than {length} characters"
+        if json_object:
+            try:
+                parsed = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                return v, f"{name} is not the text of a JSON object"
+        return v, None
+    return check
+
+
+def _no_check(name: str, v: Any) -> tuple[Any, str | None]:
+    return v, None
+
+
+@lru_cache(maxsize=16)
+def _row_shape(cols: tuple[Column[Any], ...]) -> tuple[frozenset[str],
+                                                      tuple[tuple[str, bool, _Check], ...]]:
+    """Each column's name, nullability and check, worked out once per set of columns."""
+    shape = []
+    for col in cols:
+        t = col.type
+        if isinstance(t, TypeDecorator):  # SQLModel's AutoString wraps a String
+            t = t.impl_instance
+        check: _Check
+        if isinstance(t, DateTime):
+            check = _check_time
+        elif isinstance(t, Boolean):
+            check = _check_bool
+        elif isinstance(t, Integer):
+            check = _check_int
+        elif isinstance(t, String):
+            check = _check_text(t.length, col.name in JSON_COLUMNS)
+        else:
+            check = _no_check
+        shape.append((col.name, bool(col.nullable), check))
+    return frozenset(c.name for c in cols), tuple(shape)
+
+
+def _checked_row(cols: tuple[Column[Any], ...], obj: Any, where: str,
                  problems: list[str]) -> dict[str, Any] | None:
     """The row's values for the database (times as datetimes), or None with its problems said."""
     if not isinstance(obj, dict):
         problems.append(f"{where}: not a JSON object")
         return None
-    ok = True
-
-    def bad(msg: str) -> None:
-        nonlocal ok
-        ok = False
-        problems.append(f"{where}: {msg}")
-
-    names = {c.name for c in cols}
-    unknown = sorted(set(obj) - names)
-    if unknown:
-        bad(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    names, shape = _row_shape(cols)
+    found: list[str] = []
+    if len(obj) != len(names) or not names.issuperset(obj):
+        unknown = sorted(set(obj) - names)
+        if unknown:
+            found.append(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
     values: dict[str, Any] = {}
-    for col in cols:
-        if col.name not in obj:
-            bad(f"no field {col.name!r}")
+    for name, nullable, check in shape:
+        if name not in obj:
+            found.append(f"no field {name!r}")
             continue
-        v = obj[col.name]
-        t = col.type
+        v = obj[name]
         if v is None:
-            if not col.nullable:
-                bad(f"{col.name} is null")
-        elif isinstance(t, DateTime):
-            try:
-                v = datetime.fromisoformat(v) if isinstance(v, str) else None
-            except ValueError:
-                v = None
-            if v is None:
-                bad(f"{col.name} {obj[col.name]!r} is not an ISO time")
-            elif v.tzinfo is not None:
-                bad(f"{col.name} {obj[col.name]!r} is not naive UTC as stored")
-        elif isinstance(t, Boolean):
-            if not isinstance(v, bool):
-                bad(f"{col.name} {v!r} is not true or false")
-        elif isinstance(t, Integer):
-            if not isinstance(v, int) or isinstance(v, bool):
-                bad(f"{col.name} {v!r} is not a whole number")
-        elif isinstance(t, String):
-            if not isinstance(v, str):
-                bad(f"{col.name} {v!r} is not text")
-            elif t.length is not None and len(v) > t.length:
-                bad(f"{col.name} is longer than {t.length} characters")
-            elif col.name in JSON_COLUMNS:
-                try:
-                    parsed = orjson.loads(v)
-                except orjson.JSONDecodeError:
-                    parsed = None
-                if not isinstance(parsed, dict):
-                    bad(f"{col.name} is not the text of a JSON object")
-        values[col.name] = v
-    return values if ok else None
+            if not nullable:
+                found.append(f"{name} is null")
+        else:
+            v, problem = check(name, v)
+            if problem is not None:
+                found.append(problem)
+        values[name] = v
+    if found:
+        problems.extend(f"{where}: {p}" for p in found)
+        return None
+    return values
 
 
 def _check_case(store: Store, n: int, obj: dict[str, Any], ledger: _Ledger,

@@ -357,3 +357,11 @@ def test_cli_export_and_import(source: Engine, tmp_path: Path) -> None:
     assert code == 0
     assert json.loads(said.splitlines()[0])["cases"] == 12 and len(said.splitlines()) == 14
     assert "exported 12 cases" in err
+
+
+def test_a_field_of_the_wrong_type_is_refused_naming_it(any_engine: Engine, ledger: str) -> None:
+    text, cid = _edit(ledger, 1, lambda obj: obj["case"].update(state=5, workflow="w" * 65))
+    problems = _refused(any_engine, text)
+    where = f"line {_line_of(text, cid)}, case {cid}"
+    assert f"{where}: state 5 is not text" in problems
+    assert f"{where}: workflow is longer than 64 characters" in problems
