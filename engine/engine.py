@@ -82,6 +82,11 @@ from .types import Actor, Case, Event, GuardContext, TriggerOption
 ActorLike = Actor | str
 
 
+# How long a process may take to hand claimed notices to its subscribers before another
+# process may deliver them again.
+NOTICE_LEASE = timedelta(seconds=60)
+
+
 class Engine:
     """Runs workflows over durable cases. Safe to share between threads."""
 
@@ -577,16 +582,29 @@ class Engine:
             self._service.stop(wait=wait)
 
     def deliver_notices(self, limit: int = 500) -> int:
-        """Hand the outbox's undelivered notices to subscribers (at least once); how many."""
+        """Hand the outbox's undelivered notices to this engine's subscribers; how many.
+
+        The notices are claimed first (like due timers), so when several processes deliver,
+        each notice goes to one of them. Delivery is at least once: a notice claimed by a
+        process that dies before marking it delivered goes out again after its lease
+        (``NOTICE_LEASE``).
+        """
+        from .scheduler import default_owner
+
         delivered = 0
+        owner = default_owner()
         while True:
+            now = to_db(self.clock.now())
             with self._store_call(), self.store.read() as rtx:
-                pending = rtx.pending_outbox(limit)
-            if not pending:
-                return delivered
+                if not rtx.pending_outbox(now, 1):
+                    return delivered  # nothing to do: no write lock taken
+            with self._store_call(), self.store.write() as tx:
+                claimed = tx.claim_outbox(now, owner, now + NOTICE_LEASE, limit)
+            if not claimed:
+                return delivered  # other processes hold what is pending
             notices: list[tuple[int, Notice | ReportReady | None]] = []
             with self._store_call(), self.store.read() as rtx:
-                for oid, name, case_id, seq, report_id in pending:
+                for oid, name, case_id, seq, report_id in claimed:
                     wanted = self._subscribers.wants("report" if report_id else
                                                      OUTBOX_NOTICES.get(name, Notice).name)
                     notices.append((oid, self._notice_from(rtx, name, case_id, seq, report_id)
@@ -599,7 +617,7 @@ class Engine:
                 for oid, _ in notices:
                     tx.mark_delivered(oid, at)
             delivered += len(notices)
-            if len(pending) < limit:
+            if len(claimed) < limit:
                 return delivered
 
     def _notice_from(self, tx: ReadTx, name: str, case_id: str | None, seq: int | None,

@@ -129,7 +129,11 @@ class ReportRow(SQLModel, table=True):
 
 
 class OutboxRow(SQLModel, table=True):
-    """A notice for subscribers, written with its event and delivered after commit."""
+    """A notice for subscribers, written with its event and delivered after commit.
+
+    A process delivering notices first claims them (owner and lease), so several
+    schedulers deliver each notice once; a claim whose process died lapses with its lease.
+    """
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "delivered_at", "id"),)
@@ -141,6 +145,8 @@ class OutboxRow(SQLModel, table=True):
     report_id: int | None = None
     created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
     delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    claimed_by: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
 
 
 cases = CaseRow.__table__  # type: ignore[attr-defined]

@@ -172,9 +172,16 @@ class Statements:
                             .where(R.c.id == bindparam("id")))
         self.insert_outbox = c(_values(O, (O.c.name, O.c.case_id, O.c.seq, O.c.report_id,
                                            O.c.created_at)))
-        self.pending_outbox = c(select(O.c.id, O.c.name, O.c.case_id, O.c.seq, O.c.report_id)
-                                .where(O.c.delivered_at.is_(None)).order_by(O.c.id)
+        unclaimed = (O.c.delivered_at.is_(None),
+                     or_(O.c.lease_until.is_(None), O.c.lease_until < bindparam("now")))
+        outbox_cols = (O.c.id, O.c.name, O.c.case_id, O.c.seq, O.c.report_id)
+        self.pending_outbox = c(select(*outbox_cols).where(*unclaimed).order_by(O.c.id)
                                 .limit(bindparam("limit")))
+        self.claim_outbox = c(dialect.claim(select(*outbox_cols).where(*unclaimed)
+                                            .order_by(O.c.id).limit(bindparam("limit"))))
+        self.claim_outbox_row = c(update(O).where(O.c.id == bindparam("b_id"))
+                                  .values(claimed_by=bindparam("owner"),
+                                          lease_until=bindparam("lease")))
         self.deliver_outbox = c(update(O).where(O.c.id == bindparam("b_id"))
                                 .values(delivered_at=bindparam("at")))
 

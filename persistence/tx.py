@@ -15,6 +15,8 @@ from .errors import StaleVersion
 from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
 from .sql import Statement, Statements
 
+OutboxItem = tuple[int, str, str | None, int | None, int | None]  # id, name, case, seq, report
+
 
 def dumps(v: Any) -> str:
     """Canonical JSON for stored columns: sorted keys, no spaces, UTF-8 (orjson)."""
@@ -161,8 +163,10 @@ class ReadTx:
     def pending_cron(self, workflow: str, name: str) -> bool:
         return self._run(self.sql.pending_cron, {"workflow": workflow, "name": name}).fetchone() is not None
 
-    def pending_outbox(self, limit: int) -> list[tuple[int, str, str | None, int | None, int | None]]:
-        return [tuple(r) for r in self._run(self.sql.pending_outbox, {"limit": limit}).fetchall()]
+    def pending_outbox(self, now: datetime, limit: int) -> list[OutboxItem]:
+        """Undelivered notices nobody holds a live claim on, oldest first."""
+        return [tuple(r) for r in self._run(self.sql.pending_outbox,
+                                            {"now": self._dt_in(now), "limit": limit}).fetchall()]
 
     # -- raw rows, for the ledger (persistence.ledger) ---------------------
     def snapshot(self) -> None:
@@ -350,6 +354,19 @@ class WriteTx(ReadTx):
         self.outbox_written = True
         self._run(self.sql.insert_outbox, {"name": name, "case_id": case_id, "seq": seq,
                                            "report_id": report_id, "created_at": self._dt_in(at)})
+
+    def claim_outbox(self, now: datetime, owner: str, lease_until: datetime,
+                     limit: int) -> list[OutboxItem]:
+        """Claim up to ``limit`` undelivered notices (oldest first) that nobody holds a live
+        claim on; another process skips them until they are delivered or the lease ends."""
+        rows: list[OutboxItem] = [tuple(r) for r in self._run(
+            self.sql.claim_outbox, {"now": self._dt_in(now), "limit": limit}).fetchall()]
+        st = self.sql.claim_outbox_row
+        if rows:
+            lease = self._dt_in(lease_until)
+            self.cur.executemany(st.sql, [st.params({"b_id": r[0], "owner": owner, "lease": lease})
+                                          for r in rows])
+        return rows
 
     def mark_delivered(self, outbox_id: int, at: datetime) -> None:
         self._run(self.sql.deliver_outbox, {"b_id": outbox_id, "at": self._dt_in(at)})
