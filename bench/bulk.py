@@ -34,7 +34,6 @@ import orjson
 from uuid6 import uuid7
 
 from engine import Engine
-from persistence.chain import GENESIS, event_hash
 
 from .workload import (
     CLERK,
@@ -45,10 +44,9 @@ from .workload import (
     ROOT,
     TRIAGE,
     create_engine_schema,
+    rechain,
     remove_db,
 )
-
-TABLE_OF = {"case": "cases", "events": "events", "timers": "timers"}
 
 
 def make_ledger(path: Path, n_cases: int, scratch: Path) -> int:
@@ -72,15 +70,9 @@ def make_ledger(path: Path, n_cases: int, scratch: Path) -> int:
             out.write(v + b"\n")
         for _ in range(n_cases):
             cid = uuid7().hex
-            prev = GENESIS
-            evs = []
-            for e, at in zip(events, ats, strict=True):
-                h = event_hash(prev, cid, e["seq"], e["kind"], e["name"], e["from_state"],
-                               e["to_state"], e["actor"], e["role"], at, e["changes"],
-                               e["details"], e["idempotency_key"])
-                evs.append({**e, "case_id": cid, "prev_hash": prev, "hash": h})
-                prev = h
-            line = {**case_line, "case": {**case, "id": cid, "last_hash": prev}, "events": evs}
+            evs = rechain(events, ats, cid)
+            line = {**case_line, "case": {**case, "id": cid, "last_hash": evs[-1]["hash"]},
+                    "events": evs}
             out.write(orjson.dumps(line) + b"\n")
     return path.stat().st_size
 

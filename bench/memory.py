@@ -33,9 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from engine import Engine
-from persistence.chain import GENESIS, event_hash
 
-from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, ROOT, TRIAGE, remove_db
+from .workload import (
+    CLERK,
+    FOUR_FIXES,
+    LEADER,
+    OPEN_DATA,
+    PETITION,
+    ROOT,
+    TRIAGE,
+    rechain,
+    remove_db,
+)
 
 BATCH = 5_000
 
@@ -69,17 +78,9 @@ def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
         def copies(count: int) -> Iterator[tuple[list[Any], list[list[Any]]]]:
             for _ in range(count):
                 cid = f"{rng.getrandbits(128):032x}"
-                prev = GENESIS
-                evs: list[list[Any]] = []
-                for e, at in zip(events, ats, strict=True):
-                    h = event_hash(prev, cid, e["seq"], e["kind"], e["name"], e["from_state"],
-                                   e["to_state"], e["actor"], e["role"], at, e["changes"],
-                                   e["details"], e["idempotency_key"])
-                    evs.append([{**e, "case_id": cid, "prev_hash": prev, "hash": h}[c]
-                                for c in event_cols])
-                    prev = h
-                row = {**case_row, "id": cid, "last_hash": prev}
-                yield [row[c] for c in case_cols], evs
+                copied = rechain(events, ats, cid)
+                row = {**case_row, "id": cid, "last_hash": copied[-1]["hash"]}
+                yield [row[c] for c in case_cols], [[e[c] for c in event_cols] for e in copied]
 
         left = n_cases - 1
         conn.execute("BEGIN")

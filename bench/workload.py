@@ -142,6 +142,23 @@ def run_engine(db: Path, synchronous: str, n_cases: int, warmup: int = 5,
     return EngineRun(synchronous, n_cases, steps, seconds, fire_lat, open_lat)
 
 
+def rechain(events: list[dict[str, Any]], ats: list[Any], case_id: str) -> list[dict[str, Any]]:
+    """A case's stored events copied to ``case_id``, each hash recomputed with the engine's
+    own :func:`persistence.chain.event_hash` (``ats``: the events' times as datetimes), so
+    the copy is a case whose chain verifies."""
+    from persistence.chain import GENESIS, event_hash
+
+    prev = GENESIS
+    out = []
+    for e, at in zip(events, ats, strict=True):
+        h = event_hash(prev, case_id, e["seq"], e["kind"], e["name"], e["from_state"],
+                       e["to_state"], e["actor"], e["role"], at, e["changes"], e["details"],
+                       e["idempotency_key"])
+        out.append({**e, "case_id": case_id, "prev_hash": prev, "hash": h})
+        prev = h
+    return out
+
+
 # -- the floor ---------------------------------------------------------------------------------
 
 @dataclass
