@@ -9,7 +9,10 @@ Figures, all measured in one run (see ``bench/README.md``):
 * peak RSS of a fresh engine process on databases of two sizes (10,000 and 100,000 cases);
 * seconds to import a unit's ledger of 100,000 cases in bulk, beside a raw ``sqlite3`` load
   of the same rows;
-* cold start of ``python run.py validate`` on the petition workflow, beside a bare interpreter.
+* cold start of ``python run.py validate`` on the petition workflow, beside a bare interpreter;
+* the peers (:mod:`bench.peers`: django-fsm-2, python-statemachine, transitions,
+  SpiffWorkflow, those installed) and PostgreSQL from 1, 2 and 4 processes beside the raw
+  psycopg floor (:mod:`bench.pg`), each printed as its own table.
 
 Every figure is the median of ``--repeat`` runs with min/max and IQR; every ratio is
 taken between runs of the same invocation (engine and floor runs alternate).
@@ -58,6 +61,8 @@ class Config:
     bulk: int = 100_000  # cases in the imported ledger; 0: no bulk figure
     bulk_repeat: int = 3  # each run imports the whole ledger, so fewer runs than the rest
     cold: bool = True
+    peers: bool = True
+    pg: bool = True
     tmpdir: Path | None = None
     quick: bool = False
     command: str = ""
@@ -197,6 +202,36 @@ def run_cold(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "validate_s": Spread.of(validate).as_dict(), "bare_python_s": Spread.of(bare).as_dict()}
 
 
+def run_peer_figures(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
+    """The same lifecycle through each installed peer (``bench.peers``' own defaults)."""
+    from .peers.runner import Config as PeersConfig
+    from .peers.runner import run_peers
+
+    peers_cfg = (PeersConfig(cases=20, repeat=3, footprint_cases=10, quick=True, tmpdir=cfg.tmpdir)
+                 if cfg.quick else PeersConfig(tmpdir=cfg.tmpdir))
+    return run_peers(peers_cfg, progress)
+
+
+def run_pg_figures(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
+    """``bench.pg`` on the local server; ``{"skipped": why}`` when no server answers."""
+    import psycopg
+
+    from .pg import Config as PgConfig
+    from .pg import run_bench
+
+    pg_cfg = PgConfig()
+    try:
+        with psycopg.connect(pg_cfg.admin_url, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        progress(f"PostgreSQL: skipped, {why}")
+        return {"skipped": why}
+    if cfg.quick:
+        pg_cfg = PgConfig(procs=(1, 2), cases=20, timers=300, timer_cases=30, repeat=1)
+    return run_bench(pg_cfg, progress)
+
+
 def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """PASS/MISS of each target against the medians."""
     out: list[dict[str, Any]] = []
@@ -231,6 +266,14 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             figures["bulk_import"] = run_bulk(cfg, work, progress)
     if cfg.cold:
         figures["cold_start"] = run_cold(cfg, progress)
+    targets = evaluate_targets(figures)
+    if cfg.peers:
+        figures["peers"] = run_peer_figures(cfg, progress)
+        targets += [{**t, "name": f"peers: {t['name']}"} for t in figures["peers"]["targets"]]
+    if cfg.pg:
+        figures["postgresql"] = run_pg_figures(cfg, progress)
+        targets += [{**t, "name": f"PostgreSQL: {t['name']}"}
+                    for t in figures["postgresql"].get("targets", [])]
     steps = [steps_of(i) for i in range(cfg.cases)]
     return {
         "meta": {
@@ -252,7 +295,7 @@ def run_suite(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             "bulk_cases": cfg.bulk or None, "bulk_repeat": cfg.bulk_repeat,
         },
         "figures": figures,
-        "targets": evaluate_targets(figures),
+        "targets": targets,
     }
 
 
@@ -319,6 +362,17 @@ def format_table(results: dict[str, Any]) -> str:
                      f"cases; engine's own growth after import: "
                      f"{num(m['small']['growth_mb']['median'])} MB ({m['small']['cases']:,}) vs "
                      f"{num(m['large']['growth_mb']['median'])} MB ({m['large']['cases']:,})")
+    peers = figs.get("peers")
+    if peers is not None:
+        from .peers.runner import format_table as peers_table
+
+        lines += ["", peers_table(peers)]
+    pg = figs.get("postgresql")
+    if pg is not None:
+        from .pg import format_table as pg_table
+
+        lines += ["", pg_table(pg) if "skipped" not in pg
+                  else f"PostgreSQL: skipped ({pg['skipped']})"]
     lines.append(f"total {meta['seconds']:.0f} s")
     return "\n".join(lines)
 
@@ -351,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bulk", type=int, default=None, metavar="N",
                    help="cases in the bulk-imported ledger (default 100000, quick 2000; 0: skip)")
     p.add_argument("--no-cold", action="store_true", help="skip the cold start figure")
+    p.add_argument("--no-peers", action="store_true", help="skip the peers (bench.peers)")
+    p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL (bench.pg)")
     p.add_argument("--tmpdir", type=Path, default=None,
                    help="where the database files go (the disk decides the fsync cost)")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -368,7 +424,7 @@ def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
     bulk = a.bulk if a.bulk is not None else (2_000 if a.quick else 100_000)
     return Config(cases=cases, repeat=a.repeat, mem_sizes=sizes, mem_picked=a.mem_picked,
                   memory=not a.no_memory, bulk=max(bulk, 0), bulk_repeat=min(a.repeat, 3),
-                  cold=not a.no_cold, tmpdir=a.tmpdir, quick=a.quick,
+                  cold=not a.no_cold, peers=not a.no_peers, pg=not a.no_pg, tmpdir=a.tmpdir, quick=a.quick,
                   command=shlex.join(["python", "-m", "bench", *argv]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def _positive_spread(s: dict[str, object]) -> None:
 def test_suite_runs_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
     rc = main(["--cases", "5", "--repeat", "1", "--mem-sizes", "100,200", "--mem-picked", "20",
-               "--bulk", "50", "--tmpdir", str(tmp_path), "--out", str(out), "--quiet"])
+               "--bulk", "50", "--no-peers", "--no-pg", "--tmpdir", str(tmp_path),
+               "--out", str(out), "--quiet"])
     assert rc == 0
     results = json.loads(out.read_text(encoding="utf-8"))
     assert {"meta", "config", "figures", "targets"} <= set(results)
@@ -71,3 +73,23 @@ def test_page_counts_name_the_tables_each_step_writes(tmp_path: Path) -> None:
     assert "timers" not in floor["by_owner"]
     assert engine["pages_per_step"] > floor["pages_per_step"] >= 2
     assert set(engine["by_step"]) >= {"open", "accept", "assign", "archive"}
+
+
+def test_one_command_also_runs_the_peers_and_postgresql(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench`` runs everything: here at its smallest, without the SQLite parts."""
+    out = tmp_path / "results.json"
+    rc = main(["--quick", "--repeat", "1", "--cases", "4", "--no-memory", "--bulk", "0",
+               "--no-cold", "--tmpdir", str(tmp_path), "--out", str(out), "--quiet"])
+    assert rc == 0
+    figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
+    peers = figures["peers"]
+    assert "casework" in peers["config"]["implementations"]
+    assert {"sqlite_full", "sqlite_normal"} <= set(peers["figures"])
+    pg = figures["postgresql"]
+    if "skipped" in pg:
+        assert os.environ.get("CI") != "true", f"PostgreSQL is needed under CI: {pg['skipped']}"
+    else:
+        assert pg["targets"] and all(isinstance(t["pass"], bool) for t in pg["targets"])
+    printed = capsys.readouterr().out
+    assert "casework peers" in printed and "PostgreSQL" in printed
