@@ -76,7 +76,7 @@ from .migration import MigrationResult, migrate_cases
 from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
-from .timers import SensitivePeriod, TimerPlan
+from .timers import SensitivePeriod, TimerPlan, next_in_chain
 from .types import Actor, Case, Event, GuardContext, TriggerOption
 
 ActorLike = Actor | str
@@ -705,9 +705,27 @@ class Engine:
             return {s: (n, o) for s, n, o in tx.open_by_state(workflow)}
 
     def pending_timers(self, case_id: str) -> list[TimerRecord]:
-        """The case's timers that have not fired yet, soonest first."""
+        """The case's timer instants that have not fired yet, soonest first.
+
+        A deadline's warnings and breach are stored as one chained row (see
+        :func:`engine.timers.chained`); each of its instants is listed here on its own,
+        with the row's id."""
         with self._store_call(), self.store.read() as tx:
-            return tx.pending_timers(case_id)
+            rows = tx.pending_timers(case_id)
+        out: list[TimerRecord] = []
+        for t in rows:
+            payload = {k: v for k, v in t.payload.items() if k != "then"}
+            out.append(TimerRecord(t.id, t.case_id, t.workflow, t.kind, t.name, t.state,
+                                   t.due_at, t.status, payload))
+            step = next_in_chain(t.payload)
+            while step is not None:
+                kind, when, nxt = step
+                out.append(TimerRecord(t.id, t.case_id, t.workflow, kind, t.name, t.state,
+                                       to_db(when), t.status,
+                                       {k: v for k, v in nxt.items() if k != "then"}))
+                step = next_in_chain(nxt)
+        out.sort(key=lambda r: (r.due_at, r.id))
+        return out
 
     def verify(self, case_id: str | None = None) -> list[str]:
         """Problems in the hash chains of one case or of every case (empty when intact)."""

@@ -34,6 +34,7 @@ from persistence.tx import WriteTx
 from .clock import from_db, to_db
 from .errors import StoreError
 from .log import case_logger
+from .timers import next_in_chain
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -247,6 +248,11 @@ def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datet
         log.info("cycle {} came round", timer.name)
     else:
         raise ValueError(f"timer {timer.id} has unknown kind {timer.kind!r}")
+    after = next_in_chain(timer.payload)
+    if after is not None:  # the deadline's next instant (its next warning, or its breach)
+        next_kind, when, payload = after
+        follow.append(NewTimer(rec.id, wf.name, next_kind, timer.name, timer.state, when,
+                               payload))
     _append_system_event(tx, rec, kind, name, details, now, key)
     if follow:
         for t in follow:

@@ -83,6 +83,33 @@ class _Cycle:
     state: str
 
 
+def chained(case_id: str, workflow: str, name: str, state: str | None,
+            instants: list[tuple[datetime, str, dict[str, Any]]]) -> NewTimer:
+    """One timer row for a deadline's instants (its warnings, then its breach): due at the
+    first, carrying the others in its payload (``then``). When it fires, the scheduler
+    stores the next one; so a deadline costs one row and one index entry at a time, and
+    cancelling it (leaving its state, pausing it) touches one row."""
+    instants = sorted(instants, key=lambda i: i[0])
+    (when, kind, payload), rest = instants[0], instants[1:]
+    if rest:
+        payload = {**payload, "then": [{"kind": k, "at": _iso(w), "payload": p}
+                                       for w, k, p in rest]}
+    return NewTimer(case_id, workflow, kind, name, state, when, payload)
+
+
+def next_in_chain(timer_payload: dict[str, Any]) -> tuple[str, datetime, dict[str, Any]] | None:
+    """The instant after the one a chained timer just fired at: its kind, when (aware UTC)
+    and payload (carrying the instants still after it), or None at the chain's end."""
+    then = timer_payload.get("then") or []
+    if not then:
+        return None
+    first, rest = then[0], then[1:]
+    payload = dict(first["payload"])
+    if rest:
+        payload["then"] = rest
+    return first["kind"], _dt(first["at"]), payload
+
+
 def _iso(d: datetime) -> str:
     return d.isoformat()
 
@@ -232,6 +259,7 @@ class Timing:
         c["due"] = _iso(due)
         c.pop("rung_left", None)
         c.pop("next_rung_due", None)
+        instants: list[tuple[datetime, str, dict[str, Any]]] = []
         for share in d.spec.warn:
             at_elapsed = share * c["total"]
             if at_elapsed <= elapsed_now:  # its moment has passed (it fired, or it is moot)
@@ -241,10 +269,11 @@ class Timing:
             if earlier is not None:
                 when = earlier
             prov |= p
-            plan.insert.append(NewTimer(case_id, self.workflow, "warning", d.name, state, when,
-                                        {"deadline": d.name, "share": share, "due": _iso(due)}))
-        plan.insert.append(NewTimer(case_id, self.workflow, "breach", d.name, state, due,
-                                    {"deadline": d.name, "due": _iso(due), "rung_due": _iso(due)}))
+            instants.append((when, "warning", {"deadline": d.name, "share": share,
+                                               "due": _iso(due)}))
+        instants.append((due, "breach", {"deadline": d.name, "due": _iso(due),
+                                         "rung_due": _iso(due)}))
+        plan.insert.append(chained(case_id, self.workflow, d.name, state, instants))
         if prov:
             c["provisional"] = True
             plan.notes.setdefault("provisional_deadlines", []).append(d.name)

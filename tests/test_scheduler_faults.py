@@ -7,6 +7,7 @@ then check that no timer fired twice and none is half-fired.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -49,7 +50,8 @@ print("finished", flush=True)
 
 
 def _prepare(path: Path, n_cases: int, opened: datetime) -> None:
-    """``n_cases`` petition cases opened at ``opened`` (a second apart): 3 triage timers each."""
+    """``n_cases`` petition cases opened at ``opened`` (a second apart): 3 triage instants each
+    (two warnings and the breach, in one chained timer row)."""
     clock = FrozenClock(opened)
     with Engine(f"sqlite:///{path}", [PETITION, COMPLAINT], clock=clock,
                 sqlite_synchronous="OFF") as e:
@@ -73,11 +75,13 @@ def _fired(path: Path) -> int:
 def _assert_no_timer_half_fired(path: Path) -> tuple[int, int]:
     """Every fired case timer has exactly one event; no event belongs to an unfired timer.
 
-    Returns (fired, pending) case timers."""
+    Returns (fired, pending) case timer instants: a pending row counts once for its own
+    instant and once for each instant chained after it (``payload.then``)."""
     con = sqlite3.connect(path, timeout=10)
     try:
-        timers = dict(con.execute(
-            "SELECT id, status FROM timers WHERE case_id IS NOT NULL").fetchall())
+        found = con.execute(
+            "SELECT id, status, payload FROM timers WHERE case_id IS NOT NULL").fetchall()
+        timers = {i: s for i, s, _ in found}
         rows = con.execute("SELECT idempotency_key, json_extract(details, '$.timer') FROM events "
                            "WHERE actor = 'scheduler'").fetchall()
     finally:
@@ -90,7 +94,8 @@ def _assert_no_timer_half_fired(path: Path) -> tuple[int, int]:
     assert set(by_timer) == fired, (
         f"fired without an event: {sorted(fired - set(by_timer))[:5]}; "
         f"event without a fired timer: {sorted(set(by_timer) - fired)[:5]}")
-    return len(fired), sum(1 for s in timers.values() if s == "pending")
+    pending = sum(1 + len(json.loads(p).get("then", [])) for _, s, p in found if s == "pending")
+    return len(fired), pending
 
 
 def test_sigkill_in_the_middle_of_a_batch_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
