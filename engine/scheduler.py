@@ -212,10 +212,21 @@ def _fire_one(engine: Engine, timer_id: int, owner: str,
                 _fire_case_timer(engine, tx, timer, now)
             return timer.kind, tx.earliest_new_due
     except DuplicateKey:
-        # Its event is already written, so it fired before: make sure it is marked so.
+        # Its event is already written, so it fired before: make sure it is marked so, and
+        # that the instants chained after it go on (a copy imported without its successor).
         with engine._store_call(), engine.store.write() as tx:
+            case_id = tx.timer_case(timer_id)
+            if case_id is not None:
+                tx.lock_case(case_id)
+            got = tx.lock_timer(timer_id)
             tx.finish_timer(timer_id, "fired", to_db(now))
-        return None, None
+            after = next_in_chain(got[0].payload) if got and got[0].status == "pending" else None
+            if got is not None and after is not None:
+                t = got[0]
+                next_kind, when, payload = after
+                tx.insert_timers([NewTimer(t.case_id, t.workflow, next_kind, t.name, t.state,
+                                           to_db(when), payload)], to_db(now))
+            return None, tx.earliest_new_due
 
 
 def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datetime) -> None:

@@ -15,6 +15,7 @@ import pytest
 from engine import Engine, FrozenClock
 from engine.events import CycleCame, DeadlineWarned, Escalated, FlaggedAtRisk, ReportReady
 from engine.timers import SensitivePeriod
+from persistence import models
 from tests.conftest import PETITION
 from tests.petition_steps import case_in, open_petition, run
 from tests.scheduler_steps import (
@@ -385,3 +386,23 @@ def test_timers_due_while_no_engine_ran_fire_when_the_background_scheduler_start
         b.stop_scheduler()
         assert service.last is not None and service.last.fired == 12
         _assert_caught_up(b, ids, later)
+
+
+def test_a_chained_timer_that_already_fired_still_hands_on_its_later_instants(
+        engine: Engine, clock: FrozenClock) -> None:
+    """A copy of a fired chained row without its successor (as an import could leave it):
+    its event exists, so it is only marked fired, and the deadline's next instants go on."""
+    case = open_petition(engine)
+    fire_at(engine, clock, T0 + 8 * DAY, case.id)  # triage's first warning (50% of 15 days)
+    first, successor = timer_rows(engine, case.id, name="triage")
+    assert (first.status, successor.status) == ("fired", "pending")
+    with engine.store.engine.begin() as conn:
+        conn.execute(models.timers.delete().where(models.timers.c.id == successor.id))
+        conn.execute(models.timers.insert().values(
+            {k: v for k, v in first._mapping.items() if k not in ("id", "fired_at", "claimed_by",
+                                                                  "lease_until")}
+            | {"status": "pending"}))
+    fire_at(engine, clock, T0 + 30 * DAY, case.id)
+    names = [e.name for e in scheduler_events(engine, case.id)]
+    assert names == ["triage_warning", "triage_warning", "supervision_notice"]
+    assert engine.verify() == []
