@@ -609,15 +609,24 @@ class Engine:
                                                      OUTBOX_NOTICES.get(name, Notice).name)
                     notices.append((oid, self._notice_from(rtx, name, case_id, seq, report_id)
                                     if wanted else None))
-            for _, notice in notices:
+            # Slow subscribers must not outlast the claim: past half the lease, what is
+            # delivered is marked and the rest given back, to be claimed anew.
+            started = time.monotonic()
+            done: list[int] = []
+            for oid, notice in notices:
+                if time.monotonic() - started > NOTICE_LEASE.total_seconds() / 2:
+                    break
                 if notice is not None:
                     self._subscribers.publish(notice)
+                done.append(oid)
+            rest = [oid for oid, _ in notices[len(done):]]
             with self._store_call(), self.store.write() as tx:
                 at = to_db(self.clock.now())
-                for oid, _ in notices:
+                for oid in done:
                     tx.mark_delivered(oid, at)
-            delivered += len(notices)
-            if len(claimed) < limit:
+                tx.release_outbox(rest, owner)
+            delivered += len(done)
+            if not rest and len(claimed) < limit:
                 return delivered
 
     def _notice_from(self, tx: ReadTx, name: str, case_id: str | None, seq: int | None,

@@ -180,7 +180,9 @@ def run_due(engine: Engine, now: datetime, *, batch_size: int = 200, owner: str 
 
 
 def _set_aside(engine: Engine, timer_id: int, now: datetime, error: Exception) -> None:
-    """Mark a timer that raised as ``failed`` (it is not claimed again) and log why."""
+    """Mark a timer that raised as ``failed`` (it is not claimed again) and log why. A
+    deadline's instants chained after it are set aside with it: they would meet the same
+    fault; ``run.py recompute-deadlines --all`` schedules the deadline anew once mended."""
     with engine._store_call(), engine.store.write() as tx:
         case_id = tx.timer_case(timer_id)
         tx.finish_timer(timer_id, "failed", to_db(now))

@@ -165,8 +165,11 @@ class Timing:
                    new_state: str, trigger: str, changes: dict[str, Any], now: datetime) -> TimerPlan:
         """Bring ``clocks`` (mutated) up to date with a command; return the timer changes."""
         plan = TimerPlan()
-        for d in self._concerned(old_state, new_state, trigger):
-            self._deadline(d, clocks, plan, case_id, old_state, new_state, trigger, changes, now)
+        concerned = self._concerned(old_state, new_state, trigger)
+        for d in self.deadlines:
+            if d in concerned or self._stray(d, clocks, old_state):
+                self._deadline(d, clocks, plan, case_id, old_state, new_state, trigger,
+                               changes, now)
         for c in self.cycles:
             was_in = old_state in c.leaves
             is_in = new_state in c.leaves
@@ -187,6 +190,15 @@ class Timing:
                           if old in d.touches or new in d.touches or trigger in d.triggers)
             self._concerned_by_move[key] = found
         return found
+
+    @staticmethod
+    def _stray(d: _Deadline, clocks: dict[str, Any], old: str | None) -> bool:
+        """A state deadline whose clock runs while the case is outside its state (a case
+        migrated to another state keeps its clocks): the next command stops it."""
+        if d.scope is None or old in d.scope:
+            return False
+        c = clocks.get(d.name)
+        return c is not None and c["status"] in ("running", "paused")
 
     def _deadline(self, d: _Deadline, clocks: dict[str, Any], plan: TimerPlan, case_id: str,
                   old: str | None, new: str, trigger: str, changes: dict[str, Any],

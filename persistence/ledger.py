@@ -2,13 +2,18 @@
 
 A ledger file is UTF-8 text, one JSON object per line:
 
-1. the header: ``{"format": "casework-ledger", "version": 1, "exported_at": ..., "cases": N,
+1. the header: ``{"format": "casework-ledger", "version": 2, "exported_at": ..., "cases": N,
    "schema": ..., "source": ..., "filters": {...}}``;
 2. one line per workflow version the cases were opened under:
    ``{"workflow_version": {"name", "version", "definition", "source", "created_at"}}``;
 3. one line per case: ``{"case": {...}, "events": [...], "timers": [...]}``: the case row with
    every column of the ``cases`` table, its events with every column but the database's own
    row id, and its pending timers.
+
+Version 2 (this code writes it) holds a deadline's warnings and breach as one chained timer
+(``payload.then``, see :func:`engine.timers.chained`): code that reads only version 1 would
+fire the first instant and lose the rest, so it refuses the file. Version 1 files (one row
+per instant) are still read.
 
 Rows are exactly as stored: JSON columns as their stored text (the hash chain is computed
 over that text), times as naive UTC in ISO form with microseconds, flags as JSON booleans.
@@ -48,7 +53,8 @@ from .store import Store
 from .tx import ReadTx, WriteTx
 
 FORMAT = "casework-ledger"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # ledger versions this code imports
 
 JSON_COLUMNS = {"data", "clocks", "changes", "details", "payload", "definition"}
 
@@ -343,9 +349,9 @@ def _read(store: Store, inp: TextIO, problems: list[str]) -> _Ledger:
                                 f"header, with \"format\": \"{FORMAT}\")")
                 return ledger
             header = obj
-            if obj.get("version") != VERSION:
+            if obj.get("version") not in READS:
                 problems.append(f"line {n}: ledger format version {obj.get('version')!r}; this code "
-                                f"reads version {VERSION}")
+                                f"reads versions {', '.join(map(str, READS))}")
                 return ledger
             if not isinstance(obj.get("cases"), int) or isinstance(obj.get("cases"), bool):
                 problems.append(f"line {n}: the header does not say how many cases follow")

@@ -182,6 +182,10 @@ class Statements:
         self.claim_outbox_row = c(update(O).where(O.c.id == bindparam("b_id"))
                                   .values(claimed_by=bindparam("owner"),
                                           lease_until=bindparam("lease")))
+        self.release_outbox_row = c(update(O).where(O.c.id == bindparam("b_id"),
+                                                    O.c.claimed_by == bindparam("b_owner"),
+                                                    O.c.delivered_at.is_(None))
+                                    .values(claimed_by=None, lease_until=None))
         self.deliver_outbox = c(update(O).where(O.c.id == bindparam("b_id"))
                                 .values(delivered_at=bindparam("at")))
 

@@ -368,6 +368,13 @@ class WriteTx(ReadTx):
                                           for r in rows])
         return rows
 
+    def release_outbox(self, ids: Iterable[int], owner: str) -> None:
+        """Give back claimed notices not delivered yet, for any process to claim."""
+        st = self.sql.release_outbox_row
+        rows = [st.params({"b_id": i, "b_owner": owner}) for i in ids]
+        if rows:
+            self.cur.executemany(st.sql, rows)
+
     def mark_delivered(self, outbox_id: int, at: datetime) -> None:
         self._run(self.sql.deliver_outbox, {"b_id": outbox_id, "at": self._dt_in(at)})
 

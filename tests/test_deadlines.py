@@ -481,3 +481,21 @@ def test_recomputing_a_running_deadline_does_not_repeat_fired_warnings(
     assert [t.due_at for t in engine.pending_timers(case_id) if t.kind == "breach"] == [
         naive(T0 + 60 * DAY)]
 
+
+
+def test_a_clock_kept_by_a_migration_outside_its_state_stops_at_the_next_command(
+        engine: Engine, clock: FrozenClock) -> None:
+    """A case migrated while triage runs into a state triage does not cover keeps the clock;
+    the next command, whatever it is, stops it and cancels its timer."""
+    timing = engine.workflow("petition").timing
+    now = clock.now()
+    clocks: dict[str, object] = {}
+    timing.on_command(clocks, case_id="c", old_state=None, new_state="registered",
+                      trigger="open", changes={}, now=now)
+    kept, _ = timing.adopt(clocks, case_id="c", state="handling.investigating", now=now)
+    assert kept["triage"]["status"] == "running"
+    plan = timing.on_command(kept, case_id="c", old_state="handling.investigating",
+                             new_state="handling.suspended", trigger="suspend", changes={},
+                             now=now + timedelta(days=1))
+    assert kept["triage"]["status"] == "stopped"
+    assert "triage" in plan.cancel

@@ -116,7 +116,7 @@ def _line_of(text: str, case_id: str) -> int:
 def test_the_file_has_a_header_the_workflow_version_and_one_line_per_case(ledger: str) -> None:
     lines = [json.loads(line) for line in ledger.splitlines()]
     header = lines[0]
-    assert (header["format"], header["version"], header["cases"]) == ("casework-ledger", 1, 12)
+    assert (header["format"], header["version"], header["cases"]) == ("casework-ledger", 2, 12)
     assert header["exported_at"].startswith(END.date().isoformat())
     assert [list(x) for x in lines[1:2]] == [["workflow_version"]]
     assert lines[1]["workflow_version"]["name"] == "petition"
@@ -293,9 +293,9 @@ def test_every_problem_of_a_file_is_listed(any_engine: Engine, ledger: str) -> N
 def test_files_that_are_not_ledgers_are_refused(any_engine: Engine, ledger: str) -> None:
     assert _refused(any_engine, "") == ["the file is empty (no ledger header)"]
     assert _refused(any_engine, '{"hello": 1}\n')[0].startswith("line 1: not a casework ledger")
-    newer = ledger.replace('"version":1,', '"version":2,', 1)
+    newer = ledger.replace('"version":2,', '"version":3,', 1)
     assert _refused(any_engine, newer) == [
-        "line 1: ledger format version 2; this code reads version 1"]
+        "line 1: ledger format version 3; this code reads versions 1, 2"]
     lines = ledger.splitlines()
     lines[3] = lines[3][:100]
     assert _refused(any_engine, "\n".join(lines))[0].startswith("line 4: not JSON")
@@ -365,3 +365,44 @@ def test_a_field_of_the_wrong_type_is_refused_naming_it(any_engine: Engine, ledg
     where = f"line {_line_of(text, cid)}, case {cid}"
     assert f"{where}: state 5 is not text" in problems
     assert f"{where}: workflow is longer than 64 characters" in problems
+
+
+def test_a_version_1_ledger_with_a_row_per_timer_instant_is_still_read(
+        any_engine: Engine, tmp_path: Path) -> None:
+    """Before chained deadline timers a ledger held one timer row per instant (version 1)."""
+    with Engine(f"sqlite:///{tmp_path / 'old.db'}", WORKFLOWS,
+                clock=FrozenClock(START)) as old:
+        for _ in range(2):
+            old.open_case("petition", {"petitioner_name": "A", "channel": "visit",
+                                       "source": "city", "summary": "s"}, actor="clerk:li")
+        buf = io.StringIO()
+        old.export_cases(buf)
+    lines = buf.getvalue().splitlines()
+    out = [json.dumps({**json.loads(lines[0]), "version": 1})]
+    instants = 0
+    for line in lines[1:]:
+        obj = json.loads(line)
+        if "case" in obj:
+            unchained = []
+            for t in obj["timers"]:
+                payload = json.loads(t["payload"])
+                then = payload.pop("then", [])
+                unchained.append({**t, "payload": json.dumps(payload)})
+                unchained += [{**t, "kind": i["kind"], "due_at": _naive_iso(i["at"]),
+                               "payload": json.dumps(i["payload"])} for i in then]
+            obj["timers"] = unchained
+            instants += len(unchained)
+        out.append(json.dumps(obj))
+    assert instants == 2 * 3  # triage's two warnings and its breach, for each case
+    result = any_engine.import_cases(io.StringIO("\n".join(out) + "\n"))
+    assert (result.cases, result.timers) == (2, 6)
+    case_id = result.case_ids[0]
+    assert [t.kind for t in any_engine.pending_timers(case_id)] == ["warning", "warning", "breach"]
+
+
+def _naive_iso(aware: str) -> str:
+    """An aware ISO time as the ledger stores times: naive UTC, microseconds."""
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(aware).astimezone(UTC).replace(tzinfo=None).isoformat(
+        timespec="microseconds")

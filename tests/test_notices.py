@@ -8,10 +8,14 @@ PostgreSQL; a claim left by a process that died lapses with its lease.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+import engine.engine as engine_module
 from engine import Engine, FrozenClock
 from engine.clock import to_db
 from engine.engine import NOTICE_LEASE
@@ -79,3 +83,32 @@ def test_a_claim_left_by_a_dead_process_is_delivered_after_its_lease(
         assert engine.deliver_notices() == 5
         assert sorted((cid, seq) for _, cid, seq in heard) == sorted(wanted)
         assert engine.deliver_notices() == 0
+
+
+def test_slow_subscribers_do_not_outlast_the_claim(db_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subscribers slower than the lease: the delivering process marks what it handed over
+    and gives the rest back before its claim lapses, so no notice is heard twice."""
+    monkeypatch.setattr(engine_module, "NOTICE_LEASE", timedelta(seconds=0.4))
+    heard: list[tuple[str, str, int]] = []
+    with Engine(db_url, [PETITION]) as a, Engine(db_url, [PETITION]) as b:
+        wanted = _pending_warnings(a, 16)
+        for name, e in (("a", a), ("b", b)):
+            _listening(e, heard, name)
+            e.on("warned", lambda _notice: time.sleep(0.06))
+        start = threading.Barrier(2)
+
+        def deliver(engine: Engine) -> None:
+            start.wait()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(heard) < len(wanted):
+                engine.deliver_notices()
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=deliver, args=(e,)) for e in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        once = Counter((cid, seq) for _, cid, seq in heard)
+        assert sorted(once) == sorted(wanted) and set(once.values()) == {1}
