@@ -27,6 +27,7 @@ from typing import Any
 
 from engine import Engine
 
+from .stats import at_least
 from .workload import CLERK, OPEN_DATA, PETITION, lifecycle, remove_db
 
 WAL_HEADER = 32
@@ -164,8 +165,8 @@ def format_figures(name: str, f: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pages", description=__doc__.split("\n\n")[0])
-    p.add_argument("--warm", type=int, default=300, help="cases run first, not counted")
-    p.add_argument("--cases", type=int, default=200, help="cases counted")
+    p.add_argument("--warm", type=at_least(0), default=300, help="cases run first, not counted")
+    p.add_argument("--cases", type=at_least(1), default=200, help="cases counted")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="casework-pages-") as tmp:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .stats import Spread, git_commit, num
+from .stats import Spread, at_least, git_commit, grid, num, progress_printer
 from .workload import (
     CLERK,
     FOUR_FIXES,
@@ -504,8 +504,6 @@ def format_table(results: dict[str, Any]) -> str:
     for s in cfg["schedulers"]:
         f = figs[f"timers_{s}"]
         row(f"{s} scheduler{'s' if s > 1 else ''}: timers fired/s", f["timers_per_s"])
-    head = ("figure", "median", "min - max", "target")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
     first = figs[f"fire_{cfg['procs'][0]}"]
     lines = [
         f"casework PostgreSQL bench, {meta['date']}, commit {meta['commit']}; Python "
@@ -517,12 +515,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"{cfg['timer_cases']} cases, batch {cfg['batch_size']}; {cfg['repeat']} runs each",
         "",
     ]
-    sep = "  "
-    lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-    lines.append(sep.join("-" * w for w in widths))
-    for r in rows:
-        lines.append(sep.join([r[0].ljust(widths[0]), r[1].rjust(widths[1]),
-                               r[2].rjust(widths[2]), r[3]]).rstrip())
+    lines += grid(("figure", "median", "min - max", "target"), rows)
     lines.append("")
     for s in cfg["schedulers"]:
         f = figs[f"timers_{s}"]
@@ -581,12 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a database on the server to create the throwaway database from "
                         f"(default {DEFAULT_ADMIN}; env CASEWORK_PG_ADMIN_URL)")
     p.add_argument("--procs", type=_counts, default=(1, 2, 4), help="process counts (1,2,4)")
-    p.add_argument("--cases", type=int, default=100, help="petitions per process per run (100)")
-    p.add_argument("--timers", type=int, default=3000, help="due timers per scheduler run (3000)")
+    p.add_argument("--cases", type=at_least(1), default=100, help="petitions per process per run (100)")
+    p.add_argument("--timers", type=at_least(1), default=3000, help="due timers per scheduler run (3000)")
     p.add_argument("--schedulers", type=_counts, default=(1, 3),
                    help="scheduler process counts (1,3)")
-    p.add_argument("--batch-size", type=int, default=100, help="run_due batch size (100)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per figure (3)")
+    p.add_argument("--batch-size", type=at_least(1), default=100, help="run_due batch size (100)")
+    p.add_argument("--repeat", type=at_least(1), default=3, help="runs per figure (3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results ({DEFAULT_OUT})")
     p.add_argument("--results-md", type=Path, default=DEFAULT_RESULTS_MD,
                    help=f"where the dated section goes ({DEFAULT_RESULTS_MD})")
@@ -610,17 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     0 unless ``--check`` and a target is missed."""
     args = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(args)
-    if a.repeat < 1 or a.cases < 1 or a.timers < 1:
-        raise SystemExit("--repeat, --cases and --timers must be at least 1")
     cfg = Config(admin_url=a.admin_url, procs=a.procs, cases=a.cases, timers=a.timers,
                  timer_cases=min(100, a.timers), schedulers=a.schedulers,
                  batch_size=a.batch_size, repeat=a.repeat, command=_command_line(args))
 
-    def progress(msg: str) -> None:
-        if not a.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    results = run_bench(cfg, progress)
+    results = run_bench(cfg, progress_printer(a.quiet))
     table = format_table(results)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ from persistence import DatabaseUnavailable, reporting
 from persistence.chain import GENESIS, event_hash
 from persistence.tx import dumps
 
+from .stats import at_least, progress_printer
 from .workload import PETITION, remove_db
 
 NOW = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the engine's frozen clock
@@ -943,8 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="smoke run: 10,000 cases, 100,000 events")
     p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    p.add_argument("--cases", type=int, default=None, help="cases (default 100,000; quick 10,000)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    p.add_argument("--cases", type=at_least(1), default=None, help="cases (default 100,000; quick 10,000)")
+    p.add_argument("--repeat", type=at_least(1), default=3, help="runs per figure (default 3)")
     p.add_argument("--pg-admin-url", default=DEFAULT_ADMIN,
                    help="PostgreSQL database to connect to to create and drop the throwaway one "
                         f"(default {DEFAULT_ADMIN}, or $CASEWORK_PG_ADMIN_URL)")
@@ -958,19 +959,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print the table; 1 if a report or verify disagreed with the generated data."""
     args = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(args)
-    if a.repeat < 1:
-        raise SystemExit("--repeat must be at least 1")
     cases = a.cases if a.cases is not None else (10_000 if a.quick else 100_000)
     backends = BACKENDS if a.backend == "both" else (a.backend,)
     cfg = Config(cases=cases, repeat=a.repeat, backends=backends, admin_url=a.pg_admin_url,
                  tmpdir=a.tmpdir, quick=a.quick,
                  command=shlex.join(["python", "-m", "bench.reports", *args]))
 
-    def progress(msg: str) -> None:
-        if not a.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    res = run(cfg, progress)
+    res = run(cfg, progress_printer(a.quiet))
     print(format_report(res))
     if a.out is not None:
         a.out.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")

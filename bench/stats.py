@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,45 @@ def percentile(values: Sequence[float], p: float) -> float:
     vs = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(vs)))
     return vs[min(rank, len(vs)) - 1]
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum`` (else a clear error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
+
+
+def grid(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A fixed-width table: the header, a rule, the rows. The first column is aligned left,
+    the figures right, the last column (a target and its verdict) left; a row whose second
+    cell is empty is a heading, printed as it is."""
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(len(head))]
+    sep = "  "
+    lines = [sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
+             sep.join("-" * w for w in widths)]
+    for r in rows:
+        if not r[1]:
+            lines.append(r[0])
+            continue
+        cells = [r[0].ljust(widths[0]),
+                 *(c.rjust(w) for c, w in zip(r[1:-1], widths[1:-1], strict=True)), r[-1]]
+        lines.append(sep.join(cells).rstrip())
+    return lines
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    """Where a benchmark's progress lines go: stderr, or nowhere with ``-q``."""
+    def progress(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return progress
 
 
 def num(v: float, *, fine: bool = False) -> str:

@@ -36,7 +36,16 @@ from typing import Any
 
 from .bulk import VALIDATE, cold_start, make_ledger, run_import, run_import_floor, system_python
 from .memory import prefill, run_probe
-from .stats import Spread, git_commit, num, percentile, publish
+from .stats import (
+    Spread,
+    at_least,
+    git_commit,
+    grid,
+    num,
+    percentile,
+    progress_printer,
+    publish,
+)
 from .workload import EngineRun, FloorRun, run_engine, run_floor, steps_of
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
@@ -338,8 +347,6 @@ def format_table(results: dict[str, Any]) -> str:
     if c is not None:
         row("cold start, run.py validate", c["validate_s"], "s")
         row("  bare python -c pass", c["bare_python_s"], "s")
-    head = ("figure", "median", "min - max", "IQR", "target")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
     lines = [
         f"casework bench, {meta['date']}, commit {meta['commit']}; Python {meta['python']}, "
         f"SQLite {meta['sqlite']}, {meta['cpus']} CPUs",
@@ -349,13 +356,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"WAL; one transaction per step",
         "",
     ]
-    sep = "  "
-    lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-    lines.append(sep.join("-" * w for w in widths))
-    for r in rows:
-        cells = [r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2]),
-                 r[3].rjust(widths[3]), r[4]]
-        lines.append(sep.join(cells).rstrip())
+    lines += grid(("figure", "median", "min - max", "IQR", "target"), rows)
     if m is not None:
         lines.append("")
         lines.append(f"memory: fresh process, {m['commands_per_probe']} commands on random "
@@ -391,18 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 30 cases, memory at 1,000 and 5,000 cases (seconds)")
-    p.add_argument("--repeat", type=int, default=5, help="runs per figure (default 5)")
+    p.add_argument("--repeat", type=at_least(1), default=5, help="runs per figure (default 5)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"where to write the JSON results (default {DEFAULT_OUT})")
-    p.add_argument("--cases", type=int, default=None,
+    p.add_argument("--cases", type=at_least(1), default=None,
                    help="petition cases per throughput run (default 300, quick 30)")
     p.add_argument("--mem-sizes", type=_sizes, default=None, metavar="SMALL,LARGE",
                    help="stored cases for the memory figure (default 10000,100000; "
                         "quick 1000,5000)")
-    p.add_argument("--mem-picked", type=int, default=200,
+    p.add_argument("--mem-picked", type=at_least(1), default=200,
                    help="random cases each memory probe fires two commands on (default 200)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory figure")
-    p.add_argument("--bulk", type=int, default=None, metavar="N",
+    p.add_argument("--bulk", type=at_least(0), default=None, metavar="N",
                    help="cases in the bulk-imported ledger (default 100000, quick 2000; 0: skip)")
     p.add_argument("--no-cold", action="store_true", help="skip the cold start figure")
     p.add_argument("--no-peers", action="store_true", help="skip the peers (bench.peers)")
@@ -417,13 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
-    if a.repeat < 1:
-        raise SystemExit("--repeat must be at least 1")
     cases = a.cases if a.cases is not None else (30 if a.quick else 300)
     sizes = a.mem_sizes or ((1_000, 5_000) if a.quick else (10_000, 100_000))
     bulk = a.bulk if a.bulk is not None else (2_000 if a.quick else 100_000)
     return Config(cases=cases, repeat=a.repeat, mem_sizes=sizes, mem_picked=a.mem_picked,
-                  memory=not a.no_memory, bulk=max(bulk, 0), bulk_repeat=min(a.repeat, 3),
+                  memory=not a.no_memory, bulk=bulk, bulk_repeat=min(a.repeat, 3),
                   cold=not a.no_cold, peers=not a.no_peers, pg=not a.no_pg, tmpdir=a.tmpdir, quick=a.quick,
                   command=shlex.join(["python", "-m", "bench", *argv]))
 
@@ -449,11 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print(profile(cfg))
         return 0
 
-    def progress(msg: str) -> None:
-        if not a.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    results = run_suite(cfg, progress)
+    results = run_suite(cfg, progress_printer(a.quiet))
     return publish(results, format_table(results), a.out, a.check)
 
 

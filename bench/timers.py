@@ -49,7 +49,7 @@ from engine.clock import FrozenClock, to_db
 from persistence.sql import Statements
 from persistence.tx import dumps
 
-from .stats import Spread, num
+from .stats import Spread, at_least, num, progress_printer
 from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, TRIAGE, remove_db
 
 fnum = partial(num, fine=True)  # timings below 1 ms keep three decimals
@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 10,000 then 100,000 pending timers, 1,000 due")
-    p.add_argument("--repeat", type=int, default=3, help="firing runs per figure (default 3)")
+    p.add_argument("--repeat", type=at_least(1), default=3, help="firing runs per figure (default 3)")
     p.add_argument("--levels", default="FULL,NORMAL",
                    help="SQLite synchronous levels for the firing runs (default FULL,NORMAL)")
     p.add_argument("--tmpdir", type=Path, default=None, help="where the database file goes")
@@ -621,8 +621,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(args)
-    if a.repeat < 1:
-        raise SystemExit("--repeat must be at least 1")
     levels = tuple(lv.strip().upper() for lv in a.levels.split(",") if lv.strip())
     if not levels or set(levels) - {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise SystemExit("--levels: FULL, NORMAL, EXTRA or OFF, comma-separated")
@@ -631,11 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         cfg.pending, cfg.pending_small, cfg.due = 100_000, 10_000, 1_000
 
-    def progress(msg: str) -> None:
-        if not a.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    res = run(cfg, progress)
+    res = run(cfg, progress_printer(a.quiet))
     print(format_report(res))
     if a.out is not None:
         a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")

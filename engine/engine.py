@@ -76,7 +76,7 @@ from .migration import MigrationResult, migrate_cases
 from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
-from .timers import SensitivePeriod, TimerPlan, next_in_chain
+from .timers import SensitivePeriod, TimerPlan, instants
 from .types import Actor, Case, Event, GuardContext, TriggerOption
 
 ActorLike = Actor | str
@@ -721,18 +721,7 @@ class Engine:
         with the row's id."""
         with self._store_call(), self.store.read() as tx:
             rows = tx.pending_timers(case_id)
-        out: list[TimerRecord] = []
-        for t in rows:
-            payload = {k: v for k, v in t.payload.items() if k != "then"}
-            out.append(TimerRecord(t.id, t.case_id, t.workflow, t.kind, t.name, t.state,
-                                   t.due_at, t.status, payload))
-            step = next_in_chain(t.payload)
-            while step is not None:
-                kind, when, nxt = step
-                out.append(TimerRecord(t.id, t.case_id, t.workflow, kind, t.name, t.state,
-                                       to_db(when), t.status,
-                                       {k: v for k, v in nxt.items() if k != "then"}))
-                step = next_in_chain(nxt)
+        out = [i for t in rows for i in instants(t)]
         out.sort(key=lambda r: (r.due_at, r.id))
         return out
 

@@ -34,7 +34,7 @@ from persistence.tx import WriteTx
 from .clock import from_db, to_db
 from .errors import StoreError
 from .log import case_logger
-from .timers import next_in_chain
+from .timers import successor
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -222,12 +222,9 @@ def _fire_one(engine: Engine, timer_id: int, owner: str,
                 tx.lock_case(case_id)
             got = tx.lock_timer(timer_id)
             tx.finish_timer(timer_id, "fired", to_db(now))
-            after = next_in_chain(got[0].payload) if got and got[0].status == "pending" else None
-            if got is not None and after is not None:
-                t = got[0]
-                next_kind, when, payload = after
-                tx.insert_timers([NewTimer(t.case_id, t.workflow, next_kind, t.name, t.state,
-                                           to_db(when), payload)], to_db(now))
+            after = successor(got[0]) if got is not None and got[0].status == "pending" else None
+            if after is not None:
+                tx.insert_timers([after], to_db(now))
             return None, tx.earliest_new_due
 
 
@@ -261,11 +258,9 @@ def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datet
         log.info("cycle {} came round", timer.name)
     else:
         raise ValueError(f"timer {timer.id} has unknown kind {timer.kind!r}")
-    after = next_in_chain(timer.payload)
+    after = successor(timer)
     if after is not None:  # the deadline's next instant (its next warning, or its breach)
-        next_kind, when, payload = after
-        follow.append(NewTimer(rec.id, wf.name, next_kind, timer.name, timer.state, when,
-                               payload))
+        follow.append(after)
     _append_system_event(tx, rec, kind, name, details, now, key)
     if follow:
         for t in follow:

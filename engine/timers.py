@@ -17,13 +17,14 @@ inside a sensitive period); the breach fires at the due instant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from persistence import NewTimer
+from persistence import NewTimer, TimerRecord
 
 from .calendars import DAY, Calendar, Duration, business_seconds, instant_after, make_calendar
+from .clock import to_db
 from .definition import DeadlineSpec, WorkflowSpec
 from .statetree import StateTree
 
@@ -63,17 +64,6 @@ class _Deadline:
     stop: frozenset[str]
     pause: frozenset[str]
 
-    @property
-    def touches(self) -> frozenset[str]:
-        """States whose entry or exit can change this deadline's clock."""
-        return (self.scope or frozenset()) | self.stop | self.pause
-
-    @property
-    def triggers(self) -> frozenset[str]:
-        """Triggers that can change this deadline's clock whatever the states."""
-        ext = self.spec.extend
-        return frozenset(t for t in (self.spec.start, ext.trigger if ext else None) if t)
-
 
 @dataclass(frozen=True)
 class _Cycle:
@@ -97,17 +87,29 @@ def chained(case_id: str, workflow: str, name: str, state: str | None,
     return NewTimer(case_id, workflow, kind, name, state, when, payload)
 
 
-def next_in_chain(timer_payload: dict[str, Any]) -> tuple[str, datetime, dict[str, Any]] | None:
-    """The instant after the one a chained timer just fired at: its kind, when (aware UTC)
-    and payload (carrying the instants still after it), or None at the chain's end."""
-    then = timer_payload.get("then") or []
+def successor(timer: TimerRecord) -> NewTimer | None:
+    """The row to store when a chained ``timer`` fires: the deadline's next instant (its
+    next warning, or its breach), carrying the instants after it; None at the chain's end."""
+    then = timer.payload.get("then") or []
     if not then:
         return None
     first, rest = then[0], then[1:]
-    payload = dict(first["payload"])
-    if rest:
-        payload["then"] = rest
-    return first["kind"], _dt(first["at"]), payload
+    payload = {**first["payload"], "then": rest} if rest else dict(first["payload"])
+    return NewTimer(timer.case_id, timer.workflow, first["kind"], timer.name, timer.state,
+                    to_db(_dt(first["at"])), payload)
+
+
+def instants(timer: TimerRecord) -> list[TimerRecord]:
+    """Each instant a pending (possibly chained) timer row stands for, with the row's id."""
+    out: list[TimerRecord] = []
+    t: TimerRecord | None = timer
+    while t is not None:
+        out.append(replace(t, payload={k: v for k, v in t.payload.items() if k != "then"}))
+        nxt = successor(t)
+        t = None if nxt is None else TimerRecord(
+            timer.id, nxt.case_id, nxt.workflow, nxt.kind, nxt.name, nxt.state, nxt.due_at,
+            timer.status, nxt.payload)
+    return out
 
 
 def _iso(d: datetime) -> str:
@@ -152,7 +154,6 @@ class Timing:
             for name, c in spec.cycles.items() if c.every is not None
         ]
         self.active = bool(self.deadlines or self.cycles)
-        self._concerned_by_move: dict[tuple[str | None, str, str], tuple[_Deadline, ...]] = {}
 
     def after(self, start: datetime, duration: str) -> datetime:
         """``start`` plus a duration of the definition, on the calendar its unit names
@@ -165,11 +166,8 @@ class Timing:
                    new_state: str, trigger: str, changes: dict[str, Any], now: datetime) -> TimerPlan:
         """Bring ``clocks`` (mutated) up to date with a command; return the timer changes."""
         plan = TimerPlan()
-        concerned = self._concerned(old_state, new_state, trigger)
         for d in self.deadlines:
-            if d in concerned or self._stray(d, clocks, old_state):
-                self._deadline(d, clocks, plan, case_id, old_state, new_state, trigger,
-                               changes, now)
+            self._deadline(d, clocks, plan, case_id, old_state, new_state, trigger, changes, now)
         for c in self.cycles:
             was_in = old_state in c.leaves
             is_in = new_state in c.leaves
@@ -179,26 +177,6 @@ class Timing:
             elif was_in and not is_in:
                 plan.cancel.add(c.name)
         return plan
-
-    def _concerned(self, old: str | None, new: str, trigger: str) -> tuple[_Deadline, ...]:
-        """The deadlines a move from ``old`` to ``new`` by ``trigger`` can start, stop, pause,
-        resume or extend; the others are left as they are. Worked out once per move."""
-        key = (old, new, trigger)
-        found = self._concerned_by_move.get(key)
-        if found is None:
-            found = tuple(d for d in self.deadlines
-                          if old in d.touches or new in d.touches or trigger in d.triggers)
-            self._concerned_by_move[key] = found
-        return found
-
-    @staticmethod
-    def _stray(d: _Deadline, clocks: dict[str, Any], old: str | None) -> bool:
-        """A state deadline whose clock runs while the case is outside its state (a case
-        migrated to another state keeps its clocks): the next command stops it."""
-        if d.scope is None or old in d.scope:
-            return False
-        c = clocks.get(d.name)
-        return c is not None and c["status"] in ("running", "paused")
 
     def _deadline(self, d: _Deadline, clocks: dict[str, Any], plan: TimerPlan, case_id: str,
                   old: str | None, new: str, trigger: str, changes: dict[str, Any],

@@ -207,7 +207,7 @@ class WriteTx(ReadTx):
         self._pending: tuple[EventRecord, str, str] | None = None
         self.earliest_new_due: datetime | None = None  # of the timers this transaction added
         self.outbox_written = False
-        self._party_read: dict[str, str | None] = {}  # party_key of each case as locked
+        self._party_read: dict[str, str | None] = {}  # party_key of each case as last stored
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
         """Read the case and hold it against other writers until commit."""
@@ -260,16 +260,17 @@ class WriteTx(ReadTx):
         values = self._case_values(case)
         values.update(id=case.id, workflow=case.workflow, opened_at=self._dt_in(case.opened_at))
         self._run(self.sql.insert_case, values)
+        self._party_read[case.id] = case.party_key
 
     def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
         """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
         values = self._case_values(case)
         values.update(b_id=case.id, b_expected=expected_row_version)
         if case.id in self._party_read and self._party_read[case.id] == case.party_key:
-            del values["party_key"]
-            cur = self._run(self.sql.update_case, values)
+            cur = self._run(self.sql.update_case, values)  # party_key unchanged: left out
         else:
             cur = self._run(self.sql.update_case_party, values)
+            self._party_read[case.id] = case.party_key
         if cur.rowcount != 1:
             row = self._run(self.sql.row_version, {"id": case.id}).fetchone()
             raise StaleVersion(case.id, expected_row_version, row[0] if row else None)

@@ -93,3 +93,19 @@ def test_one_command_also_runs_the_peers_and_postgresql(tmp_path: Path,
         assert pg["targets"] and all(isinstance(t["pass"], bool) for t in pg["targets"])
     printed = capsys.readouterr().out
     assert "casework peers" in printed and "PostgreSQL" in printed
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--cases", "0"], "argument --cases: must be at least 1, not 0"),
+    (["--repeat", "-1"], "argument --repeat: must be at least 1, not -1"),
+    (["--bulk", "-5"], "argument --bulk: must be at least 0, not -5"),
+    (["--mem-picked", "x"], "argument --mem-picked: 'x' is not a whole number"),
+])
+def test_bad_counts_are_refused_naming_the_option_and_nothing_runs(
+        args: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(out)])
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not out.exists()

@@ -39,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..stats import Spread, git_commit, num, publish
+from ..stats import Spread, at_least, git_commit, grid, num, progress_printer, publish
 from ..workload import (
     CLERK,
     OPEN_DATA,
@@ -356,17 +356,8 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{num(s['q1'])} - {num(s['q3'])}",
                 num(r["median"]) if r else "", _range(r) if r else "",
                 f"{t['target']:<5} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(len(head))]
-    sep = "  "
-    lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-    lines.append(sep.join("-" * w for w in widths))
-    for r in rows:
-        if not r[1]:
-            lines.append(r[0])
-            continue
-        cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:6], widths[1:6],
-                                                                        strict=True)), r[6]]
-        lines.append(sep.join(cells).rstrip())
+    lines += grid(head, rows)
+    first = max(len(r[0]) for r in [*rows, head])  # the first column's width
     feet = results.get("footprint") or {}
     if feet:
         lines.append("")
@@ -377,7 +368,7 @@ def format_table(results: dict[str, Any]) -> str:
             if fp is None:
                 continue
             tables = ", ".join(f"{t} {num(n)}" for t, n in fp["rows_per_case"].items())
-            lines.append(f"  {impl.label:<{widths[0] - 2}}  {num(fp['bytes_per_step']):>7} B/step"
+            lines.append(f"  {impl.label:<{first - 2}}  {num(fp['bytes_per_step']):>7} B/step"
                          f"   {tables}")
     for name, why in results.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
@@ -403,13 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "SpiffWorkflow on the petition lifecycle (SQLite, FULL and NORMAL)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 20 cases, 3 runs, a smaller footprint (under a minute)")
-    p.add_argument("--repeat", type=int, default=None, help="runs per figure (default 9, quick 3)")
-    p.add_argument("--cases", type=int, default=None,
+    p.add_argument("--repeat", type=at_least(1), default=None, help="runs per figure (default 9, quick 3)")
+    p.add_argument("--cases", type=at_least(1), default=None,
                    help="petition cases per run (default 100, quick 20)")
     p.add_argument("--only", type=_names, default=None, metavar="NAME[,NAME]",
                    help=f"implementations to run (default {', '.join(DEFAULT)}; "
                         f"also: {', '.join(n for n in BY_NAME if n not in DEFAULT)})")
-    p.add_argument("--footprint-cases", type=int, default=None, metavar="N",
+    p.add_argument("--footprint-cases", type=at_least(0), default=None, metavar="N",
                    help="cases in each half of the untimed measurement of what each stores "
                         "(default 20, quick 5; 0 skips it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -427,11 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
     repeat = a.repeat if a.repeat is not None else (3 if a.quick else 9)
-    if repeat < 1:
-        raise SystemExit("--repeat must be at least 1")
     cases = a.cases if a.cases is not None else (20 if a.quick else 100)
-    if cases < 1:
-        raise SystemExit("--cases must be at least 1")
     only = a.only or DEFAULT
     return Config(cases=cases, repeat=repeat, only=only, tmpdir=a.tmpdir, quick=a.quick,
                   footprint_cases=(a.footprint_cases if a.footprint_cases is not None
@@ -475,11 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(profile(a.profile, cfg, a.level))
         return 0
 
-    def progress(msg: str) -> None:
-        if not a.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    results = run_peers(cfg, progress)
+    results = run_peers(cfg, progress_printer(a.quiet))
     return publish(results, format_table(results), a.out, a.check)
 
 
