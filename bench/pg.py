@@ -85,13 +85,14 @@ class Config:
 
 
 class Throwaway:
-    """A database created for one run and dropped after it; a fresh schema per measurement."""
+    """A database created for one run and dropped after it (``bench.pg``, ``bench.reports``);
+    a fresh schema per measurement."""
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, prefix: str = "casework_bench") -> None:
         import psycopg
 
         self.admin_url = admin_url
-        self.name = f"casework_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
         self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
@@ -103,8 +104,12 @@ class Throwaway:
         schema = f"b_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
-        url = self.url.replace("postgresql://", "postgresql+psycopg://", 1)
-        return f"{url}?options=-csearch_path%3D{schema}"
+        return f"{self.engine_url}?options=-csearch_path%3D{schema}"
+
+    @property
+    def engine_url(self) -> str:
+        """The database's URL for an engine (SQLAlchemy with psycopg)."""
+        return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
 
     def drop(self) -> None:
         """Drop the database (trying for a while if the server is restarting)."""

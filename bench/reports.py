@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import random
 import shlex
@@ -48,7 +47,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,6 +65,7 @@ from persistence import DatabaseUnavailable, reporting
 from persistence.chain import GENESIS, event_hash
 from persistence.tx import dumps
 
+from .pg import DEFAULT_ADMIN, Throwaway
 from .stats import at_least, progress_printer
 from .workload import PETITION, remove_db
 
@@ -76,7 +75,6 @@ LAST_OPEN = datetime(2026, 7, 1)  # ... and every course ends within 130 days, b
 MONTH = (date(2026, 3, 1), date(2026, 4, 1))  # the period report: March 2026
 EVENTS_PER_CASE = 10
 BATCH_CASES = 5_000
-DEFAULT_ADMIN = os.environ.get("CASEWORK_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
 FIGURES = ("report, all figures", "report by unit", "report, one month", "verify, all cases")
 
@@ -599,40 +597,6 @@ def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Orac
     return dict(spent)
 
 
-# -- PostgreSQL: a throwaway database ----------------------------------------------------------
-
-class Throwaway:
-    """A database created for this run and dropped after it."""
-
-    def __init__(self, admin_url: str) -> None:
-        import psycopg
-
-        self.admin_url = admin_url
-        self.name = f"casework_reports_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-        self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
-
-    @property
-    def engine_url(self) -> str:
-        return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-    def drop(self) -> None:
-        """Drop it (a few tries: the server may be restarting); a warning if that fails."""
-        import psycopg
-
-        for attempt in range(5):
-            try:
-                with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-                return
-            except psycopg.Error as e:
-                if attempt == 4:
-                    print(f"warning: could not drop the database {self.name}: {e}", file=sys.stderr)
-                else:
-                    time.sleep(2 * (attempt + 1))
-
-
 # -- timing ------------------------------------------------------------------------------------
 
 @dataclass
@@ -809,7 +773,7 @@ def run(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
                 engines["sqlite"] = Engine(f"sqlite:///{db}", [PETITION], clock=FrozenClock(NOW))
                 targets.append(SQLiteTarget(db))
             if "postgresql" in cfg.backends:
-                pg = Throwaway(cfg.admin_url)
+                pg = Throwaway(cfg.admin_url, prefix="casework_reports")
                 engines["postgresql"] = Engine(pg.engine_url, [PETITION], clock=FrozenClock(NOW))
                 targets.append(PostgresTarget(pg.url))
             first = next(iter(engines.values()))
