@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine import CommandRefused, Engine, FrozenClock, Notice
-from engine.display import format_case
-from engine.events import ReportReady
-from engine.timers import SensitivePeriod
+from casework import CommandRefused, Engine, FrozenClock, Notice
+from casework.display import format_case
+from casework.events import ReportReady
+from casework.timers import SensitivePeriod
 
 ROOT = Path(__file__).resolve().parent
 WORKFLOWS = [ROOT / "workflows" / "petition.yaml", ROOT / "workflows" / "complaint.yaml"]

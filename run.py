@@ -57,7 +57,7 @@ DEFAULT_CONFIG = ROOT / "config" / "casework.toml"
 
 
 def _engine(ctx: click.Context) -> Any:
-    from engine import Engine, configure_logging
+    from casework import Engine, configure_logging
 
     configure_logging(ctx.obj["log_level"])
     overrides: dict[str, Any] = {}
@@ -83,7 +83,7 @@ class _Errors(click.Group):
     """Show the engine's errors as one clear line and exit 1, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from engine import CaseworkError
+        from casework import CaseworkError
 
         try:
             return super().invoke(ctx)
@@ -109,7 +109,7 @@ def cli(ctx: click.Context, config: Path, db: str | None, log_level: str) -> Non
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check workflow definitions; list every problem with file and line."""
-    from engine import DefinitionError, load_definition
+    from casework import DefinitionError, load_definition
 
     bad = 0
     for f in files:
@@ -127,8 +127,8 @@ def validate(files: tuple[Path, ...]) -> None:
 
 
 def _spec_of(ctx: click.Context, workflow: str) -> Any:
-    from engine import load_definition
-    from engine.settings import load_settings
+    from casework import load_definition
+    from casework.settings import load_settings
 
     p = Path(workflow)
     if p.suffix in {".yaml", ".yml"}:
@@ -151,7 +151,7 @@ def _spec_of(ctx: click.Context, workflow: str) -> Any:
 @click.pass_context
 def diagram(ctx: click.Context, workflow: str, fmt: str | None, counts: bool, out: Path | None) -> None:
     """Draw WORKFLOW (a name from the settings, or a YAML file)."""
-    from engine.diagrams import mermaid, render, render_with_counts
+    from casework.diagrams import mermaid, render, render_with_counts
 
     spec = _spec_of(ctx, workflow)
     fmt = fmt or ("png" if counts else "mermaid")
@@ -183,7 +183,7 @@ def diagram(ctx: click.Context, workflow: str, fmt: str | None, counts: bool, ou
 @click.pass_context
 def timeline(ctx: click.Context, case_id: str, fmt: str, out: Path | None) -> None:
     """Draw CASE_ID through time: states, deadlines, warnings, escalations, pending timers."""
-    from engine.pictures import render_timeline
+    from casework.pictures import render_timeline
 
     with _engine(ctx) as engine:
         case = engine.get_case(case_id)
@@ -234,7 +234,7 @@ def fire(ctx: click.Context, case_id: str, trigger: str, actor: str, pairs: tupl
 @click.pass_context
 def show(ctx: click.Context, case_id: str, actor: str | None) -> None:
     """Show a case: state, data (PII masked) and history."""
-    from engine.display import format_case
+    from casework.display import format_case
 
     with _engine(ctx) as engine:
         click.echo(format_case(engine, case_id, actor=actor))
@@ -256,7 +256,7 @@ def db() -> None:
 
 
 def _db_url(ctx: click.Context) -> str:
-    from engine.settings import load_settings
+    from casework.settings import load_settings
 
     root = ctx.find_root()
     url: str = root.obj["db"] or load_settings(root.obj["config"]).database_url()
@@ -268,7 +268,7 @@ def _db_url(ctx: click.Context) -> str:
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Create or upgrade the database schema."""
-    from persistence.migrate import upgrade
+    from casework.persistence.migrate import upgrade
 
     url = _db_url(ctx)
     if url.startswith("sqlite:///"):
@@ -281,9 +281,8 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Print the database's schema revision and the code's."""
+    from casework.persistence.migrate import current_revision, head_revision
     from sqlalchemy import create_engine
-
-    from persistence.migrate import current_revision, head_revision
 
     eng = create_engine(_db_url(ctx))
     try:
@@ -319,7 +318,7 @@ def report(ctx: click.Context, workflow: str, start: str | None, end: str | None
             out.write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
             click.echo(f"wrote {out}")
         if chart is not None:
-            from engine.pictures import render_unit_chart
+            from casework.pictures import render_unit_chart
 
             per_unit = engine.report(workflow, start=start, end=end, by="unit", where=where)
             rows = [(u, int(r.get("in_progress") or 0), int(r.get("overdue") or 0))
@@ -459,7 +458,7 @@ def export(ctx: click.Context, workflow: str | None, unit: str | None, case_ids:
 def import_(ctx: click.Context, file: Path) -> None:
     """Import a ledger written by `export`: all of it in one transaction, or nothing
     (every problem is listed)."""
-    from persistence.errors import LedgerError
+    from casework.persistence.errors import LedgerError
 
     with _engine(ctx) as engine, file.open(encoding="utf-8") as inp:
         try:
@@ -480,6 +479,51 @@ def bench(ctx: click.Context) -> None:
     from bench.suite import main
 
     raise SystemExit(main(list(ctx.args)))
+
+
+def _typecheck_tree() -> Path:
+    """The installed package's layout, as links to the repository's folders, for mypy.
+
+    The package ``casework`` is assembled from several folders (pyproject's
+    ``package-dir``); mypy reads a source tree, so it is shown the tree a wheel installs.
+    """
+    import tomllib
+
+    mapping: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-dir"]
+    top = ROOT / "var" / "typecheck"
+    if top.exists():
+        import shutil
+
+        shutil.rmtree(top)
+    for package, folder in sorted(mapping.items()):
+        target = top.joinpath(*package.split("."))
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in (ROOT / folder).iterdir():
+            link = target / entry.name
+            if entry.name == "__pycache__" or link.exists():
+                continue  # a mapped subpackage has its own folder of links
+            if entry.is_dir() and f"{package}.{entry.name}" in mapping:
+                continue
+            link.symlink_to(entry)
+    return top
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def typecheck(ctx: click.Context) -> None:
+    """Run mypy on the package as installed (``casework``), run.py, demo.py and bench/."""
+    top = _typecheck_tree()
+    os.chdir(ROOT)
+    env = {**os.environ, "MYPYPATH": str(top)}
+    cmd = [sys.executable, "-m", "mypy", *ctx.args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    rel = str(top.relative_to(ROOT))
+    out = proc.stdout.replace(f"{rel}/casework/persistence/", "persistence/").replace(
+        f"{rel}/casework/", "engine/")
+    sys.stdout.write(out)
+    sys.stderr.write(proc.stderr)
+    raise SystemExit(proc.returncode)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

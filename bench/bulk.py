@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from casework import Engine
 from uuid6 import uuid7
-
-from engine import Engine
 
 from .workload import (
     CLERK,

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine import Engine
+from casework import Engine
 
 from .workload import (
     CLERK,

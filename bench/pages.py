@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine import Engine
+from casework import Engine
 
 from .stats import at_least
 from .workload import CLERK, OPEN_DATA, PETITION, lifecycle, remove_db

@@ -134,7 +134,7 @@ def libpq(url: str) -> str:
 
 def make_schema(url: str) -> None:
     """The engine's tables in the URL's schema, as the engine makes them."""
-    from engine import Engine
+    from casework import Engine
 
     Engine(url, [PETITION]).close()
 
@@ -149,7 +149,7 @@ def _fires_of(case_no: int) -> list[tuple[str, str, dict[str, Any]]]:
 def _engine_worker(url: str, slot: int, n_cases: int, warmup: int, go: Any, queue: Any) -> None:
     """Open cases (untimed), then drive each through its lifecycle with ``Engine.fire``."""
     try:
-        from engine import Engine
+        from casework import Engine
 
         engine = Engine(url, [PETITION], pool_size=1)
         base = slot * (n_cases + warmup)
@@ -259,7 +259,7 @@ def _scheduler_worker(url: str, slot: int, now_iso: str, batch: int, go: Any,
                       queue: Any) -> None:
     """One scheduler process: ``run_due`` until nothing is due."""
     try:
-        from engine import Engine
+        from casework import Engine
 
         engine = Engine(url, [PETITION], pool_size=1)
         heard = [0]
@@ -360,9 +360,8 @@ def measure_floor(db: Throwaway, procs: int, cfg: Config) -> Measure:
 def measure_timers(db: Throwaway, schedulers: int, cfg: Config) -> Measure:
     """Open cases in handling, add ``cfg.timers`` due warning timers, let the schedulers go."""
     import psycopg
-
-    from engine import Engine
-    from engine.clock import to_db
+    from casework import Engine
+    from casework.clock import to_db
 
     url = db.schema()
     now = datetime.now(UTC).replace(microsecond=0)

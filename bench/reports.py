@@ -56,14 +56,13 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Protocol
 
+from casework import Engine
+from casework.clock import FrozenClock
+from casework.errors import StoreError
+from casework.persistence import DatabaseUnavailable, reporting
+from casework.persistence.chain import GENESIS, event_hash
+from casework.persistence.tx import dumps
 from sqlalchemy import exc as sa_exc
-
-from engine import Engine
-from engine.clock import FrozenClock
-from engine.errors import StoreError
-from persistence import DatabaseUnavailable, reporting
-from persistence.chain import GENESIS, event_hash
-from persistence.tx import dumps
 
 from .pg import DEFAULT_ADMIN, Throwaway
 from .stats import at_least, progress_printer

@@ -44,10 +44,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine import Engine, scheduler
-from engine.clock import FrozenClock, to_db
-from persistence.sql import Statements
-from persistence.tx import dumps
+from casework import Engine, scheduler
+from casework.clock import FrozenClock, to_db
+from casework.persistence.sql import Statements
+from casework.persistence.tx import dumps
 
 from .stats import Spread, at_least, num, progress_printer
 from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, TRIAGE, remove_db

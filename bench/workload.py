@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casework import Engine
 from sqlalchemy import create_engine
-
-from engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 PETITION = ROOT / "workflows" / "petition.yaml"
@@ -146,7 +145,7 @@ def rechain(events: list[dict[str, Any]], ats: list[Any], case_id: str) -> list[
     """A case's stored events copied to ``case_id``, each hash recomputed with the engine's
     own :func:`persistence.chain.event_hash` (``ats``: the events' times as datetimes), so
     the copy is a case whose chain verifies."""
-    from persistence.chain import GENESIS, event_hash
+    from casework.persistence.chain import GENESIS, event_hash
 
     prev = GENESIS
     out = []
@@ -209,7 +208,7 @@ _EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "acto
 
 def create_engine_schema(db: Path) -> None:
     """The engine's tables, indexes and constraints on an empty SQLite file."""
-    from persistence import models
+    from casework.persistence import models
 
     sa = create_engine(f"sqlite:///{db}")
     try:

@@ -2,7 +2,7 @@
 
 The public API; everything else in this package is internal::
 
-    from engine import Engine
+    from casework import Engine
     engine = Engine("sqlite:///cases.db", ["workflows/petition.yaml"])
     case = engine.open_case("petition", {...}, actor="clerk:li")
     case = engine.fire(case.id, "accept", actor="triage:zhao")
@@ -56,8 +56,7 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-logger.disable("engine")
-logger.disable("persistence")
+logger.disable("casework")
 
 __all__ = [
     "ActivityRecorded", "Actor", "Case", "CaseNotFound", "CaseOpened", "CaseworkError", "Clock",

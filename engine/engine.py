@@ -23,19 +23,6 @@ from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 from uuid6 import uuid7
 
-from persistence import (
-    CaseRecord,
-    DatabaseUnavailable,
-    DuplicateKey,
-    EventRecord,
-    StaleVersion,
-    Store,
-    TimerRecord,
-)
-from persistence.ledger import ImportResult
-from persistence.migrate import SchemaMismatch
-from persistence.tx import ReadTx, WriteTx
-
 from .clock import Clock, SystemClock, from_db, to_db
 from .errors import (
     CaseNotFound,
@@ -73,6 +60,18 @@ from .machine import (
     TimingOptions,
 )
 from .migration import MigrationResult, migrate_cases
+from .persistence import (
+    CaseRecord,
+    DatabaseUnavailable,
+    DuplicateKey,
+    EventRecord,
+    StaleVersion,
+    Store,
+    TimerRecord,
+)
+from .persistence.ledger import ImportResult
+from .persistence.migrate import SchemaMismatch
+from .persistence.tx import ReadTx, WriteTx
 from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
@@ -755,7 +754,7 @@ class Engine:
 
         ``unit`` keeps the cases whose data field ``unit`` has that value.
         """
-        from persistence.ledger import export_cases
+        from .persistence.ledger import export_cases
 
         try:
             with self._store_call():
@@ -767,7 +766,7 @@ class Engine:
     def import_cases(self, inp: TextIO) -> ImportResult:
         """Import a ledger whole, in one transaction, or refuse it whole
         (:class:`persistence.errors.LedgerError`, listing every problem; nothing written)."""
-        from persistence.ledger import import_cases
+        from .persistence.ledger import import_cases
 
         with self._store_call():
             return import_cases(self.store, inp, now=to_db(self.clock.now()))

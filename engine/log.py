@@ -1,6 +1,6 @@
 """Logging with loguru: case id and workflow on every line, PII masked.
 
-The library does not configure logging on import (``logger.disable("engine")``
+The library does not configure logging on import (``logger.disable("casework")``
 in the package); a host or ``run.py`` calls :func:`configure_logging`.
 Masking is a patcher, not a habit: every record logged through
 :func:`case_logger` has the values of the case's ``pii`` fields replaced in
@@ -84,8 +84,7 @@ def configure_logging(level: str = "INFO", sink: Any = None, *, sql_level: str =
     # diagnose=False: a traceback must never print local variables (they may hold PII).
     logger.add(sink or sys.stderr, level=level.upper(), format=_FORMAT, diagnose=False,
                backtrace=False, colorize=sink is None and sys.stderr.isatty())
-    logger.enable("engine")
-    logger.enable("persistence")
+    logger.enable("casework")
     logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
     for name in ("sqlalchemy", "sqlalchemy.engine", "sqlalchemy.pool"):
         logging.getLogger(name).setLevel(sql_level.upper())

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any
 
-from persistence.reporting import ALL, ReportQueries, Scope
-
 from .clock import from_db, to_db
 from .definition import FigureSpec
 from .errors import CaseworkError
+from .persistence.reporting import ALL, ReportQueries, Scope
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -28,12 +28,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
-from persistence import DuplicateKey, NewTimer, TimerRecord
-from persistence.tx import WriteTx
-
 from .clock import from_db, to_db
 from .errors import StoreError
 from .log import case_logger
+from .persistence import DuplicateKey, NewTimer, TimerRecord
+from .persistence.tx import WriteTx
 from .timers import successor
 
 if TYPE_CHECKING:

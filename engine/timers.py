@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from persistence import NewTimer, TimerRecord
-
 from .calendars import DAY, Calendar, Duration, business_seconds, instant_after, make_calendar
 from .clock import to_db
 from .definition import DeadlineSpec, WorkflowSpec
+from .persistence import NewTimer, TimerRecord
 from .statetree import StateTree
 
 

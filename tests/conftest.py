@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from engine import Engine, FrozenClock
+from casework import Engine, FrozenClock
 
 ROOT = Path(__file__).resolve().parent.parent
 PETITION = ROOT / "workflows" / "petition.yaml"

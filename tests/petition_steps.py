@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Case, Engine, Event
+from casework import Case, Engine, Event
 
 # Actors, in the short form "role[,role]:id". The leader's id is the one the
 # four fixes name as the case's leader.

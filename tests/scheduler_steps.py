@@ -15,10 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
+from casework import Engine, Event, FrozenClock
+from casework.persistence import models
 from sqlalchemy import select
-
-from engine import Engine, Event, FrozenClock
-from persistence import models
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 US = timedelta(microseconds=1)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import Engine, FrozenClock
+from casework.persistence.chain import GENESIS, event_hash, verify_chain
+from casework.persistence.tx import dumps
 from click.testing import CliRunner
 from sqlalchemy import text
 
 import run
-from engine import Engine, FrozenClock
-from persistence.chain import GENESIS, event_hash, verify_chain
-from persistence.tx import dumps
 from tests.conftest import COMPLAINT, PETITION
 from tests.petition_steps import drive, open_petition
 

@@ -6,8 +6,8 @@ import threading
 from collections import Counter
 
 import pytest
+from casework import ConflictError, Engine, IdempotencyKeyReused
 
-from engine import ConflictError, Engine, IdempotencyKeyReused
 from tests.petition_steps import (
     CLERK,
     HANDLER,

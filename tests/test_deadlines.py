@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from casework import Engine, Event, FrozenClock
+from casework.calendars import UnknownCalendarYear
 
-from engine import Engine, Event, FrozenClock
-from engine.calendars import UnknownCalendarYear
 from tests.conftest import PETITION
 from tests.petition_steps import LEADER, count_cases, drive, open_petition, run
 from tests.scheduler_steps import (

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from engine import (
+from casework import (
     DefinitionError,
     Engine,
     FrozenClock,
@@ -17,6 +16,7 @@ from engine import (
     load_definitions,
     parse_definition,
 )
+
 from tests.petition_steps import ARCHIVIST, case_in, run
 
 PETITION = Path(__file__).resolve().parent.parent / "workflows" / "petition.yaml"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from engine.expressions import ExpressionError, compile_expression, days_between
+from casework.expressions import ExpressionError, compile_expression, days_between
 
 FIELDS = {"satisfaction", "leader", "extended", "extension_days", "channel", "replied_at",
           "amount", "attendees", "note", "items"}

@@ -7,13 +7,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from casework.definition import FieldSpec, FieldType
+from casework.errors import InvalidInput
+from casework.machine import _Validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
-from engine.definition import FieldSpec, FieldType
-from engine.errors import InvalidInput
-from engine.machine import _Validator
 
 FIELDS = {
     "s": FieldSpec(type=FieldType.STRING), "t": FieldSpec(type=FieldType.TEXT),

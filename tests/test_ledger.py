@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import Engine, FrozenClock
+from casework.persistence import models
+from casework.persistence.errors import LedgerError
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
 import run
 from demo import DAYS, START, WORKFLOWS, run_demo
-from engine import Engine, FrozenClock
-from persistence import models
-from persistence.errors import LedgerError
 
 END = START + timedelta(days=DAYS)
 UNIT = "county_court"
@@ -190,7 +190,7 @@ def test_export_of_named_cases(source: Engine) -> None:
     ids = [c["id"] for c in _cases(source)][:2]
     out = io.StringIO()
     assert source.export_cases(out, case_ids=ids) == 2
-    from engine import CaseNotFound
+    from casework import CaseNotFound
 
     with pytest.raises(CaseNotFound):
         source.export_cases(io.StringIO(), case_ids=["no-such-case"])

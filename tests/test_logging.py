@@ -6,9 +6,8 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from casework import CommandRefused, Engine, configure_logging
 from loguru import logger
-
-from engine import CommandRefused, Engine, configure_logging
 
 NAME, PHONE = "Ouyang Xiaoming", "13912345678"
 
@@ -21,7 +20,7 @@ def records() -> Iterator[list[dict]]:
     sink_id = logger.add(lambda m: captured.append(m.record), level="DEBUG")
     yield captured
     logger.remove(sink_id)
-    logger.disable("engine")
+    logger.disable("casework")
 
 
 def _open(engine: Engine) -> str:
@@ -45,7 +44,7 @@ def test_pii_values_are_masked_in_every_message_about_a_case(engine: Engine,
     engine.fire(cid, "accept", actor="triage:zhao")
     with pytest.raises(CommandRefused):
         engine.fire(cid, "archive", actor="clerk:li")
-    from engine.log import case_logger
+    from casework.log import case_logger
 
     wf = engine.workflow("petition")
     case = engine.get_case(cid)
@@ -64,9 +63,9 @@ def test_sqlalchemy_standard_logging_is_routed_into_loguru(records: list[dict]) 
 
 
 def test_library_is_silent_until_a_host_enables_logging(sqlite_url: str) -> None:
-    import engine as engine_pkg  # noqa: F401 - importing disables the library's logging
+    import casework as engine_pkg  # noqa: F401 - importing disables the library's logging
 
-    logger.disable("engine")
+    logger.disable("casework")
     captured: list[str] = []
     sink_id = logger.add(lambda m: captured.append(str(m)), level="DEBUG")
     try:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from casework import Engine, FrozenClock
 from click.testing import CliRunner
 from sqlalchemy import text
 
 import run
-from engine import Engine, FrozenClock
 from tests.conftest import PETITION
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)

@@ -6,13 +6,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from casework import Engine, StoreError
+from casework.persistence import models
+from casework.persistence.migrate import alembic_config, current_revision, head_revision, upgrade
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 import run
-from engine import Engine, StoreError
-from persistence import models
-from persistence.migrate import alembic_config, current_revision, head_revision, upgrade
 from tests.conftest import PETITION
 
 

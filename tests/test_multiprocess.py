@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import CommandRefused, ConflictError, Engine, GuardContext, StoreError
+from casework.clock import to_db
 
-from engine import CommandRefused, ConflictError, Engine, GuardContext, StoreError
-from engine.clock import to_db
 from tests.conftest import PETITION, _pg_schema_url
 from tests.petition_steps import CLERK, FOUR_FIXES, HANDLER, LEADER, OPEN_DATA, TRIAGE
 
@@ -667,7 +667,7 @@ def test_a_scheduler_killed_holding_a_claim_is_taken_over_after_its_lease(
 
 def _slow_scheduler_worker(barrier: Any, url: str, now_iso: str, holding: str) -> dict[str, Any]:
     """A scheduler that pauses for a moment after locking each timer (a busy machine)."""
-    from persistence.tx import WriteTx
+    from casework.persistence.tx import WriteTx
 
     lock_timer = WriteTx.lock_timer
 
@@ -744,17 +744,17 @@ def _startup_worker(barrier: Any, url: str, widen: str, rendezvous: Any) -> dict
     # In this process only, every child's check waits for the other children's checks
     # before going on to the write it decides (the engine's code is not changed).
     if widen == "schema":
-        import persistence.migrate
+        import casework.persistence.migrate as schema_migrate
 
-        persistence.migrate.current_revision = _in_step(persistence.migrate.current_revision,
+        schema_migrate.current_revision = _in_step(schema_migrate.current_revision,
                                                         rendezvous)
     elif widen == "version":
-        from persistence.tx import ReadTx
+        from casework.persistence.tx import ReadTx
 
         ReadTx.workflow_definition = _in_step(  # type: ignore[method-assign]
             ReadTx.workflow_definition, rendezvous)
     elif widen == "cron":
-        from persistence.tx import ReadTx
+        from casework.persistence.tx import ReadTx
 
         ReadTx.pending_cron = _in_step(ReadTx.pending_cron, rendezvous)  # type: ignore[method-assign]
     barrier.wait(START_TIMEOUT)

@@ -13,12 +13,12 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import casework.engine as engine_module
 import pytest
+from casework import Engine, FrozenClock
+from casework.clock import to_db
+from casework.engine import NOTICE_LEASE
 
-import engine.engine as engine_module
-from engine import Engine, FrozenClock
-from engine.clock import to_db
-from engine.engine import NOTICE_LEASE
 from tests.conftest import PETITION
 from tests.petition_steps import OPEN_DATA
 

@@ -12,8 +12,7 @@ import re
 from datetime import datetime
 
 import pytest
-
-from engine import (
+from casework import (
     Engine,
     FrozenClock,
     GuardRefused,
@@ -22,6 +21,7 @@ from engine import (
     RoleRefused,
     WrongState,
 )
+
 from tests.petition_steps import (
     ARCHIVIST,
     CLERK,
@@ -729,8 +729,9 @@ def test_available_triggers_in_registered_offers_triage_to_triage(engine: Engine
 def test_the_engine_and_the_transitions_library_agree_on_every_move() -> None:
     """The command path walks the machine's transition table; the library's own dispatch on
     a probe reaches the same state for every (state, trigger) with a permissive attempt."""
-    from engine import Actor, load_definition
-    from engine.machine import Attempt, CompiledWorkflow
+    from casework import Actor, load_definition
+    from casework.machine import Attempt, CompiledWorkflow
+
     from tests.conftest import PETITION
 
     wf = CompiledWorkflow(load_definition(PETITION))

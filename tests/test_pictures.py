@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import CaseworkError, Engine, load_definition
+from casework.diagrams import workflow_graph
+from casework.pictures import render_timeline, render_unit_chart, render_with_counts
+from casework.types import Case
 from click.testing import CliRunner
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import run
 from demo import WORKFLOWS, run_demo
-from engine import CaseworkError, Engine, load_definition
-from engine.diagrams import workflow_graph
-from engine.pictures import render_timeline, render_unit_chart, render_with_counts
-from engine.types import Case
 from tests.conftest import PETITION
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None and os.environ.get("CI") != "true",
@@ -154,7 +154,7 @@ def test_render_with_counts_draws_a_real_picture(demo: tuple[Path, Engine, list[
 
 @needs_dot
 def test_plain_diagram_png_uses_the_same_builder(tmp_path: Path) -> None:
-    from engine.diagrams import render
+    from casework.diagrams import render
 
     spec = load_definition(PETITION).spec
     out = render(spec, tmp_path / "petition.png", "png")

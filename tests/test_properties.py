@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import CommandRefused, Engine, FrozenClock, load_definition
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine import CommandRefused, Engine, FrozenClock, load_definition
 from tests.petition_steps import OPEN_DATA, snapshot
 
 PETITION = Path(__file__).resolve().parent.parent / "workflows" / "petition.yaml"

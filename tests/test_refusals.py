@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from engine import (
+from casework import (
     CaseNotFound,
     CommandRefused,
     Engine,
@@ -21,6 +20,7 @@ from engine import (
     RoleRefused,
     WrongState,
 )
+
 from tests.petition_steps import (
     ARCHIVIST,
     CLERK,

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from casework import Engine, FrozenClock
 
-from engine import Engine, FrozenClock
 from tests.conftest import PETITION
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
@@ -157,7 +157,7 @@ def test_report_formats(reported: Engine) -> None:
 
 
 def test_an_unknown_breakdown_field_or_filter_is_refused(reported: Engine) -> None:
-    from engine import CaseworkError
+    from casework import CaseworkError
 
     with pytest.raises(CaseworkError, match="no field 'colour'"):
         reported.report("petition", by="colour")
@@ -166,7 +166,7 @@ def test_an_unknown_breakdown_field_or_filter_is_refused(reported: Engine) -> No
 
 
 def test_a_workflow_that_declares_no_figures_says_so(engine: Engine) -> None:
-    from engine import CaseworkError
+    from casework import CaseworkError
 
     with pytest.raises(CaseworkError, match="declares no report figures"):
         engine.report("complaint")

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from casework import CaseworkError, Engine, FrozenClock, InvalidInput, configure_logging
+from casework.persistence import DatabaseUnavailable
 from loguru import logger
 from sqlalchemy import text
 
-from engine import CaseworkError, Engine, FrozenClock, InvalidInput, configure_logging
-from persistence import DatabaseUnavailable
 from tests.petition_steps import OPEN_DATA, case_in
 
 NAME = OPEN_DATA["petitioner_name"]
@@ -53,7 +53,7 @@ def test_a_raising_subscriber_logs_no_personal_data() -> None:
             e.on("opened", boom)
             e.open_case("petition", OPEN_DATA, actor="clerk:li")
     finally:
-        logger.disable("engine")
+        logger.disable("casework")
     text_ = "".join(lines)
     assert "subscriber broke" in text_
     assert NAME not in text_
@@ -102,7 +102,8 @@ def test_an_actor_without_a_role_is_refused_as_bad_input(engine: Engine) -> None
 
 
 def test_an_activity_guard_reads_the_activitys_input(engine: Engine, tmp_path: Any) -> None:
-    from engine import load_definition
+    from casework import load_definition
+
     from tests.conftest import PETITION
 
     text_ = PETITION.read_text(encoding="utf-8").replace(

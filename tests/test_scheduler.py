@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from casework import Engine, FrozenClock
+from casework.events import CycleCame, DeadlineWarned, Escalated, FlaggedAtRisk, ReportReady
+from casework.persistence import models
+from casework.timers import SensitivePeriod
 
-from engine import Engine, FrozenClock
-from engine.events import CycleCame, DeadlineWarned, Escalated, FlaggedAtRisk, ReportReady
-from engine.timers import SensitivePeriod
-from persistence import models
 from tests.conftest import PETITION
 from tests.petition_steps import case_in, open_petition, run
 from tests.scheduler_steps import (

@@ -18,7 +18,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from engine import Engine, FrozenClock
+from casework import Engine, FrozenClock
+
 from tests.conftest import COMPLAINT, PETITION, ROOT
 from tests.petition_steps import open_petition
 from tests.scheduler_steps import T0, naive
@@ -30,8 +31,8 @@ import sys
 import time
 from datetime import datetime
 
-import engine.scheduler as scheduler
-from engine import Engine, FrozenClock
+import casework.scheduler as scheduler
+from casework import Engine, FrozenClock
 
 url, workflow, now = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3])
 append = scheduler._append_system_event

@@ -204,7 +204,7 @@ def footprint(name: str, factory: PeerFactory | None, work: Path, n_cases: int) 
     first = range(n_cases)
     second = range(n_cases, 2 * n_cases)
     if name == CASEWORK:
-        from engine import Engine
+        from casework import Engine
 
         eng = Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from alembic import context
+from casework.persistence import models  # alembic loads this file by path
 from sqlalchemy import create_engine
-
-from persistence import models
 
 config = context.config
 target_metadata = models.metadata

@@ -1,0 +1,1 @@
+"""The default settings shipped with casework (package data: ``casework.config``)."""

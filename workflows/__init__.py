@@ -1,0 +1,1 @@
+"""The workflow definitions shipped with casework (package data: ``casework.workflows``)."""
