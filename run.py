@@ -187,7 +187,7 @@ def timeline(ctx: click.Context, case_id: str, fmt: str, out: Path | None) -> No
 
     with _engine(ctx) as engine:
         case = engine.get_case(case_id)
-        tz = engine.workflow(case.workflow, case.version).timing.calendar.tz
+        tz = engine.workflow(case.workflow, case.version).tz
         target = out or ROOT / "var" / f"timeline-{case.id[:8]}.{fmt}"
         path = render_timeline(case, engine.history(case.id), engine.pending_timers(case.id),
                                target, fmt, now=engine.clock.now(), tz=tz)

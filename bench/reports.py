@@ -611,7 +611,7 @@ class Config:
 
 def month_bounds(engine: Engine) -> tuple[datetime, datetime]:
     """March 2026 as the engine reads two dates: midnights in the workflow's zone, as naive UTC."""
-    tz = engine.workflow("petition").timing.calendar.tz
+    tz = engine.workflow("petition").tz
     lo, hi = (datetime.combine(d, dtime(0), tz).astimezone(UTC).replace(tzinfo=None) for d in MONTH)
     return lo, hi
 

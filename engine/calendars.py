@@ -27,13 +27,9 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar
 
-from .errors import CaseworkError
+from .errors import CaseworkError, UnknownCalendarYear
 
 DAY = 86_400.0
-
-
-class UnknownCalendarYear(CaseworkError):
-    """A working-day computation reached a year the holiday package does not know."""
 
 
 _DURATION = re.compile(

@@ -35,13 +35,13 @@ def format_case(engine: Any, case_id: str, *, actor: str | None = None) -> str:
     """The case's state, data (PII masked), history and, for ``actor``, what may be done now."""
     case = engine.get_case(case_id)
     wf = engine.workflow(case.workflow, case.version)
-    tz = wf.timing.calendar.tz
+    tz = wf.tz
     lines = [
         f"case {case.id}  ({case.workflow} @ {case.version})",
         f"  state: {case.state}{'  [final]' if case.final else ''}   row version: "
         f"{case.row_version}   escalation level: {case.escalation_level}",
         f"  opened {case.opened_at.astimezone(tz):%Y-%m-%d %H:%M}, updated "
-        f"{case.updated_at.astimezone(tz):%Y-%m-%d %H:%M} ({wf.spec.timezone})",
+        f"{case.updated_at.astimezone(tz):%Y-%m-%d %H:%M} ({wf.timezone})",
         "  data:",
     ]
     masked = mask_data(dict(case.data), wf.pii)

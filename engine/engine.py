@@ -77,6 +77,7 @@ from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
 from .timers import SensitivePeriod, TimerPlan, instants
 from .types import Actor, Case, Event, GuardContext, TriggerOption
+from .workflow import Workflow
 
 ActorLike = Actor | str
 
@@ -161,7 +162,11 @@ class Engine:
             self._latest[wf.name] = wf
         return wf
 
-    def workflow(self, name: str, version: str | None = None) -> CompiledWorkflow:
+    def workflow(self, name: str, version: str | None = None) -> Workflow:
+        """Workflow ``name`` as loaded (its newest version unless one is named)."""
+        return self._compiled(name, version).describe()
+
+    def _compiled(self, name: str, version: str | None = None) -> CompiledWorkflow:
         """The compiled workflow ``name`` (its newest loaded version unless one is named)."""
         if version is None:
             try:
@@ -184,8 +189,9 @@ class Engine:
         return wf
 
     @property
-    def workflows(self) -> dict[str, CompiledWorkflow]:
-        return dict(self._latest)
+    def workflows(self) -> dict[str, Workflow]:
+        """The newest loaded version of each workflow, by name."""
+        return {n: wf.describe() for n, wf in self._latest.items()}
 
     # -- subscribers -----------------------------------------------------
     def on(self, name: str, fn: Callable[[Any], None]) -> None:
@@ -197,7 +203,7 @@ class Engine:
                   actor: ActorLike, case_id: str | None = None,
                   idempotency_key: str | None = None) -> Case:
         """Open a case of ``workflow`` in its initial state, with ``data``."""
-        wf = self.workflow(workflow)
+        wf = self._compiled(workflow)
         who = _actor(actor)
         _check_key(idempotency_key)
         data = dict(data or {})
@@ -311,7 +317,7 @@ class Engine:
                 return self._replay(tx, prior, case_id, trigger), prior, None
         if expected_version is not None and rec.row_version != expected_version:
             raise ConflictError(case_id, expected_version, rec.row_version)
-        wf = self.workflow(rec.workflow, rec.version)
+        wf = self._compiled(rec.workflow, rec.version)
         log = case_logger(case_id, wf.name, rec.data, wf.pii)
         now = self.clock.now()
         now_iso = now.isoformat()
@@ -491,7 +497,7 @@ class Engine:
                 break
             data.update(ev.changes)
             state = ev.to_state or state
-        wf = self.workflow(rec.workflow, rec.version)
+        wf = self._compiled(rec.workflow, rec.version)
         return Case(rec.id, rec.workflow, rec.version, state, data, prior.seq,
                     rec.escalation_level, from_db(rec.opened_at), from_db(prior.at),
                     wf.is_final(state))
@@ -520,7 +526,7 @@ class Engine:
         """
         who = Actor.parse(actor)
         case = self.get_case(case_id)
-        wf = self.workflow(case.workflow, case.version)
+        wf = self._compiled(case.workflow, case.version)
         now = self.clock.now()
         out: list[TriggerOption] = []
         for trigger in wf.triggers_from(case.state):
@@ -660,7 +666,7 @@ class Engine:
                     continue
                 if provisional_only and not any(c.get("provisional") for c in rec.clocks.values()):
                     continue
-                wf = self.workflow(rec.workflow, rec.version)
+                wf = self._compiled(rec.workflow, rec.version)
                 now = self.clock.now()
                 plan = wf.timing.recompute(rec.clocks, case_id=rec.id, now=now)
                 if not plan:
@@ -699,7 +705,7 @@ class Engine:
         ``to_version`` is a stored version or ``"latest"`` (the loaded definition).
         """
         if to_version == "latest":
-            to_version = self.workflow(workflow).version
+            to_version = self._compiled(workflow).version
         return migrate_cases(self, workflow, to_version, mapping or {}, dry_run=dry_run, actor=actor)
 
     def workflow_versions(self, workflow: str) -> list[str]:

@@ -1,22 +1,29 @@
 """Every error the engine raises, in one tree.
 
-    CaseworkError
-    ├── DefinitionError          a workflow file is invalid (lists every problem with file:line)
-    ├── SettingsError            a settings file is invalid
-    ├── UnknownWorkflow          no workflow of that name (or version) is loaded
-    ├── CaseNotFound             no case with that id
-    ├── CommandRefused           a command was refused by a rule; nothing was written
-    │   ├── InvalidTrigger       the trigger or activity does not exist in the workflow
-    │   ├── WrongState           the trigger is not allowed from the case's current state
-    │   ├── RoleRefused          the actor holds none of the roles the transition allows
-    │   ├── MissingFields        required input fields are missing
-    │   ├── InvalidInput         input fields are unknown or of the wrong type
-    │   └── GuardRefused         the guard expression (or a named guard) said no
-    ├── ConflictError            the case changed since it was read (stale row version)
-    ├── IdempotencyKeyReused     a key already used for a different command
-    └── StoreError               the database failed or its schema does not match the code
+    CaseworkError                      HTTP status a web host maps it to
+    ├── DefinitionError          422   a workflow file is invalid (every problem, with file:line)
+    ├── SettingsError            500   a settings file is invalid (found at start-up)
+    ├── MissingExtra             501   a feature needs an optional extra that is not installed
+    ├── UnknownWorkflow          404   no workflow of that name (or version) is loaded
+    ├── CaseNotFound             404   no case with that id
+    ├── CommandRefused                 a command was refused by a rule; nothing was written
+    │   ├── InvalidTrigger       404   the trigger or activity does not exist in the workflow
+    │   ├── WrongState           409   the trigger is not allowed from the case's current state
+    │   ├── RoleRefused          403   the actor holds none of the roles the step allows
+    │   ├── MissingFields        422   required input fields are missing
+    │   ├── InvalidInput         422   input is unknown, of the wrong type or out of range
+    │   └── GuardRefused         409   the guard expression (or a named guard) said no
+    ├── ConflictError            409   the case changed since it was read (stale row version;
+    │   │                              412 when the version came as an HTTP If-Match)
+    │   └── CaseExists           409   a case with that id exists already
+    ├── IdempotencyKeyReused     422   a key already used for a different command
+    ├── InvalidQuery             422   a report, search or migration asked for something unknown
+    ├── LedgerRefused            422   a ledger file was refused whole (every problem listed)
+    ├── UnknownCalendarYear      422   a strict calendar met a year it has no holidays for
+    └── StoreError               503   the database failed, or its schema does not match the code
 
-Each error says what was refused and where (case, state, trigger, file:line).
+Each error says what was refused and where (case, state, trigger, file:line), and
+never carries the value of a personal (``pii``) field.
 """
 
 from __future__ import annotations
@@ -52,6 +59,16 @@ class DefinitionError(CaseworkError):
 
 class SettingsError(CaseworkError):
     """A settings file is invalid."""
+
+
+class MissingExtra(CaseworkError):
+    """A feature needs an optional part of casework that is not installed."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(f"{feature} needs the '{extra}' extra ({missing} is not installed): "
+                         f"pip install 'casework[{extra}]'")
 
 
 class UnknownWorkflow(CaseworkError):
@@ -125,8 +142,38 @@ class ConflictError(CaseworkError):
         )
 
 
+class CaseExists(ConflictError):
+    """A case with the id given to ``open_case`` exists already."""
+
+    def __init__(self, case_id: str) -> None:
+        CaseworkError.__init__(self, f"a case with id {case_id!r} exists already")
+        self.case_id = case_id
+        self.expected = None
+        self.actual = None
+
+
 class IdempotencyKeyReused(CaseworkError):
     """An idempotency key was already used for a different command."""
+
+
+class InvalidQuery(CaseworkError):
+    """A report, search or migration named something the workflow does not have."""
+
+
+class LedgerRefused(CaseworkError):
+    """A ledger file was refused whole: nothing of it was written.
+
+    ``problems`` lists every problem found, each naming its line and case.
+    """
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(message)
+
+
+class UnknownCalendarYear(CaseworkError):
+    """A working-day computation reached a year the holiday calendar does not know
+    (only with ``[calendars] strict = true``; otherwise the deadline is provisional)."""
 
 
 class StoreError(CaseworkError):

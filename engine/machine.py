@@ -36,6 +36,7 @@ from .loader import LoadedDefinition
 from .statetree import StateTree
 from .timers import SensitivePeriod, Timing
 from .types import Actor, GuardContext
+from .workflow import Workflow
 
 NamedGuard = Callable[[GuardContext], bool]
 NamedAction = Callable[[GuardContext], Mapping[str, Any] | None]
@@ -258,6 +259,8 @@ class CompiledWorkflow:
         self.spec: WorkflowSpec = spec
         self.name = spec.workflow
         self.version = loaded.version
+        self.source = loaded.source
+        self._description: Workflow | None = None
         self.tree = StateTree.of(spec)
         self.fields = dict(spec.fields)
         self.pii = frozenset(k for k, v in spec.fields.items() if v.pii)
@@ -341,6 +344,20 @@ class CompiledWorkflow:
             return attempt.admit(ct, event_data.kwargs["ctx_factory"])
         check.compiled = ct  # type: ignore[attr-defined]
         return check
+
+    def describe(self) -> Workflow:
+        """The public description of this version."""
+        d = self._description
+        if d is None:
+            spec = self.spec
+            d = self._description = Workflow(
+                name=self.name, version=self.version, title=spec.title, definition=spec,
+                states=self.tree.leaves, initial=self.initial, final_states=self.finals,
+                triggers=tuple(dict.fromkeys(t.trigger for t in spec.transitions)),
+                activities=tuple(spec.activities), roles=spec.roles, fields=self.fields,
+                pii=self.pii, timezone=spec.timezone, calendar=self.timing.calendar.name,
+                source=self.source)
+        return d
 
     # -- queries ---------------------------------------------------------
     def is_final(self, state: str) -> bool:

@@ -65,7 +65,7 @@ def _target_state(new: CompiledWorkflow, state: str,
 def migrate_cases(engine: Engine, workflow: str, to_version: str, mapping: Mapping[str, str], *,
                   dry_run: bool = True, actor: str = "operator") -> MigrationResult:
     """Plan (``dry_run``) or carry out the move of ``workflow``'s open cases to ``to_version``."""
-    new = engine.workflow(workflow, to_version)
+    new = engine._compiled(workflow, to_version)
     for old_state, dest in mapping.items():
         if dest not in new.tree:
             raise CaseworkError(f"mapping {old_state}={dest}: version {to_version} has no state {dest!r}")

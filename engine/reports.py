@@ -149,7 +149,7 @@ def build_report(engine: Engine, workflow: str, *, start: date | datetime | str 
                  end: date | datetime | str | None = None, by: str | None = None,
                  where: Mapping[str, Any] | None = None) -> Report:
     """The declared figures of ``workflow`` for ``[start, end)``, optionally per ``by``."""
-    wf = engine.workflow(workflow)
+    wf = engine._compiled(workflow)
     spec = wf.spec.report
     if not spec.figures:
         raise CaseworkError(f"workflow {workflow!r} declares no report figures")

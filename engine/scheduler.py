@@ -112,7 +112,7 @@ def next_firing(wf: CompiledWorkflow, name: str, after: datetime) -> datetime | 
 
 def ensure_cron_timers(engine: Engine, now: datetime) -> int:
     """Make sure each cron cycle of each loaded workflow has its next firing stored."""
-    wanted = [(wf, name) for wf in engine.workflows.values()
+    wanted = [(wf, name) for wf in engine._latest.values()
               for name, c in wf.spec.cycles.items() if c.cron is not None]
     if not wanted:
         return 0
@@ -232,7 +232,7 @@ def _fire_case_timer(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datet
     rec = tx.lock_case(timer.case_id)
     if rec is None:
         return
-    wf = engine.workflow(rec.workflow, rec.version)
+    wf = engine._compiled(rec.workflow, rec.version)
     log = case_logger(rec.id, wf.name, rec.data, wf.pii)
     key = timer_key(timer)
     due = from_db(timer.due_at)
@@ -312,7 +312,7 @@ def _append_system_event(tx: WriteTx, rec: Any, kind: str, name: str, details: d
 
 def _fire_cron(engine: Engine, tx: WriteTx, timer: TimerRecord, now: datetime) -> None:
     """A cron cycle across all cases: a report, or a check of matching open cases."""
-    wf = engine.workflow(timer.workflow)
+    wf = engine._compiled(timer.workflow)
     c = wf.spec.cycles.get(timer.name)
     if c is None or c.cron is None:
         return  # the cycle is gone from the definition; the timer just ends
@@ -377,7 +377,7 @@ class SchedulerService:
         sched = BackgroundScheduler(timezone=UTC)
         sched.add_job(self.sweep, IntervalTrigger(seconds=self.interval), id="sweep",
                       max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-        for wf in self.engine.workflows.values():
+        for wf in self.engine._latest.values():
             for name, c in wf.spec.cycles.items():
                 if c.cron is not None:
                     sched.add_job(self.sweep, cron_trigger(c.cron, wf.spec.timezone),

@@ -487,7 +487,7 @@ def test_a_clock_kept_by_a_migration_outside_its_state_stops_at_the_next_command
         engine: Engine, clock: FrozenClock) -> None:
     """A case migrated while triage runs into a state triage does not cover keeps the clock;
     the next command, whatever it is, stops it and cancels its timer."""
-    timing = engine.workflow("petition").timing
+    timing = engine._compiled("petition").timing
     now = clock.now()
     clocks: dict[str, object] = {}
     timing.on_command(clocks, case_id="c", old_state=None, new_state="registered",

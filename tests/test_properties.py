@@ -91,7 +91,7 @@ ALLOWED_ROLES = _allowed_roles()
 
 def draw_command(data: st.DataObject, engine: Engine, state: str) -> tuple[str, str, dict]:
     """A trigger, an actor and input; mostly something that could apply in ``state``."""
-    wf = engine.workflow("petition")
+    wf = engine._compiled("petition")
     # What could apply here, the ways onward (to a non-final state) weighted up so that
     # sequences get past triage and reach the later stages.
     onward = sorted({t.spec.trigger for t in wf.transitions
@@ -130,7 +130,7 @@ def prop_engine() -> Iterator[tuple[Engine, FrozenClock]]:
 def test_random_command_sequences_keep_the_case_consistent(
         prop_engine: tuple[Engine, FrozenClock], data: st.DataObject, length: int) -> None:
     engine, clock = prop_engine
-    wf = engine.workflow("petition")
+    wf = engine._compiled("petition")
     leaves = set(wf.tree.leaves)
     case = engine.open_case("petition", OPEN_DATA, actor="clerk:li")
     applied = 1
