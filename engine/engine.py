@@ -76,7 +76,7 @@ from .reports import Report, build_report
 from .scheduler import RunResult, SchedulerService, ensure_cron_timers, run_due
 from .settings import Settings, load_settings
 from .timers import SensitivePeriod, TimerPlan, instants
-from .types import Actor, Case, Event, GuardContext, TriggerOption
+from .types import Actor, Case, Event, EventKind, GuardContext, TriggerOption
 from .workflow import Workflow
 
 ActorLike = Actor | str
@@ -830,6 +830,6 @@ def _to_case(rec: CaseRecord) -> Case:
 
 
 def _to_event(e: EventRecord) -> Event:
-    return Event(e.case_id, e.seq, e.kind, e.name, e.from_state, e.to_state, e.actor, e.role,
+    return Event(e.case_id, e.seq, EventKind(e.kind), e.name, e.from_state, e.to_state, e.actor, e.role,
                  from_db(e.at), e.changes, e.details, e.idempotency_key, e.hash)
 
