@@ -12,140 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from transitions import Machine, MachineError
 
 from .checks import RISK_NAMES
-from .definition import ActivitySpec, FieldSpec, FieldType, TransitionSpec, WorkflowSpec
-from .errors import (
-    CommandRefused,
-    DefinitionError,
-    GuardRefused,
-    InvalidInput,
-    InvalidTrigger,
-    MissingFields,
-    Problem,
-    RoleRefused,
-    WrongState,
-)
-from .expressions import Expression, ExpressionError, FieldView, compile_expression
+from .definition import ActivitySpec, TransitionSpec, WorkflowSpec
+from .errors import CommandRefused, DefinitionError, InvalidTrigger, Problem, WrongState
+from .expressions import Expression, compile_expression
+from .fields import Validator
 from .loader import LoadedDefinition
 from .statetree import StateTree
 from .timers import SensitivePeriod, Timing
-from .types import Actor, GuardContext
+from .types import GuardContext
 from .workflow import Workflow
 
 NamedGuard = Callable[[GuardContext], bool]
 NamedAction = Callable[[GuardContext], Mapping[str, Any] | None]
-
-
-def _python_type(spec: FieldSpec) -> Any:
-    t = spec.type
-    if t is FieldType.ENUM:
-        return Literal[spec.values]
-    return {
-        FieldType.STRING: str, FieldType.TEXT: str, FieldType.INT: int,
-        FieldType.NUMBER: float, FieldType.BOOL: bool, FieldType.DATE: date,
-        FieldType.DATETIME: datetime, FieldType.LIST: list[Any],
-    }[t]
-
-
-_SLOW: Any = object()  # "let the model decide"
-
-
-def _iso_date(v: Any) -> Any:
-    try:
-        return v if type(v) is str and date.fromisoformat(v).isoformat() == v else _SLOW
-    except ValueError:
-        return _SLOW
-
-
-def _iso_datetime(v: Any) -> Any:
-    """A datetime string in Python's ISO form, as the model stores it (UTC written ``Z``)."""
-    if type(v) is not str:
-        return _SLOW
-    try:
-        d = datetime.fromisoformat(v)
-    except ValueError:
-        return _SLOW
-    out = d.isoformat()
-    written = v[:-1] + "+00:00" if v.endswith("Z") else v
-    if out != written:
-        return _SLOW
-    off = d.utcoffset()
-    if off is None:
-        return out
-    if off.seconds % 60 or off.microseconds:
-        return _SLOW  # the model refuses offsets in seconds
-    return out[:-6] + "Z" if out.endswith("+00:00") else out
-
-
-def _typed(t: type) -> Callable[[Any], Any]:
-    return lambda v: v if type(v) is t else _SLOW
-
-
-def _one_of(allowed: frozenset[str]) -> Callable[[Any], Any]:
-    return lambda v: v if type(v) is str and v in allowed else _SLOW
-
-
-# What pydantic (lax mode, then a JSON dump) makes of values that are already of the
-# declared type and in plain form, by field type, without building the model. Anything
-# else (_SLOW) goes through the model, which converts or refuses it.
-_PLAIN: dict[FieldType, Callable[[Any], Any]] = {
-    FieldType.STRING: _typed(str), FieldType.TEXT: _typed(str), FieldType.INT: _typed(int),
-    FieldType.NUMBER: _typed(float), FieldType.BOOL: _typed(bool),
-    FieldType.DATE: _iso_date, FieldType.DATETIME: _iso_datetime,
-}
-
-
-class _Validator:
-    """Checks and normalises input values against declared field types (pydantic).
-
-    Input that is already of the declared types in plain form (the usual case) is taken
-    without the model; the pydantic model checks and converts everything else.
-    """
-
-    def __init__(self, name: str, fields: Mapping[str, FieldSpec]) -> None:
-        defs: dict[str, Any] = {k: (_python_type(v) | None, None) for k, v in fields.items()}
-        self._model: type[BaseModel] = create_model(
-            name, __config__=ConfigDict(extra="forbid"), **defs
-        )
-        self._plain: dict[str, Callable[[Any], Any]] = {}
-        for k, f in fields.items():
-            if f.type is FieldType.ENUM:
-                self._plain[k] = _one_of(frozenset(f.values))
-            elif f.type in _PLAIN:
-                self._plain[k] = _PLAIN[f.type]
-
-    def __call__(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        if not values:
-            return {}
-        plain = self._plain
-        out: dict[str, Any] = {}
-        for k, v in values.items():
-            norm = plain.get(k)
-            if norm is None:
-                break
-            if v is not None:
-                v = norm(v)
-                if v is _SLOW:
-                    break
-            out[k] = v
-        else:
-            return out
-        try:
-            m = self._model.model_validate(values)
-        except ValidationError as e:
-            parts = []
-            for err in e.errors():
-                loc = ".".join(str(x) for x in err["loc"])
-                msg = "not a field of this workflow" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"{loc}: {msg}")
-            raise InvalidInput("; ".join(parts)) from None
-        return m.model_dump(mode="json", exclude_unset=True)
 
 
 Value = Expression | Any
@@ -179,54 +62,7 @@ class CompiledActivity:
     leaves: frozenset[str]
     guard: Expression | None
     sets: Mapping[str, Value]
-    validate: _Validator
-
-
-@dataclass
-class Attempt:
-    """One command being checked: who, with what input, and why candidates refused."""
-
-    actor: Actor
-    input: Mapping[str, Any]
-    names: dict[str, Any]
-    check_required: bool = True
-    chosen: CompiledTransition | None = None
-    refusals: list[tuple[int, CommandRefused]] = field(default_factory=list)
-
-    def admit(self, ct: CompiledTransition, ctx_factory: Callable[[], GuardContext]) -> bool:
-        """The condition the machine runs for ``ct``: roles, required input, guard, named guards."""
-        t = ct.spec
-        if ct.roles and not (ct.roles & self.actor.roles):
-            self.refusals.append((0, RoleRefused(
-                f"needs one of the roles {sorted(ct.roles)}; {self.actor.id} has "
-                f"{sorted(self.actor.roles) or 'none'}")))
-            return False
-        if self.check_required:
-            missing = [f for f in t.required if self.input.get(f) in (None, "", [])]
-            if missing:
-                self.refusals.append((1, MissingFields(f"missing required input: {', '.join(missing)}")))
-                return False
-        if ct.guard is not None:
-            try:
-                ok = bool(ct.guard.evaluate(self.names))
-            except ExpressionError as e:
-                self.refusals.append((2, GuardRefused(f"guard could not be evaluated: {e}")))
-                return False
-            if not ok:
-                part = ct.guard.failing_part(self.names)
-                why = f" (`{part}` does not hold)" if part else ""
-                self.refusals.append((2, GuardRefused(f"guard `{ct.guard.source}` is false{why}")))
-                return False
-        for name, fn in ct.conditions:
-            if not fn(ctx_factory()):
-                self.refusals.append((2, GuardRefused(f"named guard {name!r} refused")))
-                return False
-        self.chosen = ct
-        return True
-
-    def best_refusal(self) -> CommandRefused:
-        """The refusal of the candidate that got furthest through the checks."""
-        return max(self.refusals, key=lambda r: r[0])[1]
+    validate: Validator
 
 
 @dataclass(frozen=True)
@@ -236,6 +72,15 @@ class TimingOptions:
     calendars: Mapping[str, str] = field(default_factory=dict)
     strict_calendar: bool = False
     sensitive: tuple[SensitivePeriod, ...] = ()
+
+
+class Admission(Protocol):
+    """What the machine's conditions ask whether a candidate transition admits a command
+    (:class:`casework.rules.Attempt`)."""
+
+    def admit(self, ct: CompiledTransition, ctx_factory: Callable[[], GuardContext]) -> bool: ...
+
+    def best_refusal(self) -> CommandRefused: ...
 
 
 class _Probe:
@@ -264,8 +109,8 @@ class CompiledWorkflow:
         self.tree = StateTree.of(spec)
         self.fields = dict(spec.fields)
         self.pii = frozenset(k for k, v in spec.fields.items() if v.pii)
-        self.validate = _Validator(f"{self.name}_fields", spec.fields)
-        self._defaults: dict[str, Any] = dict.fromkeys(spec.fields)
+        self.validate = Validator(f"{self.name}_fields", spec.fields)
+        self.defaults: dict[str, Any] = dict.fromkeys(spec.fields)
         funcs = dict(functions or {})
         guards = guards or {}
         actions = actions or {}
@@ -312,7 +157,7 @@ class CompiledWorkflow:
                 name=name, spec=a, roles=frozenset(a.roles), leaves=frozenset(leaves),
                 guard=compile_expression(a.guard, fields=names, functions=funcs) if a.guard else None,
                 sets=_compile_set(a.set, names, funcs),
-                validate=_Validator(f"{self.name}_{name}", a.fields),
+                validate=Validator(f"{self.name}_{name}", a.fields),
             )
         if problems:
             raise DefinitionError(problems)
@@ -340,7 +185,7 @@ class CompiledWorkflow:
     @staticmethod
     def _condition(ct: CompiledTransition) -> Callable[[Any], bool]:
         def check(event_data: Any) -> bool:
-            attempt: Attempt = event_data.kwargs["attempt"]
+            attempt: Admission = event_data.kwargs["attempt"]
             return attempt.admit(ct, event_data.kwargs["ctx_factory"])
         check.compiled = ct  # type: ignore[attr-defined]
         return check
@@ -369,38 +214,20 @@ class CompiledWorkflow:
     def activities_in(self, state: str) -> list[CompiledActivity]:
         return [a for a in self.activities.values() if state in a.leaves]
 
-    def names_for(self, data: Mapping[str, Any], input: Mapping[str, Any], actor: Actor,
-                  now: str, state: str) -> dict[str, Any]:
-        """The names a guard sees: fields (input over case data), input, case, actor, now, state."""
-        names = {**self._defaults, **data, **input}
-        names["input"] = FieldView(input)
-        names["case"] = FieldView(data)
-        names["actor"] = {"id": actor.id, "roles": sorted(actor.roles), "unit": actor.unit}
-        names["now"] = now
-        names["state"] = state
-        return names
-
     # -- the command -----------------------------------------------------
-    def resolve(self, state: str, trigger: str, attempt: Attempt,
-                ctx_factory: Callable[[], GuardContext]) -> tuple[CompiledTransition, str]:
-        """The transition ``trigger`` takes from ``state`` and the state it leads to.
-
-        The candidates and their order come from the machine's transition table, read once
-        per version (:meth:`_table_of`); the first whose condition admits the command wins,
-        as in ``transitions``' own dispatch, without its per-call event objects.
-        """
-        candidates = self._table.get((state, trigger))
-        if candidates is None:
+    def candidates(self, state: str, trigger: str) -> tuple[tuple[CompiledTransition, str], ...]:
+        """The transitions ``trigger`` may take from ``state``, in the machine's order, each
+        with the leaf it leads to; the first that admits a command wins, as in
+        ``transitions``' own dispatch (read once per version, :meth:`_table_of`)."""
+        found = self._table.get((state, trigger))
+        if found is None:
             ev = self._machine.events.get(trigger)
             if ev is None:
                 raise InvalidTrigger(f"workflow {self.name!r} has no trigger {trigger!r}")
             raise WrongState(f"{trigger!r} is allowed only from {sorted(ev.transitions)}")
-        for ct, dest in candidates:
-            if attempt.admit(ct, ctx_factory):
-                return ct, dest
-        raise attempt.best_refusal()
+        return found
 
-    def fire_on_machine(self, state: str, trigger: str, attempt: Attempt,
+    def fire_on_machine(self, state: str, trigger: str, attempt: Admission,
                         ctx_factory: Callable[[], GuardContext]) -> str:
         """The same decision through ``transitions``' own event dispatch on a probe object
         (slower; kept to check that :meth:`resolve` and the library agree)."""
@@ -423,15 +250,3 @@ class CompiledWorkflow:
                     (t.conditions[0].func.compiled, str(t.dest))  # type: ignore[union-attr]
                     for t in transitions)
         return table
-
-    def evaluate_sets(self, sets: Mapping[str, Value], names: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in sets.items():
-            if isinstance(v, Expression):
-                try:
-                    out[k] = v.evaluate(names)
-                except ExpressionError as e:
-                    raise GuardRefused(f"value of {k!r} could not be computed: {e}") from None
-            else:
-                out[k] = v
-        return out

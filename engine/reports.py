@@ -14,16 +14,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .clock import from_db, to_db
+from .clock import Clock, from_db, to_db
 from .definition import FigureSpec
-from .errors import CaseworkError
+from .errors import InvalidQuery
+from .machine import CompiledWorkflow
 from .persistence.reporting import ALL, ReportQueries, Scope
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .machine import CompiledWorkflow
+from .registry import Registry
+from .storage import Storage
 
 DAY = 86_400.0
 
@@ -119,7 +118,7 @@ def _instant(value: date | datetime | str | None, wf: CompiledWorkflow) -> datet
             value = (datetime.fromisoformat(value) if "T" in value or " " in value
                      else date.fromisoformat(value))
         except ValueError:
-            raise CaseworkError(f"report period: {value!r} is not a date (YYYY-MM-DD)") from None
+            raise InvalidQuery(f"report period: {value!r} is not a date (YYYY-MM-DD)") from None
     if not isinstance(value, datetime):
         value = datetime.combine(value, time(0), wf.timing.calendar.tz)
     if value.tzinfo is None:
@@ -132,9 +131,9 @@ def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict
     out: dict[str, tuple[Any, ...]] = {}
     for key, v in (where or {}).items():
         if key not in wf.fields:
-            raise CaseworkError(f"report filter: {wf.name!r} has no field {key!r}")
+            raise InvalidQuery(f"report filter: {wf.name!r} has no field {key!r}")
         if key in wf.pii:
-            raise CaseworkError(f"report filter: {key!r} is personal data (pii) and cannot filter")
+            raise InvalidQuery(f"report filter: {key!r} is personal data (pii) and cannot filter")
         groups = wf.spec.report.groups.get(key, {})
         if isinstance(v, str) and v in groups:
             out[key] = tuple(groups[v])
@@ -145,23 +144,24 @@ def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict
     return out
 
 
-def build_report(engine: Engine, workflow: str, *, start: date | datetime | str | None = None,
+def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: str, *,
+                 start: date | datetime | str | None = None,
                  end: date | datetime | str | None = None, by: str | None = None,
                  where: Mapping[str, Any] | None = None) -> Report:
     """The declared figures of ``workflow`` for ``[start, end)``, optionally per ``by``."""
-    wf = engine._compiled(workflow)
+    wf = registry.get(workflow)
     spec = wf.spec.report
     if not spec.figures:
-        raise CaseworkError(f"workflow {workflow!r} declares no report figures")
+        raise InvalidQuery(f"workflow {workflow!r} declares no report figures")
     if by is not None and by not in wf.fields:
-        raise CaseworkError(f"report: {workflow!r} has no field {by!r} to break down by")
+        raise InvalidQuery(f"report: {workflow!r} has no field {by!r} to break down by")
     if by is not None and by not in spec.by:
-        raise CaseworkError(f"report: {workflow!r} is not broken down by {by!r}; its definition "
+        raise InvalidQuery(f"report: {workflow!r} is not broken down by {by!r}; its definition "
                             f"allows {list(spec.by)}")
     lo, hi = _instant(start, wf), _instant(end, wf)
     base = resolve_where(wf, where)
-    q = ReportQueries(engine.store)
-    at_end = hi or to_db(engine.clock.now())
+    q = ReportQueries(storage.store)
+    at_end = hi or to_db(clock.now())
 
     def figure(fig: FigureSpec, scope: Scope) -> dict[str | None, float]:
         sc = Scope(scope.workflow, {**scope.where, **resolve_where(wf, fig.where)}, scope.by)
@@ -177,7 +177,7 @@ def build_report(engine: Engine, workflow: str, *, start: date | datetime | str 
             return q.closed(sc, lo, hi, fig.state, fig.without)
         if fig.count == "overdue":
             return {g: float(v[0]) for g, v in q.overdue(sc, at_end).items()}
-        raise CaseworkError(f"figure kind {fig.count!r} is not known")
+        raise InvalidQuery(f"figure kind {fig.count!r} is not known")
 
     def compute(scope: Scope) -> dict[str | None, dict[str, float | None]]:
         values: dict[str, dict[str | None, float]] = {

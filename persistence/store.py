@@ -135,7 +135,8 @@ class Store:
         except self._integrity_error as e:
             text = str(e)
             if any(k in text for k in ("idempotency_key", "uq_timers_pending_cron",
-                                       "timers.workflow, timers.name")):
+                                       "timers.workflow, timers.name", "cases_pkey",
+                                       "cases.id")):
                 raise DuplicateKey(text) from None
             raise
         except self._unavailable as e:

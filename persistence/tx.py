@@ -118,6 +118,9 @@ class ReadTx:
     def count_cases(self) -> int:
         return int(self._run(self.sql.count_cases, {}).fetchone()[0])
 
+    def count_events(self) -> int:
+        return int(self._run(self.sql.ledger.count_events, {}).fetchone()[0])
+
     def party_counts(self, workflow: str, party_key: str, case_id: str) -> tuple[int, int]:
         """(other cases, other open cases) of the same party in the workflow."""
         row = self._run(self.sql.party_counts, {"workflow": workflow, "party": party_key,

@@ -10,6 +10,7 @@ import re
 
 import pytest
 from casework import (
+    CaseExists,
     CaseNotFound,
     CommandRefused,
     Engine,
@@ -293,7 +294,7 @@ def test_opening_a_case_under_an_existing_id_is_refused_and_changes_nothing(
         any_engine: Engine) -> None:
     case = any_engine.open_case("petition", OPEN_DATA, actor=CLERK, case_id="case-0001")
     before = snapshot(any_engine, case.id)
-    with pytest.raises(InvalidInput, match="case-0001"):
+    with pytest.raises(CaseExists, match="case-0001"):
         any_engine.open_case("petition", {**OPEN_DATA, "summary": "another"}, actor=CLERK,
                              case_id="case-0001")
     assert snapshot(any_engine, case.id) == before

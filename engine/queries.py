@@ -1,0 +1,68 @@
+"""Reading cases: a case, its history, what an actor may do now, its timers, counts."""
+
+from __future__ import annotations
+
+from . import rules
+from .clock import Clock
+from .convert import case_of, event_of, timer_of
+from .errors import CaseNotFound
+from .registry import Registry
+from .storage import Storage
+from .timers import instants
+from .types import Actor, Case, Event, Timer, TriggerOption
+
+
+class Queries:
+    """Read-only questions about stored cases."""
+
+    def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
+        self._storage = storage
+        self._registry = registry
+        self._clock = clock
+
+    def case(self, case_id: str, *, masked: bool = False) -> Case:
+        with self._storage.read() as tx:
+            rec = tx.get_case(case_id)
+        if rec is None:
+            raise CaseNotFound(case_id)
+        case = case_of(rec)
+        if masked:
+            case = case.masked(self._registry.get(case.workflow, case.version).pii)
+        return case
+
+    def history(self, case_id: str, *, masked: bool = False) -> list[Event]:
+        with self._storage.read() as tx:
+            rec = tx.get_case(case_id)
+            if rec is None:
+                raise CaseNotFound(case_id)
+            events = [event_of(e) for e in tx.history(case_id)]
+        if masked:
+            pii = self._registry.get(rec.workflow, rec.version).pii
+            events = [e.masked(pii) for e in events]
+        return events
+
+    def options(self, case_id: str, actor: Actor) -> list[TriggerOption]:
+        case = self.case(case_id)
+        wf = self._registry.get(case.workflow, case.version)
+        return rules.options(wf, case.id, case.state, case.data, actor, self._clock.now())
+
+    def pending_timers(self, case_id: str) -> list[Timer]:
+        with self._storage.read() as tx:
+            rows = tx.pending_timers(case_id)
+        out = [timer_of(i) for t in rows for i in instants(t)]
+        out.sort(key=lambda t: (t.due_at, t.id))
+        return out
+
+    def state_counts(self, workflow: str) -> dict[str, tuple[int, int]]:
+        with self._storage.read() as tx:
+            return {s: (n, o) for s, n, o in tx.open_by_state(workflow)}
+
+    def stored_counts(self) -> tuple[int, int]:
+        with self._storage.read() as tx:
+            return tx.count_cases(), tx.count_events()
+
+    def verify(self, case_id: str | None = None) -> list[str]:
+        with self._storage.read() as tx:
+            if case_id is not None:
+                return tx.verify_case(case_id)
+            return [p for _, found in tx.verify_all() for p in found]

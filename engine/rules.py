@@ -1,0 +1,286 @@
+"""The rules: every decision to accept or refuse a command is made here.
+
+Opening a case, firing a transition, recording an activity, and listing what an
+actor may do now (:func:`options`) all run the same checks in the same order, so
+what ``available_triggers`` offers is what ``fire`` accepts:
+
+1. the trigger exists and is allowed from the case's state (:class:`WrongState`);
+2. the actor holds one of the step's roles (:class:`RoleRefused`);
+3. the input names only fields the step takes, of the declared types
+   (:class:`InvalidInput`), and carries its required fields (:class:`MissingFields`);
+4. the guard expression and any named host guards hold (:class:`GuardRefused`).
+
+A decision is computed in memory; nothing here touches the database. The caller
+writes what a :class:`Decision` says, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .errors import (
+    CommandRefused,
+    GuardRefused,
+    InvalidInput,
+    InvalidTrigger,
+    MissingFields,
+    RoleRefused,
+    WrongState,
+)
+from .expressions import Expression, ExpressionError, FieldView
+from .machine import CompiledActivity, CompiledTransition, CompiledWorkflow, Value
+from .types import Actor, EventKind, GuardContext, TriggerOption
+
+# How far a refused candidate got through the checks: the refusal of the candidate that
+# got furthest is the one reported.
+_ROLE, _REQUIRED, _GUARD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An accepted command: what it writes."""
+
+    kind: EventKind
+    state: str                        # the state after the command
+    changes: dict[str, Any]           # case fields it sets
+    details: dict[str, Any] = field(default_factory=dict)  # what the event records besides
+    role: str | None = None           # the role the actor acted in
+
+
+def guard_names(wf: CompiledWorkflow, data: Mapping[str, Any], input: Mapping[str, Any],
+                actor: Actor, now: datetime, state: str) -> dict[str, Any]:
+    """The names a guard sees: fields (input over case data), input, case, actor, now, state."""
+    names = {**wf.defaults, **data, **input}
+    names["input"] = FieldView(input)
+    names["case"] = FieldView(data)
+    names["actor"] = {"id": actor.id, "roles": sorted(actor.roles), "unit": actor.unit}
+    names["now"] = now.isoformat()
+    names["state"] = state
+    return names
+
+
+def _role_used(who: Actor, allowed: frozenset[str]) -> str | None:
+    pool = who.roles & allowed if allowed else who.roles
+    return min(pool) if pool else None
+
+
+def _missing(required: tuple[str, ...], values: Mapping[str, Any]) -> list[str]:
+    return [f for f in required if values.get(f) in (None, "", [])]
+
+
+def _guard_refusal(guard: Expression, names: Mapping[str, Any]) -> GuardRefused | None:
+    try:
+        ok = bool(guard.evaluate(names))
+    except ExpressionError as e:
+        return GuardRefused(f"guard could not be evaluated: {e}")
+    if ok:
+        return None
+    part = guard.failing_part(names)
+    why = f" (`{part}` does not hold)" if part else ""
+    return GuardRefused(f"guard `{guard.source}` is false{why}")
+
+
+def _check_step(roles: frozenset[str], required: tuple[str, ...], guard: Expression | None,
+                actor: Actor, input: Mapping[str, Any], names: Mapping[str, Any],
+                check_required: bool) -> tuple[int, CommandRefused] | None:
+    """Roles, required input, guard: the first that refuses, with how far the step got."""
+    if roles and not (roles & actor.roles):
+        return _ROLE, RoleRefused(f"needs one of the roles {sorted(roles)}; {actor.id} has "
+                                  f"{sorted(actor.roles) or 'none'}")
+    if check_required:
+        missing = _missing(required, input)
+        if missing:
+            return _REQUIRED, MissingFields(f"missing required input: {', '.join(missing)}")
+    if guard is not None:
+        refused = _guard_refusal(guard, names)
+        if refused is not None:
+            return _GUARD, refused
+    return None
+
+
+@dataclass
+class Attempt:
+    """One command being matched against a trigger's candidate transitions: who, with what
+    input, and why each candidate refused (the machine's conditions call :meth:`admit`)."""
+
+    actor: Actor
+    input: Mapping[str, Any]
+    names: dict[str, Any]
+    check_required: bool = True
+    chosen: CompiledTransition | None = None
+    refusals: list[tuple[int, CommandRefused]] = field(default_factory=list)
+
+    def admit(self, ct: CompiledTransition, ctx_factory: Callable[[], GuardContext]) -> bool:
+        """Whether ``ct`` admits the command: roles, required input, guard, named guards."""
+        refused = _check_step(ct.roles, ct.spec.required, ct.guard, self.actor, self.input,
+                              self.names, self.check_required)
+        if refused is None:
+            for name, fn in ct.conditions:
+                if not fn(ctx_factory()):
+                    refused = _GUARD, GuardRefused(f"named guard {name!r} refused")
+                    break
+        if refused is not None:
+            self.refusals.append(refused)
+            return False
+        self.chosen = ct
+        return True
+
+    def best_refusal(self) -> CommandRefused:
+        """The refusal of the candidate that got furthest through the checks."""
+        return max(self.refusals, key=lambda r: r[0])[1]
+
+
+def evaluate_sets(sets: Mapping[str, Value], names: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a step's ``set`` computes (a refusal if one cannot be computed)."""
+    out: dict[str, Any] = {}
+    for k, v in sets.items():
+        if isinstance(v, Expression):
+            try:
+                out[k] = v.evaluate(names)
+            except ExpressionError as e:
+                raise GuardRefused(f"value of {k!r} could not be computed: {e}") from None
+        else:
+            out[k] = v
+    return out
+
+
+# -- opening ------------------------------------------------------------------------
+def decide_open(wf: CompiledWorkflow, actor: Actor, data: Mapping[str, Any],
+                now: datetime) -> Decision:
+    """Whether ``actor`` may open a case of ``wf`` with ``data``; the values it starts with."""
+    try:
+        if wf.open_roles and not (wf.open_roles & actor.roles):
+            raise RoleRefused(f"opening a {wf.name!r} case needs one of the roles "
+                              f"{sorted(wf.open_roles)}")
+        values = wf.validate(data)
+        missing = _missing(wf.spec.open.required, values)
+        if missing:
+            raise MissingFields(f"missing required input: {', '.join(missing)}")
+        names = guard_names(wf, {}, values, actor, now, wf.initial)
+        values.update(evaluate_sets(wf.open_sets, names))
+        values = wf.validate(values)
+    except CommandRefused as e:
+        raise type(e)(e.reason, state=wf.initial, trigger="open") from None
+    return Decision(EventKind.OPEN, wf.initial, values, role=_role_used(actor, wf.open_roles))
+
+
+# -- transitions and activities -----------------------------------------------------
+def decide(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
+           trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime) -> Decision:
+    """Whether ``trigger`` (a transition or an activity) with ``input`` is accepted on a case
+    in ``state`` holding ``data``; the refusal names case, state and trigger."""
+    try:
+        activity = wf.activities.get(trigger)
+        if activity is not None:
+            return _activity(wf, activity, case_id, state, data, actor, input, now)
+        return _transition(wf, case_id, state, data, trigger, actor, input, now)
+    except CommandRefused as e:
+        raise type(e)(e.reason, case_id=case_id, state=state, trigger=trigger) from None
+
+
+def _transition(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
+                trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime) -> Decision:
+    accepted = wf.inputs_by_trigger.get(trigger)
+    if accepted is None:
+        raise InvalidTrigger(f"workflow {wf.name!r} has no trigger or activity {trigger!r}")
+    foreign = sorted(set(input) - accepted)
+    if foreign:
+        raise InvalidInput("; ".join(
+            f"{f}: not a field of this workflow" if f not in wf.fields else
+            f"{f}: not an input of {trigger!r} (it takes {', '.join(sorted(accepted)) or 'none'})"
+            for f in foreign))
+    values = wf.validate(input)
+    names = guard_names(wf, data, values, actor, now, state)
+    attempt = Attempt(actor, values, names)
+    ct, new_state = _resolve(wf, state, trigger, attempt,
+                             lambda: GuardContext(case_id, wf.name, state, data, values, actor, now))
+    computed = evaluate_sets(ct.sets, names) if ct.sets else {}
+    for _name, fn in ct.actions:
+        extra = fn(GuardContext(case_id, wf.name, new_state, {**data, **values, **computed},
+                                values, actor, now))
+        if extra:
+            computed.update(extra)
+    # The input was checked above; what the definition and actions computed is checked too.
+    changes = {**values, **wf.validate(computed)}
+    return Decision(EventKind.TRANSITION, new_state, changes, role=_role_used(actor, ct.roles))
+
+
+def _resolve(wf: CompiledWorkflow, state: str, trigger: str, attempt: Attempt,
+             ctx_factory: Callable[[], GuardContext]) -> tuple[CompiledTransition, str]:
+    for ct, dest in wf.candidates(state, trigger):
+        if attempt.admit(ct, ctx_factory):
+            return ct, dest
+    raise attempt.best_refusal()
+
+
+def _activity_names(wf: CompiledWorkflow, a: CompiledActivity, data: Mapping[str, Any],
+                    details: Mapping[str, Any], actor: Actor, now: datetime,
+                    state: str) -> dict[str, Any]:
+    names = guard_names(wf, data, details, actor, now, state)
+    names.update(dict.fromkeys(a.spec.fields))
+    names.update(details)
+    return names
+
+
+def _activity(wf: CompiledWorkflow, a: CompiledActivity, case_id: str, state: str,
+              data: Mapping[str, Any], actor: Actor, input: Mapping[str, Any],
+              now: datetime) -> Decision:
+    if state not in a.leaves:
+        raise WrongState(f"activity {a.name!r} is allowed only in {sorted(a.spec.states)}")
+    if a.roles and not (a.roles & actor.roles):  # before the input: a stranger learns nothing
+        raise RoleRefused(f"needs one of the roles {sorted(a.roles)}; {actor.id} has "
+                          f"{sorted(actor.roles) or 'none'}")
+    details = a.validate(input)
+    names = _activity_names(wf, a, data, details, actor, now, state)
+    refused = _check_step(a.roles, a.spec.required, a.guard, actor, details, names, True)
+    if refused is not None:
+        raise refused[1]
+    changes = evaluate_sets(a.sets, names) if a.sets else {}
+    if changes:
+        changes = wf.validate(changes)
+    return Decision(EventKind.ACTIVITY, state, changes, details, _role_used(actor, a.roles))
+
+
+# -- what an actor may do now ---------------------------------------------------------
+def options(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
+            actor: Actor, now: datetime) -> list[TriggerOption]:
+    """Each trigger and activity of the case's state, allowed or not (and why not) for
+    ``actor``, by the checks :func:`decide` runs with no input yet. A guard that reads input
+    the command has not given cannot be judged: such a step is listed as allowed with the
+    input it requires, and ``fire`` judges it."""
+    out: list[TriggerOption] = []
+    names = guard_names(wf, data, {}, actor, now, state)
+    for trigger in wf.triggers_from(state):
+        attempt = Attempt(actor, {}, names, check_required=False)
+        try:
+            ct, _ = _resolve(wf, state, trigger, attempt,
+                             lambda: GuardContext(case_id, wf.name, state, data, {}, actor, now))
+            out.append(TriggerOption(trigger, "transition", True, None, ct.spec.required))
+        except CommandRefused as e:
+            same = [t for t in wf.transitions if t.spec.trigger == trigger]
+            reqs = tuple(dict.fromkeys(f for t in same for f in t.spec.required))
+            on_input = isinstance(e, GuardRefused) and any(
+                t.guard is not None and t.guard.names & set(t.spec.required) for t in same)
+            if on_input:
+                out.append(TriggerOption(trigger, "transition", True,
+                                         "the guard is checked against the input", reqs))
+            else:
+                out.append(TriggerOption(trigger, "transition", False, f"[{e.rule}] {e.reason}",
+                                         reqs))
+    for a in wf.activities_in(state):
+        a_names = _activity_names(wf, a, data, {}, actor, now, state)
+        refused = _check_step(a.roles, a.spec.required, a.guard, actor, {}, a_names, False)
+        on_input = refused is not None and refused[0] == _GUARD and a.guard is not None and bool(
+            a.guard.names & set(a.spec.fields))
+        if refused is None or on_input:
+            out.append(TriggerOption(a.name, "activity", True,
+                                     "the guard is checked against the input" if on_input else None,
+                                     a.spec.required))
+        else:
+            why = refused[1]
+            out.append(TriggerOption(a.name, "activity", False, f"[{why.rule}] {why.reason}",
+                                     a.spec.required))
+    return out

@@ -1,0 +1,67 @@
+"""The engine's view of the store: transactions whose failures are the engine's errors.
+
+The storage layer (:mod:`casework.persistence`) raises its own errors; every service of
+the engine opens its transactions here, so a stale row version becomes
+:class:`ConflictError` and an unreachable or locked database :class:`StoreError`, with
+the database's own message (which may quote stored data) kept to the masked log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from loguru import logger
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import ConflictError, StoreError
+from .persistence import DatabaseUnavailable, StaleVersion, Store
+from .persistence.tx import ReadTx, WriteTx
+
+
+class Storage:
+    """Read and write transactions on one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def backend(self) -> str:
+        return self.store.backend
+
+    @contextmanager
+    def read(self) -> Iterator[ReadTx]:
+        with _mapped(), self.store.read() as tx:
+            yield tx
+
+    @contextmanager
+    def write(self, *, retryable: bool = False) -> Iterator[WriteTx]:
+        """One write transaction. ``retryable``: leave :class:`DatabaseUnavailable` to the
+        caller, which may try again (the command pipeline with an idempotency key)."""
+        with _mapped(retryable), self.store.write() as tx:
+            yield tx
+
+    def errors(self, retryable: bool = False) -> Any:
+        """A context in which the storage layer's errors become the engine's (for work
+        that runs on the store without a transaction of this class: reports, ledgers)."""
+        return _mapped(retryable)
+
+    def dispose(self) -> None:
+        self.store.dispose()
+
+
+@contextmanager
+def _mapped(retryable: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except StaleVersion as e:
+        raise ConflictError(e.case_id, e.expected, e.actual) from None
+    except DatabaseUnavailable as e:
+        if retryable:
+            raise
+        logger.bind(case_id="-", workflow="-").warning("database unavailable: {}", e)
+        raise StoreError("the database is unavailable (locked or unreachable); try again") from None
+    except SQLAlchemyError as e:
+        logger.bind(case_id="-", workflow="-").error("database error: {}", e)
+        raise StoreError(f"the database refused the operation ({type(e).__name__})") from None
