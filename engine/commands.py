@@ -9,11 +9,13 @@ is written. Subscribers hear about it after commit.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from loguru import logger
 from uuid6 import uuid7
 
@@ -36,7 +38,7 @@ from .outbox import Outbox
 from .persistence import CaseRecord, DatabaseUnavailable, DuplicateKey, EventRecord
 from .persistence.tx import WriteTx
 from .registry import Registry
-from .storage import Storage
+from .storage import Storage, first_line
 from .timers import TimerPlan
 from .types import Actor, Case, EventKind
 
@@ -57,6 +59,17 @@ def check_key(key: str | None) -> None:
     if key is not None and key.startswith(("timer:", "cron:")):
         raise InvalidInput(f"idempotency key {key!r}: keys starting 'timer:' or 'cron:' are "
                            "the scheduler's")
+
+
+def command_digest(*parts: Any) -> str:
+    """A digest of a keyed command (what it is, on what, by whom, with what input), kept
+    with its event: the same key sent with another command is refused."""
+    try:
+        text = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                            default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(parts).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()
 
 
 def plan_timing(wf: CompiledWorkflow, rec: CaseRecord, old_state: str | None, trigger: str,
@@ -107,12 +120,14 @@ class Commands:
         values = decision.changes
         cid = case_id or uuid7().hex  # time-ordered: new cases sit together in the indexes
         at = to_db(now)
+        digest = (command_digest("open", workflow, case_id, str(who), dict(data or {}))
+                  if idempotency_key is not None else None)
 
         def write(tx: WriteTx) -> Written:
             if idempotency_key is not None:
                 prior = tx.event_by_key(idempotency_key)
                 if prior is not None:
-                    return self._replay(tx, prior, None, "open"), prior, None
+                    return self._replay(tx, prior, None, "open", digest), prior, None
             if tx.get_case(cid) is not None:
                 raise CaseExists(cid)
             # A fresh record on every attempt: a retried attempt starts the chain anew.
@@ -127,7 +142,8 @@ class Commands:
                 details.update(plan.notes)
             ev = tx.chain_event(rec, kind=EventKind.OPEN.value, name="open", from_state=None,
                                 to_state=wf.initial, actor=who.id, role=decision.role, at=at,
-                                changes=values, details=details, idempotency_key=idempotency_key)
+                                changes=values, details=details, idempotency_key=idempotency_key,
+                                command_digest=digest)
             tx.insert_case(rec)
             write_plan(tx, rec.id, plan, now)
             tx.insert_event(ev)
@@ -145,19 +161,21 @@ class Commands:
         who = parse_actor(actor)
         check_key(idempotency_key)
         values = dict(data or {})
+        digest = (command_digest("fire", case_id, trigger, str(who), values)
+                  if idempotency_key is not None else None)
         return self._run(lambda tx: self._fire(tx, case_id, trigger, who, values,
-                                               expected_version, idempotency_key),
+                                               expected_version, idempotency_key, digest),
                          idempotency_key)
 
     def _fire(self, tx: WriteTx, case_id: str, trigger: str, who: Actor, data: dict[str, Any],
-              expected_version: int | None, key: str | None) -> Written:
+              expected_version: int | None, key: str | None, digest: str | None) -> Written:
         rec = tx.lock_case(case_id)
         if rec is None:
             raise CaseNotFound(case_id)
         if key is not None:
             prior = tx.event_by_key(key)
             if prior is not None:
-                return self._replay(tx, prior, case_id, trigger), prior, None
+                return self._replay(tx, prior, case_id, trigger, digest), prior, None
         if expected_version is not None and rec.row_version != expected_version:
             raise ConflictError(case_id, expected_version, rec.row_version)
         wf = self._registry.get(rec.workflow, rec.version)
@@ -190,7 +208,7 @@ class Commands:
             details["flagged_at_risk"] = flagged
         ev = tx.chain_event(rec, kind=d.kind.value, name=trigger, from_state=state, to_state=d.state,
                             actor=who.id, role=d.role, at=at, changes=d.changes, details=details,
-                            idempotency_key=key)
+                            idempotency_key=key, command_digest=digest)
         tx.update_case(rec, old_version)
         write_plan(tx, rec.id, plan, now)
         tx.insert_event(ev)
@@ -260,7 +278,8 @@ class Commands:
                 collided = True
             except DatabaseUnavailable as e:
                 if attempt == attempts:
-                    logger.bind(case_id="-", workflow="-").warning("database unavailable: {}", e)
+                    logger.bind(case_id="-", workflow="-").warning("database unavailable: {}",
+                                                                  first_line(e))
                     tries = f" after {attempts} tries" if attempts > 1 else ""
                     raise StoreError(f"the database is unavailable (locked or unreachable)"
                                      f"{tries}; try again") from None
@@ -275,12 +294,18 @@ class Commands:
                     "notices not delivered yet; the next scheduler run delivers them")
         return case
 
-    def _replay(self, tx: WriteTx, prior: EventRecord, case_id: str | None, name: str) -> Case:
-        """The result of an already applied command, rebuilt from the history up to its event."""
-        if (case_id is not None and prior.case_id != case_id) or prior.name != name:
+    def _replay(self, tx: WriteTx, prior: EventRecord, case_id: str | None, name: str,
+                digest: str | None) -> Case:
+        """The result of an already applied command, rebuilt from the history up to its
+        event; refused when the key came with another command (nothing of the first is said:
+        it may be another petitioner's)."""
+        other = ((case_id is not None and prior.case_id != case_id) or prior.name != name
+                 or (prior.command_digest is not None and prior.command_digest != digest))
+        if other:
             raise IdempotencyKeyReused(
-                f"idempotency key {prior.idempotency_key!r} was used for {prior.name!r} on case "
-                f"{prior.case_id}, not for {name!r} on case {case_id or '(new)'}")
+                f"idempotency key {prior.idempotency_key!r} was already used for another "
+                f"command (on case {prior.case_id}; this one is {name!r} on case "
+                f"{case_id or '(new)'}): use a new key for a new command")
         rec = tx.get_case(prior.case_id)
         assert rec is not None
         data: dict[str, Any] = {}

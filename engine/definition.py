@@ -33,12 +33,21 @@ class FieldType(StrEnum):
 
 
 class FieldSpec(_Frozen):
-    """A typed field; ``pii`` fields are masked in logs and in ``show``."""
+    """A typed field; ``pii`` fields are masked in logs and in ``show``.
+
+    ``max_length`` (string, text), ``minimum`` / ``maximum`` (int, number) and
+    ``max_items`` (list) tighten the workflow's ``limits`` for this field.
+    """
 
     type: FieldType = FieldType.STRING
     pii: bool = False
     values: tuple[str, ...] = ()
     description: str = ""
+    label: str = ""
+    max_length: int | None = Field(default=None, ge=1)
+    minimum: float | None = None
+    maximum: float | None = None
+    max_items: int | None = Field(default=None, ge=0)
 
     @field_validator("values")
     @classmethod
@@ -238,6 +247,23 @@ class ReportSpec(_Frozen):
     _tuples = field_validator("by", mode="before")(_as_tuple)
 
 
+SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON reader keeps exactly
+
+
+class LimitsSpec(_Frozen):
+    """Bounds on every value a command may bring (a value past one is refused, naming the
+    field, before anything is written). The defaults suit a case file; a field may
+    tighten them (``max_length``, ``minimum``, ``maximum``, ``max_items``)."""
+
+    string_length: int = Field(default=1_000, ge=1, le=10_000_000)
+    text_length: int = Field(default=100_000, ge=1, le=10_000_000)
+    list_items: int = Field(default=1_000, ge=0, le=1_000_000)
+    depth: int = Field(default=8, ge=1, le=64)          # lists and objects inside a list field
+    value_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)  # a list field as JSON
+    integer_min: int = Field(default=-SAFE_INTEGER, ge=-(2**63 - 1))
+    integer_max: int = Field(default=SAFE_INTEGER, le=2**63 - 1)
+
+
 class WorkflowSpec(_Frozen):
     """A whole workflow definition, as written in YAML."""
 
@@ -258,3 +284,4 @@ class WorkflowSpec(_Frozen):
     cycles: dict[str, CycleSpec] = Field(default_factory=dict)
     risk: RiskSpec = Field(default_factory=RiskSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)

@@ -18,11 +18,12 @@ from .clock import Clock, SystemClock
 from .commands import Commands, parse_actor
 from .errors import StoreError
 from .events import Subscribers
+from .keys import default_key_file, load_or_create
 from .ledger import Ledger
 from .machine import NamedAction, NamedGuard, TimingOptions
 from .migration import MigrationResult, Migrator
 from .outbox import NOTICE_LEASE, Outbox
-from .persistence import Store
+from .persistence import Keyring, Store
 from .persistence.ledger import ImportResult
 from .persistence.migrate import SchemaMismatch
 from .queries import Queries
@@ -47,7 +48,9 @@ class Engine:
     ``clock``: where time comes from (a :class:`FrozenClock` in tests). ``guards``,
     ``actions``, ``functions``: named Python hooks the definitions may call.
     ``scheduler``: ``interval_seconds``, ``batch_size``, ``lease_seconds``,
-    ``notice_lease_seconds``.
+    ``notice_lease_seconds``. ``key_file``: the office's keys for the keyed history
+    (default: ``<database>.key`` beside a SQLite file, created on first use; see
+    :mod:`casework.keys`), or a ``keyring`` directly.
     """
 
     def __init__(self, database_url: str = "sqlite:///casework.db",
@@ -61,14 +64,19 @@ class Engine:
                  sensitive_periods: Iterable[SensitivePeriod] = (),
                  scheduler: Mapping[str, Any] | None = None,
                  retries: int = 5,
+                 key_file: str | Path | None = None, keyring: Keyring | None = None,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
         opts = dict(scheduler or {})
         self._service_options = {k: v for k, v in opts.items()
                                  if k in {"interval_seconds", "batch_size", "lease_seconds"}}
         self._service: SchedulerService | None = None
+        if keyring is None:
+            keyring = load_or_create(Path(key_file) if key_file is not None
+                                     else default_key_file(database_url))
         self._storage = Storage(Store(database_url, sqlite_synchronous=sqlite_synchronous,
-                                      busy_timeout_ms=busy_timeout_ms, pool_size=pool_size))
+                                      busy_timeout_ms=busy_timeout_ms, pool_size=pool_size,
+                                      keyring=keyring))
         if create_schema:
             try:
                 with self._storage.errors():
@@ -78,7 +86,8 @@ class Engine:
         timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods))
         self._registry = Registry(self._storage, self.clock, CompileOptions(
             dict(guards or {}), dict(actions or {}), dict(functions or {}), timing))
-        self._subscribers = Subscribers()
+        registry = self._registry
+        self._subscribers = Subscribers(lambda name, version: registry.get(name, version).pii)
         self._outbox = Outbox(self._storage, self._subscribers, self.clock, lease=timedelta(
             seconds=opts.get("notice_lease_seconds", NOTICE_LEASE.total_seconds())))
         self._commands = Commands(self._storage, self._registry, self.clock, self._subscribers,

@@ -16,6 +16,7 @@
     ├── ConflictError            409   the case changed since it was read (stale row version;
     │   │                              412 when the version came as an HTTP If-Match)
     │   └── CaseExists           409   a case with that id exists already
+    ├── CaseAltered              409   the case row or its history was changed outside the engine
     ├── IdempotencyKeyReused     422   a key already used for a different command
     ├── InvalidQuery             422   a report, search or migration asked for something unknown
     ├── LedgerRefused            422   a ledger file was refused whole (every problem listed)
@@ -150,6 +151,15 @@ class CaseExists(ConflictError):
         self.case_id = case_id
         self.expected = None
         self.actual = None
+
+
+class CaseAltered(CaseworkError):
+    """The case's stored row does not match its seal: it was changed outside the engine
+    (run ``verify``); nothing acts on it until an operator has looked."""
+
+    def __init__(self, case_id: str, why: str) -> None:
+        self.case_id = case_id
+        super().__init__(f"case {case_id}: refused: {why}")
 
 
 class IdempotencyKeyReused(CaseworkError):

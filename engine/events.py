@@ -8,6 +8,7 @@ failure is logged with the case id.
 from __future__ import annotations
 
 import threading
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 
 from loguru import logger
 
+from .errors import InvalidQuery
+from .log import case_logger
 from .types import Case, Event
 
 
@@ -96,15 +99,22 @@ NOTICE_NAMES = frozenset({"opened", "transition", "activity", "warned", "escalat
 
 
 class Subscribers:
-    """Who listens to which notice name (``"*"`` hears them all)."""
+    """Who listens to which notice name (``"*"`` hears them all).
 
-    def __init__(self) -> None:
+    ``pii_of(workflow, version)`` names a case's personal fields, so that a subscriber's
+    failure is logged with their values masked.
+    """
+
+    def __init__(self, pii_of: Callable[[str, str], frozenset[str]] | None = None) -> None:
         self._subs: dict[str, list[Subscriber]] = defaultdict(list)
         self._lock = threading.Lock()
+        self._pii_of = pii_of
 
     def add(self, name: str, fn: Subscriber) -> None:
         if name not in NOTICE_NAMES:
-            raise ValueError(f"unknown notice {name!r}; one of {sorted(NOTICE_NAMES)}")
+            raise InvalidQuery(f"unknown notice {name!r}; one of {sorted(NOTICE_NAMES)}")
+        if not callable(fn):
+            raise InvalidQuery(f"a subscriber to {name!r} must be callable")
         with self._lock:
             self._subs[name].append(fn)
 
@@ -117,8 +127,24 @@ class Subscribers:
         for fn in fns:
             try:
                 fn(notice)
-            except Exception:
-                case_id = notice.case.id if isinstance(notice, Notice) else "-"
-                workflow = notice.case.workflow if isinstance(notice, Notice) else notice.workflow
-                logger.bind(case_id=case_id, workflow=workflow).opt(exception=True).error(
-                    "subscriber {} failed on {}", getattr(fn, "__name__", fn), notice.name)
+            except Exception as e:
+                self._failed(fn, notice, e)
+
+    def _failed(self, fn: Subscriber, notice: Notice | ReportReady, error: Exception) -> None:
+        """Log a subscriber's failure: the traceback goes into the message, where the case's
+        personal values are masked (a traceback attached to the record would not be)."""
+        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        who = getattr(fn, "__qualname__", type(fn).__name__)
+        if isinstance(notice, Notice):
+            case = notice.case
+            pii: frozenset[str] = frozenset()
+            if self._pii_of is not None:
+                try:
+                    pii = self._pii_of(case.workflow, case.version)
+                except Exception:
+                    pii = frozenset(case.data)  # unknown: mask every value
+            case_logger(case.id, case.workflow, case.data, pii).error(
+                "subscriber {} failed on {}:\n{}", who, notice.name, tb)
+        else:
+            logger.bind(case_id="-", workflow=notice.workflow).error(
+                "subscriber {} failed on {}: {}", who, notice.name, type(error).__name__)

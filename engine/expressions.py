@@ -17,16 +17,34 @@ Names an expression sees:
 from __future__ import annotations
 
 import ast
+import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, InvalidExpression
+from simpleeval import DEFAULT_OPERATORS, MAX_STRING_LENGTH, EvalWithCompoundTypes
+
+# What an expression may be at load time; past these it is refused with file:line.
+MAX_SOURCE = 2_000   # characters
+MAX_DEPTH = 64       # nesting of the syntax tree
+MAX_NODES = 500      # nodes of the syntax tree
+# What a value computed on the way may be: text and lists up to this many items.
+MAX_RESULT = MAX_STRING_LENGTH
 
 
 class ExpressionError(ValueError):
-    """An expression does not parse or uses something the language forbids."""
+    """An expression does not parse, uses something the language forbids, or failed."""
+
+
+def _mod(a: Any, b: Any) -> Any:
+    """``%`` on numbers only: string formatting could build unbounded text."""
+    if isinstance(a, (str, bytes)):
+        raise ExpressionError("string formatting with % is not allowed")
+    return operator.mod(a, b)
+
+
+_OPERATORS = {**DEFAULT_OPERATORS, ast.Mod: _mod}
 
 
 def _to_datetime(v: Any) -> datetime:
@@ -108,15 +126,21 @@ class Expression:
         # One evaluator per thread and expression: building one costs more than evaluating.
         ev = getattr(self._local, "ev", None)
         if ev is None:
-            ev = self._local.ev = EvalWithCompoundTypes(functions=dict(self._functions))
+            ev = self._local.ev = EvalWithCompoundTypes(operators=_OPERATORS,
+                                                        functions=dict(self._functions))
         for ns in _VIEWS:
             if isinstance(names.get(ns), dict):
                 names = {**names, ns: FieldView(names[ns])}
         ev.names = names
         try:
-            return ev.eval(self.source, previously_parsed=self._tree.body)
-        except (InvalidExpression, TypeError, ValueError, ZeroDivisionError) as e:
+            value = ev.eval(self.source, previously_parsed=self._tree.body)
+        except ExpressionError as e:
             raise ExpressionError(f"{self.source!r}: {e}") from None
+        except Exception as e:  # any failure of the language or of a host's function
+            raise ExpressionError(f"{self.source!r}: {_reason(e)}") from None
+        if isinstance(value, (str, list, tuple)) and len(value) > MAX_RESULT:
+            raise ExpressionError(f"{self.source!r}: the value is longer than {MAX_RESULT:,}")
+        return value
 
     def failing_part(self, names: Mapping[str, Any]) -> str | None:
         """For ``a and b and c`` that is false, the source of the first part that is false."""
@@ -137,15 +161,58 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
+def _reason(e: BaseException) -> str:
+    """What went wrong, in words that never quote the values involved (they may be
+    personal data): the kind of failure, not the message."""
+    kinds = {
+        ZeroDivisionError: "division by zero", OverflowError: "a number grew too large",
+        RecursionError: "the expression is nested too deeply", MemoryError: "out of memory",
+        TypeError: "a value of the wrong type for this operation",
+        KeyError: "an unknown name", AttributeError: "an unknown attribute",
+        IndexError: "an index out of range",
+    }
+    for kind, text in kinds.items():
+        if isinstance(e, kind):
+            return text
+    name = type(e).__name__
+    if name == "IterableTooLong":
+        return f"a value would be longer than {MAX_RESULT:,}"
+    if isinstance(e, ValueError):
+        return "a value that cannot be read (e.g. not a date)"
+    return f"the evaluation failed ({name})"
+
+
+def _depth(tree: ast.AST) -> int:
+    """The depth of ``tree``, walked without recursion."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def compile_expression(source: str, *, fields: Iterable[str],
                        functions: Mapping[str, Callable[..., Any]] | None = None) -> Expression:
-    """Parse ``source`` and check every node, name and call against the whitelist."""
+    """Parse ``source`` and check every node, name and call against the whitelist, and
+    its size against :data:`MAX_SOURCE`, :data:`MAX_DEPTH` and :data:`MAX_NODES`."""
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("an expression must be a non-empty string")
+    if len(source) > MAX_SOURCE:
+        raise ExpressionError(f"an expression may be at most {MAX_SOURCE:,} characters "
+                              f"(this one has {len(source):,})")
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as e:
-        raise ExpressionError(f"syntax error in {source!r}: {e.msg} (column {e.offset})") from None
+        raise ExpressionError(f"syntax error in {_short(source)}: {e.msg} (column {e.offset})") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExpressionError(f"{_short(source)}: nested too deeply to read") from None
+    nodes = sum(1 for _ in ast.walk(tree))
+    if nodes > MAX_NODES:
+        raise ExpressionError(f"{_short(source)}: too large ({nodes} parts; at most {MAX_NODES})")
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"{_short(source)}: nested deeper than {MAX_DEPTH} levels")
     known = frozenset(fields)
     funcs = dict(FUNCTIONS)
     if functions:
@@ -183,6 +250,10 @@ def compile_expression(source: str, *, fields: Iterable[str],
             if not parent_calls:
                 raise ExpressionError(f"{source!r}: function {node.id!r} must be called")
     return Expression(source.strip(), tree, frozenset(used), funcs)
+
+
+def _short(source: str) -> str:
+    return repr(source if len(source) <= 80 else source[:77] + "...")
 
 
 def _check_attribute(source: str, node: ast.Attribute, fields: frozenset[str]) -> None:

@@ -109,7 +109,7 @@ class CompiledWorkflow:
         self.tree = StateTree.of(spec)
         self.fields = dict(spec.fields)
         self.pii = frozenset(k for k, v in spec.fields.items() if v.pii)
-        self.validate = Validator(f"{self.name}_fields", spec.fields)
+        self.validate = Validator(f"{self.name}_fields", spec.fields, spec.limits)
         self.defaults: dict[str, Any] = dict.fromkeys(spec.fields)
         funcs = dict(functions or {})
         guards = guards or {}
@@ -157,7 +157,7 @@ class CompiledWorkflow:
                 name=name, spec=a, roles=frozenset(a.roles), leaves=frozenset(leaves),
                 guard=compile_expression(a.guard, fields=names, functions=funcs) if a.guard else None,
                 sets=_compile_set(a.set, names, funcs),
-                validate=Validator(f"{self.name}_{name}", a.fields),
+                validate=Validator(f"{self.name}_{name}", a.fields, spec.limits),
             )
         if problems:
             raise DefinitionError(problems)

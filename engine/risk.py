@@ -8,6 +8,7 @@ party key), so no query ever compares the personal value itself.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
 from .expressions import ExpressionError
@@ -16,9 +17,10 @@ from .persistence import CaseRecord
 from .persistence.tx import WriteTx
 
 
-def party_key(workflow: str, identity: Any) -> str:
-    """The key that matches a petitioner's cases within a workflow."""
-    return hashlib.sha256(f"{workflow}\x1f{identity}".encode()).hexdigest()
+def party_key(secret: bytes, workflow: str, identity: Any) -> str:
+    """The key that matches a petitioner's cases within a workflow: an HMAC under the
+    office's identity secret, so the personal value cannot be guessed back from it."""
+    return hmac.new(secret, f"{workflow}\x1f{identity}".encode(), hashlib.sha256).hexdigest()
 
 
 def assess(tx: WriteTx, wf: CompiledWorkflow, rec: CaseRecord) -> list[str]:
@@ -29,7 +31,8 @@ def assess(tx: WriteTx, wf: CompiledWorkflow, rec: CaseRecord) -> list[str]:
     names: dict[str, Any] = dict.fromkeys(wf.fields)
     names.update(rec.data)
     if wf.risk_identity is not None and rec.data.get(wf.risk_identity):
-        rec.party_key = party_key(wf.name, rec.data[wf.risk_identity])
+        assert tx.keyring is not None, "the engine's store always has a keyring"
+        rec.party_key = party_key(tx.keyring.identity, wf.name, rec.data[wf.risk_identity])
     others, others_open = 0, 0
     if wf.risk_needs_party and rec.party_key is not None:
         others, others_open = tx.party_counts(wf.name, rec.party_key, rec.id)

@@ -119,7 +119,7 @@ class Attempt:
                               self.names, self.check_required)
         if refused is None:
             for name, fn in ct.conditions:
-                if not fn(ctx_factory()):
+                if not _host_guard(name, fn, ctx_factory()):
                     refused = _GUARD, GuardRefused(f"named guard {name!r} refused")
                     break
         if refused is not None:
@@ -131,6 +131,25 @@ class Attempt:
     def best_refusal(self) -> CommandRefused:
         """The refusal of the candidate that got furthest through the checks."""
         return max(self.refusals, key=lambda r: r[0])[1]
+
+
+def _host_guard(name: str, fn: Callable[[GuardContext], bool], ctx: GuardContext) -> bool:
+    """A host's named guard; one that raises refuses (its message is not repeated: it may
+    quote case data)."""
+    try:
+        return bool(fn(ctx))
+    except Exception as e:
+        raise GuardRefused(f"named guard {name!r} failed ({type(e).__name__})") from None
+
+
+def _host_action(name: str, fn: Callable[[GuardContext], Mapping[str, Any] | None],
+                 ctx: GuardContext) -> Mapping[str, Any] | None:
+    try:
+        return fn(ctx)
+    except CommandRefused:
+        raise
+    except Exception as e:
+        raise GuardRefused(f"named action {name!r} failed ({type(e).__name__})") from None
 
 
 def evaluate_sets(sets: Mapping[str, Value], names: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,9 +217,10 @@ def _transition(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[st
     ct, new_state = _resolve(wf, state, trigger, attempt,
                              lambda: GuardContext(case_id, wf.name, state, data, values, actor, now))
     computed = evaluate_sets(ct.sets, names) if ct.sets else {}
-    for _name, fn in ct.actions:
-        extra = fn(GuardContext(case_id, wf.name, new_state, {**data, **values, **computed},
-                                values, actor, now))
+    for name, fn in ct.actions:
+        extra = _host_action(name, fn, GuardContext(case_id, wf.name, new_state,
+                                                    {**data, **values, **computed}, values,
+                                                    actor, now))
         if extra:
             computed.update(extra)
     # The input was checked above; what the definition and actions computed is checked too.

@@ -15,8 +15,8 @@ from typing import Any
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import ConflictError, StoreError
-from .persistence import DatabaseUnavailable, StaleVersion, Store
+from .errors import CaseAltered, ConflictError, StoreError
+from .persistence import DatabaseUnavailable, RowAltered, StaleVersion, Store
 from .persistence.tx import ReadTx, WriteTx
 
 
@@ -57,11 +57,22 @@ def _mapped(retryable: bool = False) -> Iterator[None]:
         yield
     except StaleVersion as e:
         raise ConflictError(e.case_id, e.expected, e.actual) from None
+    except RowAltered as e:
+        raise CaseAltered(e.case_id, e.why) from None
     except DatabaseUnavailable as e:
         if retryable:
             raise
-        logger.bind(case_id="-", workflow="-").warning("database unavailable: {}", e)
+        logger.bind(case_id="-", workflow="-").warning("database unavailable: {}", first_line(e))
         raise StoreError("the database is unavailable (locked or unreachable); try again") from None
     except SQLAlchemyError as e:
-        logger.bind(case_id="-", workflow="-").error("database error: {}", e)
+        logger.bind(case_id="-", workflow="-").error("database error: {}", first_line(e))
         raise StoreError(f"the database refused the operation ({type(e).__name__})") from None
+
+
+def first_line(error: BaseException) -> str:
+    """A database error's own message without the lines that may quote stored data
+    (PostgreSQL's DETAIL and CONTEXT, SQLAlchemy's statement and parameters)."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip().splitlines()
+    line = text[0] if text else type(orig).__name__
+    return line[:200]

@@ -4,7 +4,8 @@ This package knows nothing of the engine; the engine uses it through
 :class:`persistence.store.Store`.
 """
 
-from .errors import DatabaseUnavailable, DuplicateKey, PersistenceError, StaleVersion
+from .chain import Keyring
+from .errors import DatabaseUnavailable, DuplicateKey, PersistenceError, RowAltered, StaleVersion
 from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
 from .store import Store
 
@@ -13,8 +14,10 @@ __all__ = [
     "DatabaseUnavailable",
     "DuplicateKey",
     "EventRecord",
+    "Keyring",
     "NewTimer",
     "PersistenceError",
+    "RowAltered",
     "StaleVersion",
     "Store",
     "TimerRecord",

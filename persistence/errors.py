@@ -17,6 +17,15 @@ class StaleVersion(PersistenceError):
         super().__init__(f"case {case_id}: expected row version {expected}, found {actual}")
 
 
+class RowAltered(PersistenceError):
+    """A case row does not match its seal: it was changed outside the engine."""
+
+    def __init__(self, case_id: str, why: str) -> None:
+        self.case_id = case_id
+        self.why = why
+        super().__init__(f"case {case_id}: {why}")
+
+
 class DuplicateKey(PersistenceError):
     """An idempotency key is already stored (a concurrent command used it first)."""
 

@@ -50,6 +50,8 @@ class CaseRow(SQLModel, table=True):
     overdue_since: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
     party_key: str | None = Field(default=None, max_length=64, index=True)
     closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    # "key id:HMAC" over every other column: a row edited outside the engine is refused.
+    seal: str | None = Field(default=None, max_length=100)
 
 
 class EventRow(SQLModel, table=True):
@@ -81,6 +83,10 @@ class EventRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=200)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The key the hash is an HMAC under (None: a plain SHA-256 written before keys existed).
+    key_id: str | None = Field(default=None, max_length=32)
+    # A digest of the command (trigger, input, actor) sent with an idempotency key.
+    command_digest: str | None = Field(default=None, max_length=64)
 
 
 class TimerRow(SQLModel, table=True):

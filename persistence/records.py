@@ -26,6 +26,7 @@ class CaseRecord:
     overdue_since: datetime | None = None
     party_key: str | None = None
     closed_at: datetime | None = None
+    seal: str | None = None
 
 
 @dataclass(slots=True)
@@ -44,6 +45,8 @@ class EventRecord:
     idempotency_key: str | None
     prev_hash: str
     hash: str
+    key_id: str | None = None
+    command_digest: str | None = None
 
 
 @dataclass(slots=True)

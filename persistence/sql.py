@@ -29,16 +29,16 @@ O = models.outbox  # noqa: E741
 PENDING = T.c.status == literal_column("'pending'")
 CASE_COLS = (C.c.id, C.c.workflow, C.c.version, C.c.state, C.c.final, C.c.data, C.c.escalation_level,
              C.c.opened_at, C.c.updated_at, C.c.row_version, C.c.last_seq, C.c.last_hash, C.c.clocks,
-             C.c.at_risk, C.c.overdue_since, C.c.party_key, C.c.closed_at)
+             C.c.at_risk, C.c.overdue_since, C.c.party_key, C.c.closed_at, C.c.seal)
 EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_state, E.c.actor,
               E.c.role, E.c.at, E.c.changes, E.c.details, E.c.idempotency_key, E.c.prev_hash,
-              E.c.hash)
+              E.c.hash, E.c.key_id, E.c.command_digest)
 TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
               T.c.status, T.c.payload)
 # party_key is indexed: SQLite rewrites an index entry whenever its column is in the SET list,
 # even to the same value, so the usual update leaves it out (one page less per command).
 CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated_at", "row_version",
-               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "closed_at")
+               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "closed_at", "seal")
 
 
 class Statement:
@@ -241,11 +241,11 @@ class LedgerStatements:
                            T.c.payload, T.c.created_at)
         self.wf_cols = tuple(W.c)
         # One statement, so the head and the events are read at the same moment.
-        self.chain = c(select(C.c.last_seq, C.c.last_hash, *EVENT_COLS)
+        self.chain = c(select(*CASE_COLS, *EVENT_COLS)
                        .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
                        .where(C.c.id == bindparam("id")).order_by(E.c.seq))
         # Every case's chain in one pass (verify all), ordered so cases come one after another.
-        self.chain_all = c(select(C.c.id, C.c.last_seq, C.c.last_hash, *EVENT_COLS)
+        self.chain_all = c(select(*CASE_COLS, *EVENT_COLS)
                            .select_from(C.outerjoin(E, E.c.case_id == C.c.id))
                            .order_by(C.c.id, E.c.seq))
         self.count_events = c(select(func.count()).select_from(E))

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
+from .chain import Keyring
 from .dialects import dialect_for
 from .errors import DatabaseUnavailable, DuplicateKey
 from .migrate import check_schema
@@ -31,8 +32,10 @@ class Store:
     """One database (a SQLite file or PostgreSQL) holding cases, events and timers."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL",
-                 busy_timeout_ms: int = 10_000, pool_size: int = 5, echo: bool = False) -> None:
+                 busy_timeout_ms: int = 10_000, pool_size: int = 5, echo: bool = False,
+                 keyring: Keyring | None = None) -> None:
         self.url = url
+        self.keyring = keyring
         self.dialect = dialect_for(url, sqlite_synchronous=sqlite_synchronous,
                                    busy_timeout_ms=busy_timeout_ms)
         self.engine = create_engine(url, echo=echo, hide_parameters=True, pool_reset_on_return=None,
@@ -158,13 +161,13 @@ class Store:
     def write(self) -> Iterator[WriteTx]:
         """One write transaction; commits on success, rolls back on any error."""
         with self._transaction(write=True) as cur:
-            yield WriteTx(self.sql, self.dialect, cur)
+            yield WriteTx(self.sql, self.dialect, cur, self.keyring)
 
     @contextmanager
     def read(self) -> Iterator[ReadTx]:
         """A read-only transaction (no write lock on SQLite)."""
         with self._transaction(write=False) as cur:
-            yield ReadTx(self.sql, self.dialect, cur)
+            yield ReadTx(self.sql, self.dialect, cur, self.keyring)
 
 
 class _Held:

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from .chain import GENESIS, event_hash, verify_chain
+from .chain import GENESIS, Keyring, event_hash, fold_problems, seal, seal_holds, verify_chain
 from .dialects import Dialect
-from .errors import StaleVersion
+from .errors import RowAltered, StaleVersion
 from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
 from .sql import Statement, Statements
 
@@ -29,9 +29,11 @@ loads = orjson.loads
 class ReadTx:
     """Queries inside one transaction."""
 
-    def __init__(self, sql: Statements, dialect: Dialect, cur: Any) -> None:
+    def __init__(self, sql: Statements, dialect: Dialect, cur: Any,
+                 keyring: Keyring | None = None) -> None:
         self.sql = sql
         self.cur = cur
+        self.keyring = keyring
         self._dt_in = dialect.datetime_in
         self._dt_out = dialect.datetime_out
 
@@ -48,12 +50,34 @@ class ReadTx:
         return CaseRecord(row[0], row[1], row[2], row[3], bool(row[4]), loads(row[5]), row[6],
                           dt(row[7]), dt(row[8]), row[9], row[10], row[11],
                           loads(clocks) if clocks and clocks != "{}" else {},
-                          bool(row[13]), self._opt_dt(row[14]), row[15], self._opt_dt(row[16]))
+                          bool(row[13]), self._opt_dt(row[14]), row[15], self._opt_dt(row[16]),
+                          row[17])
+
+    def _seal_parts(self, row: Sequence[Any]) -> list[Any]:
+        """The sealed columns of a stored case row (its first 17), times as datetimes."""
+        parts = list(row[:17])
+        for i in (7, 8, 14, 16):
+            parts[i] = self._opt_dt(parts[i])
+        for i in (4, 13):
+            parts[i] = bool(parts[i])
+        return parts
+
+    def row_problem(self, row: Sequence[Any]) -> str | None:
+        """Why a stored case row is not what the engine wrote (its seal does not hold), or
+        None; always None without a keyring."""
+        if self.keyring is None:
+            return None
+        if row[17] is None:
+            return ("the case is not sealed: it was written before keyed histories, or its "
+                    "seal was removed (run `casework rekey` once after upgrading)")
+        if not seal_holds(self.keyring, row[17], self._seal_parts(row)):
+            return "its row does not match its seal: it was altered outside the engine"
+        return None
 
     def _event(self, row: Sequence[Any]) -> EventRecord:
         return EventRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                            self._dt_out(row[8]), loads(row[9]), loads(row[10]), row[11],
-                           row[12], row[13])
+                           row[12], row[13], row[14], row[15])
 
     def _timer(self, row: Sequence[Any]) -> TimerRecord:
         return TimerRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._dt_out(row[6]),
@@ -76,13 +100,26 @@ class ReadTx:
         return self._event(row) if row is not None else None
 
     def verify_case(self, case_id: str) -> list[str]:
-        """Problems in the event chain of one case (empty when intact); each names the event
-        altered, missing or inserted (see :func:`persistence.chain.verify_chain`)."""
+        """Problems in the event chain of one case and in its row (empty when intact); each
+        names the event altered, missing or inserted (see :func:`verify_chain`), or what of
+        the row disagrees with its seal or with its history."""
         found = self._run(self.sql.ledger.chain, {"id": case_id}).fetchall()
         if not found:
             return []
-        rows = [_RawEvent(r[2:], self._dt_out(r[10])) for r in found if r[2] is not None]
-        return verify_chain(case_id, rows, head=(found[0][0], found[0][1]))
+        return self._check_case(case_id, found)
+
+    def _check_case(self, case_id: str, found: list[Any]) -> list[str]:
+        row = found[0]
+        n = _CASE_WIDTH
+        events = [_RawEvent(r[n:], self._dt_out(r[n + 8])) for r in found if r[n] is not None]
+        problems = verify_chain(case_id, events, head=(row[10], row[11]), keyring=self.keyring)
+        why = self.row_problem(row)
+        if why is not None:
+            problems.append(f"case {case_id}: {why}")
+        names = ("state", "data", "row_version", "escalation_level")
+        problems += fold_problems(case_id, dict(zip(names, (row[3], row[5], row[9], row[6]),
+                                                    strict=True)), events, loads)
+        return problems
 
     def verify_all(self, batch: int = 5_000) -> Iterator[tuple[str, list[str]]]:
         """(case id, problems) for every case, from one ordered pass over all events."""
@@ -101,9 +138,7 @@ class ReadTx:
 
     def _check_groups(self, rows: list[Any]) -> Iterator[tuple[str, list[str]]]:
         for case_id, group in groupby(rows, key=lambda r: r[0]):
-            found = list(group)
-            events = [_RawEvent(r[3:], self._dt_out(r[11])) for r in found if r[3] is not None]
-            yield case_id, verify_chain(case_id, events, head=(found[0][1], found[0][2]))
+            yield case_id, self._check_case(case_id, list(group))
 
     def case_ids(self, workflow: str | None = None) -> list[str]:
         if workflow is None:
@@ -189,34 +224,43 @@ class ReadTx:
         return self._dt_in(value)
 
 
+_CASE_WIDTH = 18  # the case columns before the event columns in a chain row
+
+
 class _RawEvent:
     """An event row with its JSON columns kept as stored text, for hash checks."""
 
-    __slots__ = ("actor", "at", "case_id", "changes", "details", "from_state", "hash",
-                 "idempotency_key", "kind", "name", "prev_hash", "role", "seq", "to_state")
+    __slots__ = ("actor", "at", "case_id", "changes", "command_digest", "details", "from_state",
+                 "hash", "idempotency_key", "key_id", "kind", "name", "prev_hash", "role", "seq",
+                 "to_state")
 
     def __init__(self, r: Sequence[Any], at: datetime) -> None:
         (self.case_id, self.seq, self.kind, self.name, self.from_state, self.to_state, self.actor,
          self.role, _, self.changes, self.details, self.idempotency_key, self.prev_hash,
-         self.hash) = r
+         self.hash, self.key_id, self.command_digest) = r
         self.at = at
 
 
 class WriteTx(ReadTx):
     """The writes of one command, inside its transaction."""
 
-    def __init__(self, sql: Statements, dialect: Dialect, cur: Any) -> None:
-        super().__init__(sql, dialect, cur)
+    def __init__(self, sql: Statements, dialect: Dialect, cur: Any,
+                 keyring: Keyring | None = None) -> None:
+        super().__init__(sql, dialect, cur, keyring)
         self._pending: tuple[EventRecord, str, str] | None = None
         self.earliest_new_due: datetime | None = None  # of the timers this transaction added
         self.outbox_written = False
         self._party_read: dict[str, str | None] = {}  # party_key of each case as last stored
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
-        """Read the case and hold it against other writers until commit."""
+        """Read the case and hold it against other writers until commit; a row whose seal
+        does not hold raises :class:`RowAltered` (nothing acts on an altered case)."""
         row = self._run(self.sql.lock_case, {"id": case_id}).fetchone()
         if row is None:
             return None
+        why = self.row_problem(row)
+        if why is not None:
+            raise RowAltered(case_id, why)
         rec = self._case(row)
         self._party_read[case_id] = rec.party_key
         return rec
@@ -233,30 +277,41 @@ class WriteTx(ReadTx):
     def chain_event(self, case: CaseRecord, *, kind: str, name: str, from_state: str | None,
                     to_state: str | None, actor: str | None, role: str | None, at: datetime,
                     changes: dict[str, Any], details: dict[str, Any],
-                    idempotency_key: str | None) -> EventRecord:
+                    idempotency_key: str | None, command_digest: str | None = None) -> EventRecord:
         """Build the next event of ``case`` and move the case's chain head to it (in memory)."""
         seq = case.last_seq + 1
         prev = case.last_hash or GENESIS
         cj, dj = dumps(changes), dumps(details)
+        kr = self.keyring
         h = event_hash(prev, case.id, seq, kind, name, from_state, to_state, actor, role, at, cj, dj,
-                       idempotency_key)
+                       idempotency_key, kr.key if kr is not None else None, command_digest)
         case.last_seq = seq
         case.last_hash = h
         ev = EventRecord(case.id, seq, kind, name, from_state, to_state, actor, role, at, changes,
-                         details, idempotency_key, prev, h)
+                         details, idempotency_key, prev, h,
+                         kr.current if kr is not None else None, command_digest)
         self._pending = (ev, cj, dj)
         return ev
 
     def _case_values(self, case: CaseRecord) -> dict[str, Any]:
         dt = self._dt_in
+        data = dumps(case.data)
+        clocks = dumps(case.clocks) if case.clocks else "{}"
+        if self.keyring is not None:
+            case.seal = seal(self.keyring, (
+                case.id, case.workflow, case.version, case.state, case.final, data,
+                case.escalation_level, case.opened_at, case.updated_at, case.row_version,
+                case.last_seq, case.last_hash, clocks, case.at_risk, case.overdue_since,
+                case.party_key, case.closed_at))
         return {
-            "version": case.version, "state": case.state, "final": case.final, "data": dumps(case.data),
+            "version": case.version, "state": case.state, "final": case.final, "data": data,
             "escalation_level": case.escalation_level, "updated_at": dt(case.updated_at),
             "row_version": case.row_version, "last_seq": case.last_seq, "last_hash": case.last_hash,
-            "clocks": dumps(case.clocks) if case.clocks else "{}", "at_risk": case.at_risk,
+            "clocks": clocks, "at_risk": case.at_risk,
             "overdue_since": dt(case.overdue_since) if case.overdue_since else None,
             "party_key": case.party_key,
             "closed_at": dt(case.closed_at) if case.closed_at else None,
+            "seal": case.seal,
         }
 
     def insert_case(self, case: CaseRecord) -> None:
@@ -288,6 +343,7 @@ class WriteTx(ReadTx):
             "from_state": ev.from_state, "to_state": ev.to_state, "actor": ev.actor,
             "role": ev.role, "at": self._dt_in(ev.at), "changes": cj, "details": dj,
             "idempotency_key": ev.idempotency_key, "prev_hash": ev.prev_hash, "hash": ev.hash,
+            "key_id": ev.key_id, "command_digest": ev.command_digest,
         })
 
     # -- timers ----------------------------------------------------------
