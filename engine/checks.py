@@ -57,6 +57,7 @@ def check_workflow(wf: WorkflowSpec) -> Found:
 
     need_roles(("open", "roles"), wf.open.roles)
     need_fields(("open", "required"), wf.open.required, fields)
+    need_fields(("open", "optional"), wf.open.optional, fields)
     need_set(("open", "set"), wf.open.set)
 
     for name, spec in wf.fields.items():

@@ -112,13 +112,16 @@ class ActivitySpec(_Frozen):
 
 
 class OpenSpec(_Frozen):
-    """Who may open a case, what it must carry, and what is set on it."""
+    """Who may open a case, what it must carry (``required``), what else it may carry
+    (``optional``: nothing beyond these two lists is accepted, so a new case cannot bring
+    fields that later steps set), and what is set on it."""
 
     roles: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
     set: dict[str, Any] = Field(default_factory=dict)
 
-    _tuples = field_validator("roles", "required", mode="before")(_as_tuple)
+    _tuples = field_validator("roles", "required", "optional", mode="before")(_as_tuple)
 
 
 def _percent(v: Any) -> Any:

@@ -21,11 +21,12 @@ from .events import Subscribers
 from .keys import default_key_file, load_or_create
 from .ledger import Ledger
 from .machine import NamedAction, NamedGuard, TimingOptions
-from .migration import MigrationResult, Migrator
+from .migration import MigrationResult, Migrator, Override
 from .outbox import NOTICE_LEASE, Outbox
 from .persistence import Keyring, Store
 from .persistence.ledger import ImportResult
 from .persistence.migrate import SchemaMismatch
+from .persistence.rekey import RekeyResult, rekey
 from .queries import Queries
 from .registry import CompileOptions, Registry, WorkflowSource
 from .reports import Report, build_report
@@ -97,7 +98,7 @@ class Engine:
                                     batch_size=opts.get("batch_size", 200),
                                     lease=timedelta(seconds=opts.get("lease_seconds", 60)))
         self._migrator = Migrator(self._storage, self._registry, self.clock)
-        self._ledger = Ledger(self._storage, self.clock)
+        self._ledger = Ledger(self._storage, self._registry, self.clock)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
 
@@ -248,24 +249,45 @@ class Engine:
 
     # -- migration and the ledger ------------------------------------------
     def migrate(self, workflow: str, to_version: str, mapping: Mapping[str, str] | None = None, *,
-                dry_run: bool = True, actor: str = "operator") -> MigrationResult:
+                dry_run: bool = True, actor: str = "operator",
+                override_reason: str | None = None,
+                approved_by: str | None = None) -> MigrationResult:
         """Move ``workflow``'s open cases to ``to_version`` (a dry run unless told otherwise).
 
-        ``to_version`` is a stored version or ``"latest"`` (the loaded definition).
+        ``to_version`` is a stored version or ``"latest"`` (the loaded definition). A case
+        is never moved into a final state, nor into a state whose entry rules its data does
+        not meet, unless ``override_reason`` and ``approved_by`` are given (recorded in the
+        migration event); the result lists every refusal and why.
         """
+        override = None
+        if override_reason is not None or approved_by is not None:
+            override = Override(override_reason or "", approved_by or "")
         return self._migrator.migrate(workflow, to_version, mapping or {}, dry_run=dry_run,
-                                      actor=actor)
+                                      actor=actor, override=override)
 
     def export_cases(self, out: TextIO, *, workflow: str | None = None, unit: str | None = None,
-                     case_ids: Iterable[str] | None = None) -> int:
+                     case_ids: Iterable[str] | None = None, masked: bool = False) -> int:
         """Write the ledger (JSON lines) of the chosen cases to ``out``; how many cases.
-        ``unit`` keeps the cases whose data field ``unit`` has that value."""
-        return self._ledger.export(out, workflow=workflow, unit=unit, case_ids=case_ids)
+        ``unit`` keeps the cases whose data field ``unit`` has that value. The ledger holds
+        personal data in clear; ``masked`` writes a copy with it masked, for readers
+        outside the office (such a copy cannot be imported)."""
+        return self._ledger.export(out, workflow=workflow, unit=unit, case_ids=case_ids,
+                                   masked=masked)
 
     def import_cases(self, inp: TextIO) -> ImportResult:
         """Import a ledger whole, in one transaction, or refuse it whole
-        (:class:`LedgerRefused`, listing every problem; nothing written)."""
+        (:class:`LedgerRefused`, listing every problem; nothing written). Every history is
+        checked against its chain (under the key of the office that wrote it) and replayed
+        against the rules of its workflow versions."""
         return self._ledger.import_(inp)
+
+    def rekey(self) -> RekeyResult:
+        """Re-key every case's history under the current key and seal its row: once after
+        upgrading a database written before keyed histories, or after rotating the key
+        (``casework keys rotate``). A case whose history does not verify, or whose row
+        disagrees with it, is left as it is and listed."""
+        with self._storage.errors():
+            return rekey(self._storage.store)
 
     # -- life --------------------------------------------------------------
     def close(self) -> None:

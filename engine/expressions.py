@@ -20,7 +20,7 @@ import ast
 import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from simpleeval import DEFAULT_OPERATORS, MAX_STRING_LENGTH, EvalWithCompoundTypes
@@ -48,14 +48,17 @@ _OPERATORS = {**DEFAULT_OPERATORS, ast.Mod: _mod}
 
 
 def _to_datetime(v: Any) -> datetime:
+    """An instant in UTC: aware values are converted, naive ones taken as UTC (the engine
+    stores UTC); a date is its midnight in UTC."""
     if isinstance(v, datetime):
-        return v
-    if isinstance(v, date):
-        return datetime(v.year, v.month, v.day)
-    if isinstance(v, str):
+        d = v
+    elif isinstance(v, date):
+        d = datetime(v.year, v.month, v.day)
+    elif isinstance(v, str):
         d = datetime.fromisoformat(v)
-        return d.replace(tzinfo=None) if d.tzinfo is not None else d
-    raise TypeError(f"not a date: {v!r}")
+    else:
+        raise TypeError("not a date")
+    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo is not None else d
 
 
 def days_between(a: Any, b: Any) -> float:

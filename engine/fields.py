@@ -116,6 +116,8 @@ class _Bounds:
         self.limits = limits
         default_length = limits.text_length if f.type is FieldType.TEXT else limits.string_length
         self.length = min(f.max_length, default_length) if f.max_length else default_length
+        self.lo: float | None
+        self.hi: float | None
         if f.type is FieldType.INT:
             self.lo = max(limits.integer_min, f.minimum) if f.minimum is not None else (
                 limits.integer_min)

@@ -130,6 +130,7 @@ class CompiledWorkflow:
         self.initial = self.tree.entry_leaf(spec.initial) or spec.initial
         self.open_sets = _compile_set(spec.open.set, fieldset, funcs)
         self.open_roles = frozenset(spec.open.roles)
+        self.open_inputs = frozenset(spec.open.required) | frozenset(spec.open.optional)
         self.transitions: list[CompiledTransition] = []
         self._machine = Machine(model=None, states=list(self.tree.leaves), initial=self.initial,
                                 auto_transitions=False, send_event=True,

@@ -77,6 +77,10 @@ class Registry:
         for d in loaded:
             self.register(d)
 
+    def compile(self, d: LoadedDefinition) -> CompiledWorkflow:
+        """``d`` compiled with this registry's options, not registered."""
+        return self._compile(d)
+
     def _compile(self, d: LoadedDefinition) -> CompiledWorkflow:
         o = self._options
         return CompiledWorkflow(d, guards=o.guards, actions=o.actions, functions=o.functions,

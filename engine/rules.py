@@ -174,6 +174,12 @@ def decide_open(wf: CompiledWorkflow, actor: Actor, data: Mapping[str, Any],
         if wf.open_roles and not (wf.open_roles & actor.roles):
             raise RoleRefused(f"opening a {wf.name!r} case needs one of the roles "
                               f"{sorted(wf.open_roles)}")
+        foreign = sorted(set(data) - wf.open_inputs)
+        if foreign:
+            raise InvalidInput("; ".join(
+                f"{f}: not a field of this workflow" if f not in wf.fields else
+                f"{f}: not an input of 'open' (a new case may carry "
+                f"{', '.join(sorted(wf.open_inputs)) or 'nothing'})" for f in foreign))
         values = wf.validate(data)
         missing = _missing(wf.spec.open.required, values)
         if missing:

@@ -46,7 +46,7 @@ import orjson
 from sqlalchemy import Boolean, Column, DateTime, Integer, String
 from sqlalchemy.types import TypeDecorator
 
-from .chain import verify_chain
+from .chain import seal, verify_chain
 from .errors import DuplicateKey, LedgerError
 from .migrate import head_revision
 from .store import Store
@@ -91,13 +91,21 @@ def _as_stored(tx: ReadTx, cols: Sequence[Column[Any]], row: Sequence[Any]) -> d
     return out
 
 
+Masker = Callable[[dict[str, Any], list[dict[str, Any]]], None]  # (case row, events), in place
+HistoryCheck = Callable[[dict[str, Any], list[dict[str, Any]],
+                         Callable[[str, str], str | None]], list[str]]
+
+
 def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit: str | None = None,
-                 case_ids: Iterable[str] | None = None, now: datetime | None = None) -> int:
+                 case_ids: Iterable[str] | None = None, now: datetime | None = None,
+                 mask: Masker | None = None) -> int:
     """Write the ledger of the chosen cases to ``out``; how many cases it holds.
 
     ``workflow`` keeps the cases of one workflow, ``unit`` those whose data field ``unit`` has
     that value, ``case_ids`` the named cases (one missing: :class:`LookupError` naming it). Everything
-    is read from one snapshot of the database.
+    is read from one snapshot of the database. With ``mask``, each case row and its events
+    pass through it (personal values masked) and the header says ``"masked": true``: such a
+    ledger is for reading outside the office; it cannot be imported.
     """
     L = store.sql.ledger
     with store.read() as tx:
@@ -124,7 +132,7 @@ def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit
             "format": FORMAT, "version": VERSION,
             "exported_at": (now or _utc_now()).replace(tzinfo=UTC).isoformat(timespec="microseconds"),
             "cases": len(cases), "schema": head_revision(), "source": store.backend,
-            "filters": filters,
+            "filters": filters, **({"masked": True} if mask is not None else {}),
         }))
         for name, version in dict.fromkeys((c["workflow"], c["version"]) for c in cases):
             for r in tx.fetch(L.wf_row, {"name": name, "version": version}):
@@ -132,6 +140,8 @@ def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit
         for c in cases:
             events = [_as_stored(tx, L.event_cols, r) for r in tx.fetch(L.event_rows, {"id": c["id"]})]
             timers = [_as_stored(tx, L.timer_cols, r) for r in tx.fetch(L.timer_rows, {"id": c["id"]})]
+            if mask is not None:
+                mask(c, events)
             out.write(_line({"case": c, "events": events, "timers": timers}))
     return len(cases)
 
@@ -258,7 +268,8 @@ def _checked_row(cols: tuple[Column[Any], ...], obj: Any, where: str,
 
 
 def _check_case(store: Store, n: int, obj: dict[str, Any], ledger: _Ledger,
-                first_line: dict[str, int], problems: list[str]) -> None:
+                first_line: dict[str, int], problems: list[str],
+                check_history: HistoryCheck | None) -> None:
     L = store.sql.ledger
     raw = obj["case"]
     cid = raw.get("id") if isinstance(raw, dict) else None
@@ -303,11 +314,23 @@ def _check_case(store: Store, n: int, obj: dict[str, Any], ledger: _Ledger,
             problems.append(f"{where}, timer {i}: workflow {t['workflow']!r}, not the case's")
     if len(good_events) == len(events) and good_events:
         chain = verify_chain(row["id"], [SimpleNamespace(**e) for e in good_events],
-                             head=(row["last_seq"], row["last_hash"]))
+                             head=(row["last_seq"], row["last_hash"]), keyring=store.keyring)
         problems.extend(f"line {n}: {p}" for p in chain)
         if not chain:
             _check_head(where, row, good_events, problems)
+        if not chain and check_history is not None:
+            problems.extend(f"line {n}: {p}" for p in check_history(
+                row, good_events, lambda name, version: _definition(ledger, store, name, version)))
     ledger.cases.append(_Case(n, row, good_events, [t for t in timers if t is not None]))
+
+
+def _definition(ledger: _Ledger, store: Store, name: str, version: str) -> str | None:
+    """A workflow version's definition: from the file, or else from the target database."""
+    found = ledger.versions.get((name, version))
+    if found is not None:
+        return str(found[1]["definition"])
+    with store.read() as tx:
+        return tx.workflow_definition(name, version)
 
 
 def _check_head(where: str, row: dict[str, Any], events: list[dict[str, Any]],
@@ -329,12 +352,14 @@ def _check_head(where: str, row: dict[str, Any], events: list[dict[str, Any]],
                         f"({', '.join(fields)})")
 
 
-def _read(store: Store, inp: TextIO, problems: list[str]) -> _Ledger:
+def _read(store: Store, inp: TextIO, problems: list[str],
+          check_history: HistoryCheck | None = None) -> _Ledger:
     L = store.sql.ledger
     ledger = _Ledger()
     first_line: dict[str, int] = {}
     header: dict[str, Any] | None = None
     case_lines = 0
+    pending: list[tuple[int, dict[str, Any]]] = []
     for n, text in enumerate(inp, 1):
         if not text.strip():
             continue
@@ -349,6 +374,11 @@ def _read(store: Store, inp: TextIO, problems: list[str]) -> _Ledger:
                                 f"header, with \"format\": \"{FORMAT}\")")
                 return ledger
             header = obj
+            if obj.get("masked"):
+                problems.append(f"line {n}: a masked ledger (personal data replaced for reading "
+                                "outside the office) cannot be imported: its histories no longer "
+                                "verify")
+                return ledger
             if obj.get("version") not in READS:
                 problems.append(f"line {n}: ledger format version {obj.get('version')!r}; this code "
                                 f"reads versions {', '.join(map(str, READS))}")
@@ -378,11 +408,15 @@ def _read(store: Store, inp: TextIO, problems: list[str]) -> _Ledger:
                     ledger.versions[key] = (n, wv)
         elif "case" in obj:
             case_lines += 1
-            _check_case(store, n, obj, ledger, first_line, problems)
+            pending.append((n, obj))
         elif obj.get("format") == FORMAT:
             problems.append(f"line {n}: a second header")
         else:
             problems.append(f"line {n}: neither a workflow version nor a case")
+    # Cases after the workflow versions: a case's history is checked against the definitions
+    # the file brings, wherever in the file they stand.
+    for n, obj in pending:
+        _check_case(store, n, obj, ledger, first_line, problems, check_history)
     if header is None:
         problems.append("the file is empty (no ledger header)")
     elif isinstance(header.get("cases"), int) and header["cases"] != case_lines:
@@ -430,11 +464,19 @@ def _for_db(tx: WriteTx, row: dict[str, Any]) -> dict[str, Any]:
     return {k: tx.datetime_in(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
-def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None) -> ImportResult:
+def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
+                 check_history: HistoryCheck | None = None,
+                 party_key: Callable[[dict[str, Any]], str | None] | None = None) -> ImportResult:
     """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
-    with :class:`LedgerError` (nothing written) if anything is wrong."""
+    with :class:`LedgerError` (nothing written) if anything is wrong.
+
+    ``check_history(row, events, definition_of)`` names the events of a case that its
+    workflow's rules could not have produced (the engine replays them); ``party_key(row)``
+    gives a case's key for matching the petitioner's other cases under this office's
+    secret. Each imported row is sealed anew under the target's key.
+    """
     problems: list[str] = []
-    ledger = _read(store, inp, problems)
+    ledger = _read(store, inp, problems, check_history)
     if problems:
         raise LedgerError(problems)
     dbapi = store.engine.dialect.dbapi
@@ -444,20 +486,37 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None) -> I
             missing_versions = _check_target(tx, ledger, problems)
             if problems:
                 raise LedgerError(problems)
-            return _write(tx, ledger, missing_versions, now)
+            return _write(tx, ledger, missing_versions, now, party_key)
     except (DuplicateKey, dbapi.IntegrityError) as e:
         raise LedgerError([f"another process wrote one of these cases or idempotency keys while "
                            f"the file was being imported ({e})"]) from None
 
 
+def _reseal(tx: WriteTx, row: dict[str, Any],
+            party_key: Callable[[dict[str, Any]], str | None] | None) -> dict[str, Any]:
+    """The row as the target stores it: its party key and seal under the target's secrets."""
+    row = dict(row)
+    if party_key is not None:
+        row["party_key"] = party_key(row)
+    if tx.keyring is not None:
+        row["seal"] = seal(tx.keyring, (
+            row["id"], row["workflow"], row["version"], row["state"], bool(row["final"]),
+            row["data"], row["escalation_level"], row["opened_at"], row["updated_at"],
+            row["row_version"], row["last_seq"], row["last_hash"], row["clocks"],
+            bool(row["at_risk"]), row["overdue_since"], row["party_key"], row["closed_at"]))
+    return row
+
+
 def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],
-           now: datetime | None) -> ImportResult:
+           now: datetime | None,
+           party_key: Callable[[dict[str, Any]], str | None] | None = None) -> ImportResult:
     L = tx.sql.ledger
     result = ImportResult()
     for wv in missing_versions:
         tx.save_workflow_version(wv["name"], wv["version"], wv["definition"], wv["source"],
                                  wv["created_at"])
-    tx.execute_many(L.insert_case, [_for_db(tx, c.row) for c in ledger.cases])
+    tx.execute_many(L.insert_case, [_for_db(tx, _reseal(tx, c.row, party_key))
+                                    for c in ledger.cases])
     tx.execute_many(L.insert_event, [_for_db(tx, e) for c in ledger.cases for e in c.events])
     timers = [_for_db(tx, {**t, "case_id": c.id}) for c in ledger.cases for t in c.timers]
     tx.execute_many(L.insert_timer, timers)  # new row ids in the target

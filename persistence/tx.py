@@ -53,6 +53,10 @@ class ReadTx:
                           bool(row[13]), self._opt_dt(row[14]), row[15], self._opt_dt(row[16]),
                           row[17])
 
+    def record(self, row: Sequence[Any]) -> CaseRecord:
+        """A stored case row (the columns of ``lock_case``) as a record."""
+        return self._case(row)
+
     def _seal_parts(self, row: Sequence[Any]) -> list[Any]:
         """The sealed columns of a stored case row (its first 17), times as datetimes."""
         parts = list(row[:17])
@@ -313,6 +317,11 @@ class WriteTx(ReadTx):
             "closed_at": dt(case.closed_at) if case.closed_at else None,
             "seal": case.seal,
         }
+
+    def seal_of(self, case: CaseRecord) -> str | None:
+        """The seal ``case`` gets when written (None without a keyring)."""
+        self._case_values(case)
+        return case.seal
 
     def insert_case(self, case: CaseRecord) -> None:
         values = self._case_values(case)
