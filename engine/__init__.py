@@ -19,6 +19,7 @@ from loguru import logger
 from .clock import Clock, FrozenClock, SystemClock
 from .definition import FieldSpec, FieldType, WorkflowSpec
 from .errors import (
+    CaseAltered,
     CaseExists,
     CaseNotFound,
     CaseworkError,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from .log import configure_logging
     from .migration import MigrationItem, MigrationResult
     from .persistence.ledger import ImportResult
+    from .persistence.rekey import RekeyResult
     from .registry import shipped_workflows
     from .reports import Report
     from .scheduler import RunResult, SchedulerService
@@ -85,7 +87,7 @@ _LAZY = {
     "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady": ".events",
     "TransitionApplied": ".events", "configure_logging": ".log",
     "MigrationItem": ".migration", "MigrationResult": ".migration",
-    "ImportResult": ".persistence.ledger", "shipped_workflows": ".registry", "Report": ".reports",
+    "ImportResult": ".persistence.ledger", "RekeyResult": ".persistence.rekey", "shipped_workflows": ".registry", "Report": ".reports",
     "RunResult": ".scheduler", "SchedulerService": ".scheduler", "Settings": ".settings",
     "load_settings": ".settings", "SensitivePeriod": ".timers",
 }
@@ -114,13 +116,13 @@ def __getattr__(name: str) -> Any:
 logger.disable("casework")
 
 __all__ = [
-    "ActivityRecorded", "Actor", "Case", "CaseExists", "CaseNotFound", "CaseOpened",
+    "ActivityRecorded", "Actor", "Case", "CaseAltered", "CaseExists", "CaseNotFound", "CaseOpened",
     "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame", "DeadlineWarned",
     "DefinitionError", "Engine", "Escalated", "Event", "EventKind", "FieldSpec", "FieldType",
     "FlaggedAtRisk", "FrozenClock", "GuardContext", "GuardRefused", "IdempotencyKeyReused",
     "ImportResult", "InvalidInput", "InvalidQuery", "InvalidTrigger", "LedgerRefused",
     "LoadedDefinition", "MigrationItem", "MigrationResult", "MissingExtra", "MissingFields",
-    "Notice", "Problem", "Report", "ReportReady", "RoleRefused", "RunResult", "SchedulerService",
+    "Notice", "Problem", "RekeyResult", "Report", "ReportReady", "RoleRefused", "RunResult", "SchedulerService",
     "SensitivePeriod", "Settings", "SettingsError", "StoreError", "SystemClock", "Timer",
     "TimerKind", "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
     "UnknownWorkflow", "Workflow", "WorkflowSpec", "WrongState", "configure_logging",

@@ -262,8 +262,10 @@ class Commands:
         committed. Without a key the error is raised; nothing is retried blindly.
         """
         attempts = 1 + (self._retries if key is not None else 0)
+        attempt = 0
         collided = False
-        for attempt in range(1, attempts + 1):
+        while True:
+            attempt += 1
             try:
                 with self._storage.write(retryable=True) as tx:
                     case, ev, notice_cls = write(tx)
@@ -276,8 +278,9 @@ class Commands:
                     raise StoreError("the command collided with another one holding the same "
                                      "key or case id; send it again") from None
                 collided = True
+                attempt -= 1
             except DatabaseUnavailable as e:
-                if attempt == attempts:
+                if attempt >= attempts:
                     logger.bind(case_id="-", workflow="-").warning("database unavailable: {}",
                                                                   first_line(e))
                     tries = f" after {attempts} tries" if attempts > 1 else ""
