@@ -224,6 +224,9 @@ def compile_expression(source: str, *, fields: Iterable[str],
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             raise ExpressionError(f"{source!r}: {type(node).__name__} is not allowed in a guard")
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod)
+                and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)):
+            raise ExpressionError(f"{_short(source)}: string formatting with % is not allowed")
         if isinstance(node, ast.Constant) and not isinstance(
             node.value, (str, int, float, bool, type(None))
         ):

@@ -462,3 +462,46 @@ def test_days_between_converts_offsets_instead_of_dropping_them() -> None:
     assert days_between("2026-06-01T10:00:00+08:00", "2026-06-01T02:00:00+00:00") == 0
     assert days_between("2026-06-01T00:00:00+08:00", "2026-06-02T00:00:00Z") == pytest.approx(
         32 / 24)
+
+
+# -- the timer lease, fast, on both databases ------------------------------------------------
+def test_a_timer_claimed_by_another_process_is_not_fired_before_its_lease_ends_and_once_after(
+        any_engine: Engine, clock: FrozenClock) -> None:
+    from datetime import timedelta
+
+    case = open_petition(any_engine)
+    clock.advance(days=8)  # the triage deadline's first warning (50% of 15 days) is due
+    due = [t for t in any_engine.pending_timers(case.id) if t.due_at <= clock.now()]
+    assert due
+    lease_end = clock.now() + timedelta(minutes=5)
+    # Another scheduler claimed the timer and is still working (or died): its claim stands.
+    _sql(any_engine, "UPDATE timers SET claimed_by = 'other-host:42', lease_until = :until "
+                     "WHERE id = :id", until=lease_end.replace(tzinfo=None), id=due[0].id)
+    assert any_engine.run_due().fired == 0
+    assert not [e for e in any_engine.history(case.id) if e.kind == "warning"]
+    clock.set(lease_end - timedelta(seconds=1))
+    assert any_engine.run_due().fired == 0
+    clock.set(lease_end + timedelta(seconds=1))
+    assert any_engine.run_due().fired == 1
+    assert any_engine.run_due().fired == 0
+    warnings = [e for e in any_engine.history(case.id) if e.kind == "warning"]
+    assert len(warnings) == 1
+
+
+# -- 6. a definition cannot hold a guard that exhausts the host ------------------------------
+@pytest.mark.parametrize(("guard", "says"), [
+    ('"%999999999d" % 1 == "x"', "string formatting"),
+    ("not " * 10_000 + "extended", "at most 2,000 characters"),
+    ("+".join(["a"] * 300) + " > 1", "unknown name"),
+    ("+".join(["extended"] * 200) + " > 1", "too large"),
+])
+def test_a_definition_with_an_exhausting_guard_is_refused_at_load_with_its_line(
+        guard: str, says: str) -> None:
+    from casework import DefinitionError, parse_definition
+
+    text_ = PETITION.read_text(encoding="utf-8").replace(
+        "guard: satisfaction != \"satisfied\"\n", f"guard: '{guard}'\n", 1)
+    with pytest.raises(DefinitionError) as err:
+        parse_definition(text_, "petition.yaml")
+    problem = err.value.problems[0]
+    assert says in problem.message and problem.line is not None and problem.line > 100
