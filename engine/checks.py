@@ -162,6 +162,30 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
         if d.breach.repeat is not None:
             need_duration(loc + ("breach", "repeat"), d.breach.repeat)
 
+    for name, w in wf.windows.items():
+        loc = ("windows", name)
+        if (w.opens_on is None) == (w.from_field is None):
+            found.append((loc, f"window {name!r} needs either 'opens_on' (a trigger) or "
+                               "'from_field' (a datetime field), not both"))
+        if w.opens_on is not None and w.opens_on not in triggers:
+            found.append((loc + ("opens_on",), f"unknown trigger {w.opens_on!r}"))
+        if w.from_field is not None:
+            spec_of = wf.fields.get(w.from_field)
+            if spec_of is None:
+                found.append((loc + ("from_field",), f"unknown field {w.from_field!r}"))
+            elif spec_of.type.value not in ("datetime", "date"):
+                found.append((loc + ("from_field",),
+                              f"field {w.from_field!r} is not a date or datetime"))
+        need_duration(loc + ("within",), w.within)
+    steps: list[tuple[Loc, str | None, str | None]] = [
+        (("transitions", i), t.while_open, t.after_closed) for i, t in enumerate(wf.transitions)]
+    steps += [(("activities", n), a.while_open, a.after_closed) for n, a in wf.activities.items()]
+    for loc, *names in steps:
+        for key, window in zip(("while_open", "after_closed"), names, strict=True):
+            if window is not None and window not in wf.windows:
+                found.append((loc + (key,), f"unknown window {window!r} (declared windows: "
+                                            f"{sorted(wf.windows)})"))
+
     rungs = [r.name for r in wf.escalation]
     if len(set(rungs)) != len(rungs):
         found.append((("escalation",), "escalation rungs must have distinct names"))

@@ -61,6 +61,7 @@ class StateSpec(_Frozen):
     """A state; a state with ``states`` is compound and enters its ``initial`` child."""
 
     description: str = ""
+    label: str = ""
     final: bool = False
     initial: str | None = None
     states: dict[str, StateSpec] = Field(default_factory=dict)
@@ -90,6 +91,9 @@ class TransitionSpec(_Frozen):
     conditions: tuple[str, ...] = ()
     set: dict[str, Any] = Field(default_factory=dict)
     actions: tuple[str, ...] = ()
+    while_open: str | None = None     # a window that must be open (e.g. the review request)
+    after_closed: str | None = None   # a window that must have closed
+    label: str = ""
 
     _src = field_validator("source", "roles", "required", "optional", "conditions", "actions",
                            mode="before")(
@@ -107,6 +111,9 @@ class ActivitySpec(_Frozen):
     required: tuple[str, ...] = ()
     guard: str | None = None
     set: dict[str, Any] = Field(default_factory=dict)
+    while_open: str | None = None
+    after_closed: str | None = None
+    label: str = ""
 
     _tuples = field_validator("states", "roles", "required", mode="before")(_as_tuple)
 
@@ -145,15 +152,29 @@ class BreachSpec(_Frozen):
     repeat: str | None = None  # climb one more rung each time this much more time has passed
 
 
+class Counting(StrEnum):
+    """How a period is counted.
+
+    ``statutory``: as the law counts a period in days (the start day not counted, the last
+    day ending at 24:00 or the office's closing time, a last day of rest moved to the next
+    working day on the official calendar); a period in hours runs from the instant.
+    ``exact``: a duration from the instant (days as 24-hour units on the calendar).
+    """
+
+    STATUTORY = "statutory"
+    EXACT = "exact"
+
+
 class DeadlineSpec(_Frozen):
     """An SLA clock: when it starts, stops and pauses; how long it allows; its warnings.
 
     Either ``state`` (runs while the case is in that state, cancelled when it leaves) or
     ``start`` (a trigger, or ``open``) with ``stop`` (states whose entry stops it; a final
-    state always stops it).
+    state always stops it). ``counting`` overrides the workflow's.
     """
 
     description: str = ""
+    counting: Counting | None = None
     state: str | None = None
     start: str | None = None
     stop: tuple[str, ...] = ()
@@ -178,6 +199,19 @@ class DeadlineSpec(_Frozen):
             if not 0 < x < 1:
                 raise ValueError(f"warning thresholds must lie between 0% and 100%, not {x:.0%}")
         return tuple(sorted(v))
+
+
+class WindowSpec(_Frozen):
+    """A period in which something may be done (e.g. 30 days to ask for a review after the
+    reply): it opens when ``opens_on`` (a trigger) is applied, or at the instant held in
+    ``from_field`` (a datetime field), and stays open ``within``, counted as the deadlines
+    are. A transition or activity names it in ``while_open`` or ``after_closed``."""
+
+    description: str = ""
+    opens_on: str | None = None
+    from_field: str | None = None
+    within: str
+    counting: Counting | None = None
 
 
 class RungSpec(_Frozen):
@@ -282,7 +316,9 @@ class WorkflowSpec(_Frozen):
     activities: dict[str, ActivitySpec] = Field(default_factory=dict)
     calendar: str = "calendar"
     timezone: str = "Asia/Shanghai"
+    counting: Counting = Counting.EXACT
     deadlines: dict[str, DeadlineSpec] = Field(default_factory=dict)
+    windows: dict[str, WindowSpec] = Field(default_factory=dict)
     escalation: tuple[RungSpec, ...] = ()
     cycles: dict[str, CycleSpec] = Field(default_factory=dict)
     risk: RiskSpec = Field(default_factory=RiskSpec)

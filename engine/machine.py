@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any, Protocol
 
 from transitions import Machine, MachineError
 
+from .calendars import DeclaredYear
 from .checks import RISK_NAMES
 from .definition import ActivitySpec, TransitionSpec, WorkflowSpec
 from .errors import CommandRefused, DefinitionError, InvalidTrigger, Problem, WrongState
@@ -67,11 +69,14 @@ class CompiledActivity:
 
 @dataclass(frozen=True)
 class TimingOptions:
-    """Settings that shape a workflow's clocks: calendar overrides, strictness, sensitive periods."""
+    """Settings that shape a workflow's clocks: calendar overrides, strictness, sensitive
+    periods, the years an operator declared, and the office's closing time per workflow."""
 
     calendars: Mapping[str, str] = field(default_factory=dict)
     strict_calendar: bool = False
     sensitive: tuple[SensitivePeriod, ...] = ()
+    declared: Mapping[int, DeclaredYear] = field(default_factory=dict)
+    closing: Mapping[str, time] = field(default_factory=dict)
 
 
 class Admission(Protocol):
@@ -164,6 +169,7 @@ class CompiledWorkflow:
             raise DefinitionError(problems)
         opts = timing or TimingOptions()
         self.timing = Timing(spec, self.tree, calendar=opts.calendars.get(self.name),
+                             declared=opts.declared, closing=opts.closing.get(self.name),
                              strict_calendar=opts.strict_calendar, sensitive=opts.sensitive)
         self.risk_identity = spec.risk.identity
         self.risk_rules = {n: compile_expression(e, fields=fieldset | RISK_NAMES, functions=funcs)
