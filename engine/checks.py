@@ -2,13 +2,16 @@
 
 Each problem is returned with the location (a key path into the YAML) so the
 loader can report file and line. Every problem is collected; none stops the
-others from being found.
+others from being found. An unknown state, role, field or trigger comes with the
+nearest known name, when one is near ("did you mean 'handling.investigating'?").
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
+from difflib import get_close_matches
 from typing import Any
 
 from .definition import WorkflowSpec
@@ -17,6 +20,35 @@ from .statetree import SEP, StateTree
 
 Loc = tuple[Any, ...]
 Found = list[tuple[Loc, str]]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the known name nearest to ``name``, or ``""``.
+
+    A state may be named by its last part alone (``investigating`` for
+    ``handling.investigating``) or misspelt in any part.
+    """
+    names = list(dict.fromkeys(known))
+    if not isinstance(name, str) or not name or not names:
+        return ""
+    best = [n for n in names if n != name and n.rsplit(SEP, 1)[-1] == name]
+    best = best or get_close_matches(name, names, n=1, cutoff=0.6)
+    if not best:
+        tails: dict[str, str] = {}
+        for n in names:
+            tails.setdefault(n.rsplit(SEP, 1)[-1], n)
+        near = get_close_matches(name.rsplit(SEP, 1)[-1], list(tails), n=1, cutoff=0.75)
+        best = [tails[near[0]]] if near else []
+    return f"; did you mean {best[0]!r}?" if best else ""
+
+
+_UNKNOWN_NAME = re.compile(r"(?:unknown name|has no field) '([^']+)'")
+
+
+def _expression_hint(message: str, known: Iterable[str]) -> str:
+    """The nearest field to a name an expression does not know."""
+    m = _UNKNOWN_NAME.search(message)
+    return did_you_mean(m.group(1), known) if m else ""
 
 
 def check_workflow(wf: WorkflowSpec) -> Found:
@@ -30,12 +62,13 @@ def check_workflow(wf: WorkflowSpec) -> Found:
     def need_roles(loc: Loc, names: Iterable[str]) -> None:
         for i, r in enumerate(names):
             if r not in roles:
-                found.append((loc + (i,), f"unknown role {r!r} (declared roles: {sorted(roles)})"))
+                found.append((loc + (i,), f"unknown role {r!r} (declared roles: {sorted(roles)})"
+                                          f"{did_you_mean(r, wf.roles)}"))
 
     def need_fields(loc: Loc, names: Iterable[str], known: set[str]) -> None:
         for i, f in enumerate(names):
             if f not in known:
-                found.append((loc + (i,), f"unknown field {f!r}"))
+                found.append((loc + (i,), f"unknown field {f!r}{did_you_mean(f, sorted(known))}"))
 
     def need_expr(loc: Loc, src: str | None, known: set[str]) -> None:
         if src is None:
@@ -43,17 +76,18 @@ def check_workflow(wf: WorkflowSpec) -> Found:
         try:
             compile_expression(src, fields=known)
         except ExpressionError as e:
-            found.append((loc, f"guard does not compile: {e}"))
+            found.append((loc, f"guard does not compile: {e}{_expression_hint(str(e), sorted(known))}"))
 
     def need_set(loc: Loc, values: dict[str, Any], names: set[str] = fields) -> None:
         for k, v in values.items():
             if k not in fields:
-                found.append((loc + (k,), f"unknown field {k!r}"))
+                found.append((loc + (k,), f"unknown field {k!r}{did_you_mean(k, wf.fields)}"))
             elif isinstance(v, str):
                 try:
                     compile_expression(v, fields=names)
                 except ExpressionError as e:
-                    found.append((loc + (k,), f"value does not compile: {e}"))
+                    found.append((loc + (k,), f"value does not compile: {e}"
+                                              f"{_expression_hint(str(e), sorted(names))}"))
 
     need_roles(("open", "roles"), wf.open.roles)
     need_fields(("open", "required"), wf.open.required, fields)
@@ -66,16 +100,19 @@ def check_workflow(wf: WorkflowSpec) -> Found:
         if spec.values and spec.type.value != "enum":
             found.append((("fields", name, "values"), "values are only allowed on enum fields"))
 
+    states = tuple(tree.specs)
     for i, t in enumerate(wf.transitions):
         loc: Loc = ("transitions", i)
         for j, s in enumerate(t.source):
             if s not in tree:
-                found.append((loc + ("source", j), f"transition {t.trigger!r}: unknown state {s!r}"))
+                found.append((loc + ("source", j), f"transition {t.trigger!r}: unknown state {s!r}"
+                                                   f"{did_you_mean(s, states)}"))
             elif all(tree.is_final(leaf) for leaf in tree.leaves_under(s)):
                 found.append((loc + ("source", j),
                               f"transition {t.trigger!r} leaves final state {s!r}"))
         if t.dest not in tree:
-            found.append((loc + ("dest",), f"transition {t.trigger!r}: unknown state {t.dest!r}"))
+            found.append((loc + ("dest",), f"transition {t.trigger!r}: unknown state {t.dest!r}"
+                                           f"{did_you_mean(t.dest, states)}"))
         need_roles(loc + ("roles",), t.roles)
         need_fields(loc + ("required",), t.required, fields)
         need_fields(loc + ("optional",), t.optional, fields)
@@ -88,7 +125,8 @@ def check_workflow(wf: WorkflowSpec) -> Found:
         loc = ("activities", name)
         for j, s in enumerate(a.states):
             if s not in tree:
-                found.append((loc + ("states", j), f"activity {name!r}: unknown state {s!r}"))
+                found.append((loc + ("states", j), f"activity {name!r}: unknown state {s!r}"
+                                                   f"{did_you_mean(s, states)}"))
         need_roles(loc + ("roles",), a.roles)
         need_fields(loc + ("required",), a.required, set(a.fields))
         need_expr(loc + ("guard",), a.guard, fields | set(a.fields))
@@ -115,10 +153,17 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
 
     triggers = {t.trigger for t in wf.transitions}
     fields = set(wf.fields)
+    known_triggers = list(dict.fromkeys(t.trigger for t in wf.transitions))
 
     def need_state(loc: Loc, name: str) -> None:
         if name not in tree:
-            found.append((loc, f"unknown state {name!r}"))
+            found.append((loc, f"unknown state {name!r}{did_you_mean(name, tree.specs)}"))
+
+    def unknown_field(loc: Loc, name: str) -> None:
+        found.append((loc, f"unknown field {name!r}{did_you_mean(name, wf.fields)}"))
+
+    def unknown_trigger(loc: Loc, name: str) -> None:
+        found.append((loc, f"unknown trigger {name!r}{did_you_mean(name, known_triggers)}"))
 
     def need_duration(loc: Loc, text: str) -> None:
         try:
@@ -144,7 +189,8 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
             if d.stop:
                 found.append((loc + ("stop",), "a state deadline stops when the case leaves its state"))
         if d.start is not None and d.start != "open" and d.start not in triggers:
-            found.append((loc + ("start",), f"unknown trigger {d.start!r} (or 'open')"))
+            found.append((loc + ("start",), f"unknown trigger {d.start!r} (or 'open')"
+                                            f"{did_you_mean(d.start, [*known_triggers, 'open'])}"))
         for j, st in enumerate(d.stop):
             need_state(loc + ("stop", j), st)
         for j, st in enumerate(d.pause_in):
@@ -152,11 +198,11 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
         need_duration(loc + ("within",), d.within)
         if d.extend is not None:
             if d.extend.trigger not in triggers:
-                found.append((loc + ("extend", "trigger"), f"unknown trigger {d.extend.trigger!r}"))
+                unknown_trigger(loc + ("extend", "trigger"), d.extend.trigger)
             if d.extend.days_field not in fields:
-                found.append((loc + ("extend", "days_field"), f"unknown field {d.extend.days_field!r}"))
+                unknown_field(loc + ("extend", "days_field"), d.extend.days_field)
         if d.breach.trigger is not None and d.breach.trigger not in triggers:
-            found.append((loc + ("breach", "trigger"), f"unknown trigger {d.breach.trigger!r}"))
+            unknown_trigger(loc + ("breach", "trigger"), d.breach.trigger)
         if d.breach.escalate and not wf.escalation:
             found.append((loc + ("breach",), "breach escalates but the workflow has no escalation ladder"))
         if d.breach.repeat is not None:
@@ -224,10 +270,10 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
     rep = wf.report
     for j, f in enumerate(rep.by):
         if f not in fields:
-            found.append((("report", "by", j), f"unknown field {f!r}"))
+            unknown_field(("report", "by", j), f)
     for f in rep.groups:
         if f not in fields:
-            found.append((("report", "groups", f), f"unknown field {f!r}"))
+            unknown_field(("report", "groups", f), f)
     counts = {"cases", "events", "open", "closed", "overdue"}
     events = {t.trigger for t in wf.transitions} | set(wf.activities) | {r.name for r in wf.escalation}
     for name, fig in rep.figures.items():
@@ -243,26 +289,30 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
                     found.append((loc + ("ratio",), f"ratio part {part!r} is not a count or sum figure"))
         for j, n in enumerate(fig.name):
             if n not in events and not n.endswith("_warning"):
-                found.append((loc + ("name", j), f"unknown trigger, activity or rung {n!r}"))
+                found.append((loc + ("name", j), f"unknown trigger, activity or rung {n!r}"
+                                                 f"{did_you_mean(n, sorted(events))}"))
         for j, st in enumerate(fig.state):
             need_state(loc + ("state", j), st)
         for f in fig.where:
             if f not in fields:
-                found.append((loc + ("where", f), f"unknown field {f!r}"))
+                unknown_field(loc + ("where", f), f)
 
     if wf.risk.identity is not None and wf.risk.identity not in fields:
-        found.append((("risk", "identity"), f"unknown field {wf.risk.identity!r}"))
+        unknown_field(("risk", "identity"), wf.risk.identity)
+    risk_names = fields | RISK_NAMES
     for name, expr in wf.risk.rules.items():
         try:
-            compile_expression(expr, fields=fields | RISK_NAMES)
+            compile_expression(expr, fields=risk_names)
         except ExpressionError as e:
-            found.append((("risk", "rules", name), f"rule does not compile: {e}"))
+            found.append((("risk", "rules", name), f"rule does not compile: {e}"
+                                                   f"{_expression_hint(str(e), sorted(risk_names))}"))
 
 
 def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
     loc_of = _loc_of
     if wf.initial not in tree:
-        found.append((("initial",), f"initial state {wf.initial!r} is not a state"))
+        found.append((("initial",), f"initial state {wf.initial!r} is not a state"
+                                    f"{did_you_mean(wf.initial, tree.specs)}"))
     for path, spec in tree.specs.items():
         name = path.rsplit(SEP, 1)[-1]
         if not name.replace("_", "").isalnum() or not name[0].isalpha() or "__" in name:
@@ -275,7 +325,8 @@ def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
                 found.append((loc_of(path), f"compound state {path!r} has no initial child"))
             elif spec.initial not in spec.states:
                 found.append((loc_of(path) + ("initial",),
-                              f"initial {spec.initial!r} is not a child of {path!r}"))
+                              f"initial {spec.initial!r} is not a child of {path!r}"
+                              f"{did_you_mean(spec.initial, spec.states)}"))
         elif spec.initial is not None:
             found.append((loc_of(path) + ("initial",), f"state {path!r} has no children"))
     if not any(s.final for s in tree.specs.values()):

@@ -4,14 +4,15 @@ A definition holds typed case fields (with ``pii`` marks), roles, nested
 states, transitions, activities and how a case is opened. Structural rules
 (unknown states, unreachable states, dead ends, guards that do not compile)
 are checked in :mod:`engine.checks`; this module only describes the shape.
+:func:`definition_schema` gives it as a JSON Schema, for editors.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 
 class _Frozen(BaseModel):
@@ -73,6 +74,12 @@ def _as_tuple(v: Any) -> Any:
     return v
 
 
+_NAMES_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+# One name or a list of names: ``source: registered`` or ``source: [registered, accepted]``.
+Names = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), WithJsonSchema(_NAMES_SCHEMA)]
+
+
 class TransitionSpec(_Frozen):
     """One transition: a trigger from one or more sources to a destination.
 
@@ -81,41 +88,34 @@ class TransitionSpec(_Frozen):
     """
 
     trigger: str
-    source: tuple[str, ...]
+    source: Names
     dest: str
     description: str = ""
-    roles: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
+    roles: Names = ()
+    required: Names = ()
+    optional: Names = ()
     guard: str | None = None
-    conditions: tuple[str, ...] = ()
+    conditions: Names = ()
     set: dict[str, Any] = Field(default_factory=dict)
-    actions: tuple[str, ...] = ()
+    actions: Names = ()
     while_open: str | None = None     # a window that must be open (e.g. the review request)
     after_closed: str | None = None   # a window that must have closed
     label: str = ""
-
-    _src = field_validator("source", "roles", "required", "optional", "conditions", "actions",
-                           mode="before")(
-        _as_tuple
-    )
 
 
 class ActivitySpec(_Frozen):
     """Something recorded on a case without changing its state (a home visit, a meeting)."""
 
     description: str = ""
-    states: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
+    states: Names = ()
+    roles: Names = ()
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
-    required: tuple[str, ...] = ()
+    required: Names = ()
     guard: str | None = None
     set: dict[str, Any] = Field(default_factory=dict)
     while_open: str | None = None
     after_closed: str | None = None
     label: str = ""
-
-    _tuples = field_validator("states", "roles", "required", mode="before")(_as_tuple)
 
 
 class OpenSpec(_Frozen):
@@ -123,18 +123,24 @@ class OpenSpec(_Frozen):
     (``optional``: nothing beyond these two lists is accepted, so a new case cannot bring
     fields that later steps set), and what is set on it."""
 
-    roles: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
+    roles: Names = ()
+    required: Names = ()
+    optional: Names = ()
     set: dict[str, Any] = Field(default_factory=dict)
-
-    _tuples = field_validator("roles", "required", "optional", mode="before")(_as_tuple)
 
 
 def _percent(v: Any) -> Any:
     if isinstance(v, str) and v.strip().endswith("%"):
         return float(v.strip()[:-1]) / 100
     return v
+
+
+_SHARE_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"}]}
+# Warning thresholds: shares of the allowed time, one or a list, ``0.5`` or ``50%``.
+Shares = Annotated[tuple[float, ...], WithJsonSchema(
+    {"anyOf": [_SHARE_SCHEMA, {"type": "array", "items": _SHARE_SCHEMA}]})]
 
 
 class ExtendSpec(_Frozen):
@@ -177,14 +183,12 @@ class DeadlineSpec(_Frozen):
     counting: Counting | None = None
     state: str | None = None
     start: str | None = None
-    stop: tuple[str, ...] = ()
+    stop: Names = ()
     within: str
-    warn: tuple[float, ...] = (0.5, 0.8)
-    pause_in: tuple[str, ...] = ()
+    warn: Shares = (0.5, 0.8)
+    pause_in: Names = ()
     extend: ExtendSpec | None = None
     breach: BreachSpec = Field(default_factory=BreachSpec)
-
-    _tuples = field_validator("stop", "pause_in", mode="before")(_as_tuple)
 
     @field_validator("warn", mode="before")
     @classmethod
@@ -232,14 +236,12 @@ class CycleSpec(_Frozen):
 
     description: str = ""
     every: str | None = None
-    while_in: tuple[str, ...] = ()
+    while_in: Names = ()
     cron: str | None = None
     report: str | None = None
     check: str | None = None
     between: tuple[str, str] | None = None
     sensitive_only: bool = False
-
-    _tuples = field_validator("while_in", mode="before")(_as_tuple)
 
 
 class RiskSpec(_Frozen):
@@ -264,24 +266,20 @@ class FigureSpec(_Frozen):
     count: str | None = None
     sum: str | None = None
     ratio: tuple[str, str] | None = None
-    name: tuple[str, ...] = ()
-    kind: tuple[str, ...] = ()
-    state: tuple[str, ...] = ()
-    without: tuple[str, ...] = ()
+    name: Names = ()
+    kind: Names = ()
+    state: Names = ()
+    without: Names = ()
     where: dict[str, Any] = Field(default_factory=dict)
-
-    _tuples = field_validator("name", "kind", "state", "without", mode="before")(_as_tuple)
 
 
 class ReportSpec(_Frozen):
     """What a workflow reports: its figures, the fields it can be broken down by, and
     named groups of a field's values (e.g. ``source``: handed_down = central, province, city)."""
 
-    by: tuple[str, ...] = ()
+    by: Names = ()
     groups: dict[str, dict[str, tuple[str, ...]]] = Field(default_factory=dict)
     figures: dict[str, FigureSpec] = Field(default_factory=dict)
-
-    _tuples = field_validator("by", mode="before")(_as_tuple)
 
 
 SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON reader keeps exactly
@@ -324,3 +322,29 @@ class WorkflowSpec(_Frozen):
     risk: RiskSpec = Field(default_factory=RiskSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+
+
+SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
+def _draft7(node: Any) -> Any:
+    """Pydantic's JSON Schema (2020-12) in draft 7, the dialect yaml-language-server reads."""
+    if isinstance(node, list):
+        return [_draft7(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _draft7(v) for k, v in node.items()}
+    if "prefixItems" in out:  # a fixed-length tuple
+        out["items"] = out.pop("prefixItems")
+        out["additionalItems"] = False
+    if "$defs" in out:
+        out["definitions"] = out.pop("$defs")
+    return out
+
+
+def definition_schema() -> dict[str, Any]:
+    """The JSON Schema of a workflow definition file, for editors that validate and
+    complete YAML as it is typed (``casework schema``)."""
+    schema = WorkflowSpec.model_json_schema(ref_template="#/definitions/{model}")
+    schema.pop("title", None)
+    return {"$schema": SCHEMA_DIALECT, "title": "casework workflow definition", **_draft7(schema)}

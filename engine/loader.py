@@ -3,7 +3,9 @@
 ``load_definition`` parses with ruamel.yaml (which keeps the line of every
 key), validates the shape with pydantic and the structure with
 :mod:`engine.checks`, and raises one :class:`DefinitionError` that lists
-every problem as ``file:line: message``. The version of a definition is a
+every problem as ``file:line: message``. A YAML syntax error is told in plain
+words (a tab, bad indentation, an unclosed quote or bracket, a duplicate key, a
+missing colon) with its line and column. The version of a definition is a
 hash of its parsed content, so comments and formatting do not change it.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .checks import check_workflow
 from .definition import WorkflowSpec
@@ -70,9 +73,9 @@ def parse_definition(text: str, source: str) -> LoadedDefinition:
     try:
         doc = yaml.load(text)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise DefinitionError([Problem(source, line, f"malformed YAML: {e.problem or e}")]) from None
+        raise DefinitionError([yaml_problem(e, text, source)]) from None
+    except YAMLError as e:
+        raise DefinitionError([Problem(source, None, f"malformed YAML: {e}")]) from None
     if not isinstance(doc, dict):
         raise DefinitionError([Problem(source, 1, "a workflow file must be a mapping")])
     try:
@@ -88,6 +91,89 @@ def parse_definition(text: str, source: str) -> LoadedDefinition:
     if found:
         raise DefinitionError([Problem(source, _line_of(doc, loc), msg) for loc, msg in found])
     return LoadedDefinition(spec, version_of(spec), source)
+
+
+def _at(column: int, sentence: str) -> str:
+    return f"malformed YAML at column {column}: {sentence}"
+
+
+def _previous_line(lines: list[str], index: int) -> tuple[int, str] | None:
+    """The last line before ``index`` that holds something other than a comment."""
+    for i in range(min(index, len(lines)) - 1, -1, -1):
+        body = lines[i].split(" #", 1)[0].strip()
+        if body and not body.startswith("#"):
+            return i, lines[i]
+    return None
+
+
+def yaml_problem(e: MarkedYAMLError, text: str, source: str) -> Problem:
+    """ruamel's syntax error as a plain sentence at the line and column it concerns."""
+    lines = text.splitlines()
+    problem, context = str(e.problem or ""), str(e.context or "")
+    mark, start = e.problem_mark, e.context_mark
+    line = mark.line + 1 if mark is not None else None
+    col = mark.column + 1 if mark is not None else 1
+
+    if "'\\t'" in problem or "\t" in problem:
+        return Problem(source, line, _at(col, "a tab character: YAML indents with spaces only "
+                                              "(replace the tab with spaces)"))
+    if "quoted scalar" in context and start is not None:
+        opening = lines[start.line][start.column:start.column + 1] if start.line < len(lines) else ""
+        quote = opening or '"'
+        return Problem(source, start.line + 1, _at(
+            start.column + 1, f"the quoted value that opens here is never closed "
+                              f"(a closing {quote} is missing)"))
+    if "flow sequence" in context or "flow mapping" in context:
+        opener, closer, what = ("[", "]", "list") if "sequence" in context else ("{", "}", "mapping")
+        if start is None:
+            start = mark
+        found = f" (line {line}, column {col})" if line is not None else ""
+        return Problem(source, start.line + 1 if start is not None else line, _at(
+            (start.column + 1) if start is not None else col,
+            f"the {what} '{opener}' opened here is not closed where it should be{found}: "
+            f"a '{closer}' is missing, or a ',' between its items"))
+    if problem.startswith("found duplicate key"):
+        key = re.match(r'found duplicate key "(.*?)" with value', problem)
+        name = key.group(1) if key else "?"
+        first = ""
+        if mark is not None:
+            indent = " " * mark.column
+            for i in range(mark.line - 1, (start.line - 1) if start is not None else -1, -1):
+                if re.match(rf"{re.escape(indent)}{re.escape(name)}\s*:", lines[i]):
+                    first = f" (first at line {i + 1})"
+                    break
+        return Problem(source, line, _at(col, f"the key {name!r} is given twice in one "
+                                              f"mapping{first}; keys must be unique"))
+    if "could not find expected ':'" in problem and start is not None:
+        bare = lines[start.line].strip() if start.line < len(lines) else ""
+        return Problem(source, start.line + 1, _at(
+            start.column + 1, f"a key without ':' ({bare!r}); write 'key: value', "
+                              f"with a space after the colon"))
+    if problem.startswith("mapping values are not allowed"):
+        here = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+        before = here[:col - 1]
+        if ": " in before.split("#", 1)[0]:
+            return Problem(source, line, _at(col, "a value holds ': ' (a colon and a space): "
+                                                  "put the value in quotes"))
+        prev = _previous_line(lines, mark.line) if mark is not None else None
+        if prev is not None and ":" not in prev[1] and not prev[1].strip().startswith("-"):
+            return Problem(source, prev[0] + 1, _at(
+                len(prev[1]) - len(prev[1].lstrip()) + 1,
+                f"a key without ':' ({prev[1].strip()!r}); write 'key: value', "
+                f"with a space after the colon"))
+        above = f" (line {prev[0] + 1})" if prev is not None else ""
+        return Problem(source, line, _at(
+            len(here) - len(here.lstrip()) + 1,
+            f"bad indentation: this line is indented under the line above{above}, which "
+            f"already has a value; give it the same indentation as its sibling keys"))
+    if "expected <block end>" in problem:
+        block = (f"; the block it belongs to starts at line {start.line + 1}, column "
+                 f"{start.column + 1}") if start is not None else ""
+        return Problem(source, line, _at(
+            col, f"bad indentation: this line does not line up with the lines above it{block}; "
+                 f"keys of one mapping, and the '-' items of one list, start in the same column"))
+    what = f"{problem} ({context})" if context else problem or str(e)
+    return Problem(source, line, _at(col, what))
 
 
 def load_definition(path: str | Path) -> LoadedDefinition:

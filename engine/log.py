@@ -1,15 +1,20 @@
-"""Logging with loguru: case id and workflow on every line, PII masked.
+"""Logging with loguru: case tag and workflow on every line, PII masked.
 
 The library does not configure logging on import (``logger.disable("casework")``
-in the package); a host or ``run.py`` calls :func:`configure_logging`.
+in the package); a host or the command line calls :func:`configure_logging`.
 Masking is a patcher, not a habit: every record logged through
 :func:`case_logger` has the values of the case's ``pii`` fields replaced in
 its message and extras, whatever the code that logged it wrote.
+
+Each line names its case by :func:`case_tag`: a case id is a UUIDv7, whose first
+characters are a timestamp shared by every case opened in the same minute, so the
+tag is the id's random end (its last 12 hex digits); an id a host chose is shown whole.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,7 +23,24 @@ from loguru import logger
 
 MASK = "***"
 _FORMAT = ("<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-           "{extra[case_id]!s:.8} {extra[workflow]} | {message}")
+           "{extra[case_tag]} {extra[workflow]} | {message}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+TAG_LENGTH = 12
+
+
+def case_tag(case_id: str | None) -> str:
+    """A short name that tells cases apart: the last 12 hex digits of a UUID (its random
+    part; the first ones are the time it was made), any other id whole, ``-`` for none."""
+    if not case_id or case_id == "-":
+        return "-"
+    text = str(case_id)
+    if _UUID.fullmatch(text):
+        return text.replace("-", "")[-TAG_LENGTH:]
+    return text
+
+
+def _tag_record(record: Any) -> None:
+    record["extra"]["case_tag"] = case_tag(record["extra"].get("case_id"))
 
 
 def mask_data(data: Mapping[str, Any], pii: Iterable[str]) -> dict[str, Any]:
@@ -80,7 +102,7 @@ class _InterceptHandler(logging.Handler):
 def configure_logging(level: str = "INFO", sink: Any = None, *, sql_level: str = "WARNING") -> None:
     """Enable the engine's logging to ``sink`` (stderr by default) at ``level``."""
     logger.remove()
-    logger.configure(extra={"case_id": "-", "workflow": "-"})
+    logger.configure(extra={"case_id": "-", "workflow": "-"}, patcher=_tag_record)
     # diagnose=False: a traceback must never print local variables (they may hold PII).
     logger.add(sink or sys.stderr, level=level.upper(), format=_FORMAT, diagnose=False,
                backtrace=False, colorize=sink is None and sys.stderr.isatty())

@@ -12,8 +12,9 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .errors import SettingsError
 
@@ -27,6 +28,15 @@ class DatabaseSettings(_Section):
     sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
     busy_timeout_ms: int = Field(default=10_000, ge=0)
     pool_size: int = Field(default=5, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, v: str) -> str:
+        try:
+            make_url(v)
+        except ArgumentError:
+            raise ValueError(f"{v!r} is not a database URL (e.g. sqlite:///cases.db)") from None
+        return v
 
 
 class WorkflowSettings(_Section):

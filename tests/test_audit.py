@@ -18,11 +18,10 @@ import pytest
 from casework import Engine, FrozenClock
 from casework.persistence.chain import GENESIS, event_hash, verify_chain
 from casework.persistence.tx import dumps
-from click.testing import CliRunner
 from sqlalchemy import text
 
-import run
 from tests.conftest import COMPLAINT, PETITION
+from tests.helpers import run_cli
 from tests.petition_steps import drive, open_petition
 
 STEPS = ("accept", "assign", "extend", "decide", "reply", "visit_unsatisfied")  # 7 events
@@ -235,11 +234,6 @@ def test_verify_chain_names_a_first_event_that_does_not_start_the_chain() -> Non
 
 
 # -- the command line -------------------------------------------------------------------
-def _cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(run.cli, list(args), obj={}, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
 def test_cli_verify_says_intact_or_names_each_problem_and_exits_1(tmp_path: Path,
                                                                   clock: FrozenClock) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -247,22 +241,22 @@ def test_cli_verify_says_intact_or_names_each_problem_and_exits_1(tmp_path: Path
         ids = [open_petition(engine).id for _ in range(3)]
         drive(engine, ids[0], *STEPS)
         drive(engine, ids[1], *STEPS[:3])
-    code, out, _ = _cli("--db", url, "verify")
+    code, out, _ = run_cli("--db", url, "verify")
     assert (code, out) == (0, "3 cases, 12 events: all chains intact\n")
-    code, out, _ = _cli("--db", url, "verify", "--case", ids[1])
+    code, out, _ = run_cli("--db", url, "verify", "--case", ids[1])
     assert (code, out) == (0, "1 case, 4 events: all chains intact\n")
 
     with Engine(url, [PETITION, COMPLAINT], clock=clock) as engine:
         _sql(engine, "UPDATE events SET changes = '{}' WHERE case_id = :c AND seq = 5", c=ids[0])
         _sql(engine, "DELETE FROM events WHERE case_id = :c AND seq = 4", c=ids[1])
-    code, out, err = _cli("--db", url, "verify")
+    code, out, err = run_cli("--db", url, "verify")
     assert code == 1
     assert sorted(out.splitlines()) == sorted([
         f"case {ids[0]}: event 5 was altered (its content no longer matches its hash)",
         f"case {ids[1]}: event 4 is missing (deleted): the case's head is at event 4, the last "
         f"stored event is 3"])
     assert "2 problems in 2 of 3 cases" in err
-    code, out, _ = _cli("--db", url, "verify", "--case", ids[2])
+    code, out, _ = run_cli("--db", url, "verify", "--case", ids[2])
     assert code == 0
-    code, _, err = _cli("--db", url, "verify", "--case", "no-such-case")
+    code, _, err = run_cli("--db", url, "verify", "--case", "no-such-case")
     assert code == 1 and "not found" in err

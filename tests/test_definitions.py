@@ -328,3 +328,127 @@ def test_old_case_keeps_its_version_and_rules_while_new_cases_get_the_new_versio
         run(second, old_case.id, "visit_satisfied")
         assert run(second, old_case.id, "archive").version == old_version
         assert second.verify() == []
+
+
+
+# -- YAML syntax errors in plain words ---------------------------------------------------
+@pytest.mark.parametrize("old,new,marker,column,says", [
+    ("  middle: {}\n", "   middle: {}\n", "   middle:", 4,
+     "bad indentation: this line does not line up with the lines above it"),
+    ("    dest: middle\n", "      dest: middle\n", "      dest: middle", 7,
+     "bad indentation: this line is indented under the line above"),
+    ("  middle: {}\n", "\tmiddle: {}\n", "\tmiddle", 1,
+     "a tab character: YAML indents with spaces only"),
+    ("roles: [clerk, boss]\n", 'roles: [clerk, boss]\ntitle: "a small workflow\n', "title:", 8,
+     'the quoted value that opens here is never closed (a closing " is missing)'),
+    ("roles: [clerk, boss]\n", "roles: [clerk, boss\n", "roles:", 8,
+     "the list '[' opened here is not closed where it should be"),
+    ("  note: {type: text}\n", "  note: {type: text\n", "note:", 9,
+     "the mapping '{' opened here is not closed where it should be"),
+    ("  ok: {type: bool}\n", "  ok: {type: bool}\n  note: {type: int}\n", "note: {type: int}", 3,
+     "the key 'note' is given twice in one mapping (first at line 5); keys must be unique"),
+    ("initial: start\n", "initial start\n", "initial start", 1,
+     "a key without ':' ('initial start'); write 'key: value'"),
+    ("  middle: {}\n", "  middle\n  between: {}\n", "  middle", 3, "a key without ':' ('middle')"),
+    ("    dest: middle\n", "    dest: middle: again\n", "dest: middle: again", 17,
+     "a value holds ': ' (a colon and a space): put the value in quotes"),
+], ids=["indent", "indent-under-a-value", "tab", "unclosed-quote", "unclosed-list",
+        "unclosed-mapping", "duplicate-key", "missing-colon", "missing-colon-before-a-key",
+        "colon-in-a-value"])
+def test_a_yaml_syntax_error_says_what_is_wrong_at_its_line_and_column(
+        tmp_path: Path, old: str, new: str, marker: str, column: int, says: str) -> None:
+    text = edit(old, new)
+    p = only_problem(tmp_path, text)
+    assert p.line == line_of(text, marker), p
+    assert p.message.startswith(f"malformed YAML at column {column}: {says}"), p.message
+    for jargon in ("<block end>", "token", "scalar", "simple key", "stream"):
+        assert jargon not in p.message
+
+
+# -- the nearest known name ----------------------------------------------------------------
+@pytest.mark.parametrize("old,new,says", [
+    ("    roles: [boss]\n", "    roles: [bos]\n", "unknown role 'bos' (declared roles: ['boss', 'clerk']); "
+                                                     "did you mean 'boss'?"),
+    ("    required: [note]\n", "    required: [nte]\n", "unknown field 'nte'; did you mean 'note'?"),
+    ("    guard: ok\n", "    guard: okk\n", "did you mean 'ok'?"),
+    ("    dest: done\n", "    dest: don\n", "unknown state 'don'; did you mean 'done'?"),
+    ("    source: start\n", "    source: strat\n", "unknown state 'strat'; did you mean 'start'?"),
+    (MINI, MINI + "deadlines:\n  slow: {start: finsh, within: 5d}\n",
+     "unknown trigger 'finsh' (or 'open'); did you mean 'finish'?"),
+], ids=["role", "field", "guard-name", "dest", "source", "trigger"])
+def test_an_unknown_name_comes_with_the_nearest_known_one(tmp_path: Path, old: str, new: str,
+                                                          says: str) -> None:
+    _, problems = problems_of(tmp_path, edit(old, new))
+    assert any(says in p.message for p in problems), problems
+
+
+def test_a_nested_state_named_by_its_last_part_is_suggested_by_its_dotted_path(tmp_path: Path) -> None:
+    text = PETITION.read_text(encoding="utf-8")
+    bad = edit("dest: handling.investigating", "dest: investigating", text)
+    bad = edit("source: handling.investigating", "source: handling.investigatin", bad)
+    _, problems = problems_of(tmp_path, bad)
+    messages = [p.message for p in problems]
+    assert any("unknown state 'investigating'; did you mean 'handling.investigating'?" in m
+               for m in messages), messages
+    assert any("unknown state 'handling.investigatin'; did you mean 'handling.investigating'?" in m
+               for m in messages), messages
+
+
+def test_no_suggestion_when_nothing_known_is_near(tmp_path: Path) -> None:
+    p = only_problem(tmp_path, edit("    roles: [boss]\n", "    roles: [xyzzy]\n"))
+    assert "unknown role 'xyzzy'" in p.message and "did you mean" not in p.message
+
+
+# -- the JSON Schema for editors -------------------------------------------------------------
+def _conforms(value: object, schema: dict, root: dict, where: str = "$") -> list[str]:
+    """Where ``value`` breaks ``schema`` (the subset of draft 7 the definition schema uses)."""
+    if "$ref" in schema:
+        return _conforms(value, root["definitions"][schema["$ref"].rsplit("/", 1)[-1]], root, where)
+    if "anyOf" in schema:
+        tries = [_conforms(value, s, root, where) for s in schema["anyOf"]]
+        return [] if any(not t for t in tries) else min(tries, key=len)
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+             "number": (int, float), "integer": int}
+    kind = schema.get("type")
+    if kind is not None and not isinstance(value, kinds[kind]):
+        return [f"{where}: not {kind}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} not in {schema['enum']}"]
+    out: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            if k in props:
+                out += _conforms(v, props[k], root, f"{where}.{k}")
+            elif extra is False:
+                out.append(f"{where}: unknown key {k!r}")
+            elif isinstance(extra, dict):
+                out += _conforms(v, extra, root, f"{where}.{k}")
+        out += [f"{where}: missing {k!r}" for k in schema.get("required", []) if k not in value]
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            out += _conforms(v, schema["items"], root, f"{where}[{i}]")
+    return out
+
+
+def _yaml(text: str) -> object:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
+def test_the_schema_accepts_the_shipped_workflows_and_refuses_unknown_keys() -> None:
+    from casework.definition import definition_schema
+
+    schema = definition_schema()
+    for path in (PETITION, PETITION.with_name("complaint.yaml")):
+        assert _conforms(_yaml(path.read_text(encoding="utf-8")), schema, schema) == [], path
+    assert _conforms(_yaml(MINI), schema, schema) == []
+    assert _conforms(_yaml(edit("    dest: done\n", "    dest: done\n    destination: x\n")),
+                     schema, schema) == ["$.transitions[1]: unknown key 'destination'"]
+    assert _conforms(_yaml(edit("  ok: {type: bool}\n", "  ok: {type: boolean}\n")), schema, schema)
+    warn = schema["definitions"]["DeadlineSpec"]["properties"]["warn"]
+    assert _conforms(["50%", 0.8], warn, schema) == [] and _conforms("80%", warn, schema) == []
+    assert _conforms("registered", schema["definitions"]["TransitionSpec"]["properties"]["source"],
+                     schema) == []

@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 from casework import Engine, FrozenClock
+from casework.demo import DAYS, START, WORKFLOWS, run_demo
 from casework.persistence import models
 from casework.persistence.errors import LedgerError
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
-import run
-from demo import DAYS, START, WORKFLOWS, run_demo
+from tests.helpers import run_cli
 
 END = START + timedelta(days=DAYS)
 UNIT = "county_court"
@@ -332,28 +331,23 @@ def test_imported_histories_never_take_the_keys_of_the_targets_timers(
 
 
 # -- the command line -------------------------------------------------------------------
-def _cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(run.cli, list(args), obj={}, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
 def test_cli_export_and_import(source: Engine, tmp_path: Path) -> None:
     src = str(source.store.url)
     target = f"sqlite:///{tmp_path / 'target.db'}"
     out = tmp_path / "ledger" / "county_court.jsonl"
-    code, said, _ = _cli("--db", src, "export", "--unit", UNIT, "--out", str(out))
+    code, said, _ = run_cli("--db", src, "export", "--unit", UNIT, "--out", str(out))
     assert (code, said) == (0, f"wrote 3 cases to {out}\n")
-    code, said, _ = _cli("--db", target, "import", str(out))
+    code, said, _ = run_cli("--db", target, "import", str(out))
     assert code == 0
     assert said.startswith("imported 3 cases with ") and "pending timer" in said
-    code, _, err = _cli("--db", target, "import", str(out))
+    code, _, err = run_cli("--db", target, "import", str(out))
     assert code == 1
     assert "refused and nothing was imported (3 problems)" in err
     assert err.count("already exists in the target database") == 3
-    code, said, _ = _cli("--db", target, "verify")
+    code, said, _ = run_cli("--db", target, "verify")
     assert code == 0 and said.startswith("3 cases, ")
 
-    code, said, err = _cli("--db", src, "export", "--workflow", "petition")
+    code, said, err = run_cli("--db", src, "export", "--workflow", "petition")
     assert code == 0
     assert json.loads(said.splitlines()[0])["cases"] == 12 and len(said.splitlines()) == 14
     assert "exported 12 cases" in err

@@ -76,3 +76,34 @@ def test_library_is_silent_until_a_host_enables_logging(sqlite_url: str) -> None
         assert not [c for c in captured if "opened" in c]
     finally:
         logger.remove(sink_id)
+
+
+def test_cases_opened_in_the_same_instant_log_with_different_tags(sqlite_url: str) -> None:
+    from casework import FrozenClock
+    from casework.log import case_tag
+
+    from tests.conftest import PETITION
+
+    lines: list[str] = []
+    configure_logging("INFO", sink=lines.append)
+    try:
+        with Engine(sqlite_url, [PETITION], clock=FrozenClock()) as e:  # one instant for both
+            ids = [_open(e) for _ in range(2)]
+    finally:
+        logger.remove()
+        logger.disable("casework")
+    assert ids[0][:8] == ids[1][:8]  # a UUIDv7 starts with its time
+    tags = [case_tag(cid) for cid in ids]
+    assert tags == [ids[0][-12:], ids[1][-12:]] and tags[0] != tags[1]
+    for tag in tags:
+        opened = [ln for ln in lines if "opened petition case" in ln and f" {tag} petition | " in ln]
+        assert len(opened) == 1, lines
+    assert not any(ids[0][:8] + " " in ln for ln in lines)  # the old 8-character prefix tag
+
+
+def test_a_case_id_chosen_by_the_host_is_its_own_tag() -> None:
+    from casework.log import case_tag
+
+    assert case_tag("petition-2026-0001") == "petition-2026-0001"
+    assert case_tag("0192f3a4-5b6c-7d8e-9f01-23456789abcd") == "23456789abcd"
+    assert case_tag(None) == "-"

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from casework import Engine, FrozenClock
-from click.testing import CliRunner
 from sqlalchemy import text
 
-import run
 from tests.conftest import PETITION
+from tests.helpers import run_cli
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 FIXES = {"leader": "chen", "handler": "wu", "unit": "court", "due_date": "2026-03-01",
@@ -116,9 +115,8 @@ def test_migrate_command_dry_run_then_apply(setup: tuple) -> None:  # type: igno
     cfg = v2.parent / "casework.toml"
     cfg.write_text(f'[workflows]\npaths = ["{v2}"]\n', encoding="utf-8")
     args = ["--config", str(cfg), "--db", db_url, "migrate", "petition", "--to", "latest"]
-    dry = CliRunner().invoke(run.cli, args, obj={})
-    assert dry.exit_code == 1 and "refused" in dry.output and "dry run" in dry.output
-    done = CliRunner().invoke(run.cli, [*args, "--map", "handling.investigating=handling.working",
-                                        "--apply"], obj={})
-    assert done.exit_code == 0, done.output
+    dry = run_cli(*args)
+    assert dry.code == 1 and "refused" in dry.output and "dry run" in dry.output
+    done = run_cli(*args, "--map", "handling.investigating=handling.working", "--apply")
+    assert done.code == 0, done.output
     assert "3 case(s) moved, 0 refused" in done.output

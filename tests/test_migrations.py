@@ -9,11 +9,10 @@ from alembic.runtime.migration import MigrationContext
 from casework import Engine, StoreError
 from casework.persistence import models
 from casework.persistence.migrate import alembic_config, current_revision, head_revision, upgrade
-from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-import run
 from tests.conftest import PETITION
+from tests.helpers import run_cli
 
 
 def test_migrations_build_exactly_the_schema_of_the_models(db_url: str) -> None:
@@ -34,8 +33,8 @@ def test_an_empty_database_is_created_at_the_newest_revision(db_url: str) -> Non
 
 
 def test_a_database_upgraded_by_the_command_is_accepted_by_the_engine(db_url: str) -> None:
-    result = CliRunner().invoke(run.cli, ["--db", db_url, "db", "upgrade"], obj={})
-    assert result.exit_code == 0, result.output
+    result = run_cli("--db", db_url, "db", "upgrade")
+    assert result.code == 0, result.output
     with Engine(db_url, [PETITION]) as e:
         case = e.open_case("petition", {"petitioner_name": "A", "channel": "visit",
                                         "source": "city", "summary": "s"}, actor="clerk:li")
@@ -62,8 +61,8 @@ def test_a_schema_newer_than_the_code_is_refused(db_url: str) -> None:
 
 def test_db_current_reports_both_revisions(sqlite_url: str) -> None:
     upgrade(sqlite_url)
-    result = CliRunner().invoke(run.cli, ["--db", sqlite_url, "db", "current"], obj={})
-    assert result.exit_code == 0
+    result = run_cli("--db", sqlite_url, "db", "current")
+    assert result.code == 0
     assert f"database: {head_revision()}; code: {head_revision()}" in result.output
 
 

@@ -2,31 +2,41 @@
 
 Drawn from the demo's year of 12 petition cases (run once for the module). Graphviz
 pictures are skipped only when ``dot`` is missing outside CI; matplotlib needs nothing.
+Without the ``pictures`` extra, drawing says which extra to install, and the rest of
+casework (the command line included) works as before.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from casework import CaseworkError, Engine, load_definition
-from casework.diagrams import workflow_graph
-from casework.pictures import render_timeline, render_unit_chart, render_with_counts
-from casework.types import Case
-from click.testing import CliRunner
+from casework import Case, CaseworkError, Engine, FrozenClock, load_definition
+from casework.demo import WORKFLOWS, run_demo
+from casework.errors import MissingExtra
+from casework.views import (
+    GraphvizNotFound,
+    render,
+    render_timeline,
+    render_unit_chart,
+    render_with_counts,
+    workflow_graph,
+)
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import run
-from demo import WORKFLOWS, run_demo
-from tests.conftest import PETITION
+from tests.conftest import COMPLAINT, PETITION, ROOT
+from tests.helpers import run_cli
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None and os.environ.get("CI") != "true",
                                reason="Graphviz's dot is not installed")
@@ -154,8 +164,6 @@ def test_render_with_counts_draws_a_real_picture(demo: tuple[Path, Engine, list[
 
 @needs_dot
 def test_plain_diagram_png_uses_the_same_builder(tmp_path: Path) -> None:
-    from casework.diagrams import render
-
     spec = load_definition(PETITION).spec
     out = render(spec, tmp_path / "petition.png", "png")
     assert len(out.read_bytes()) > 50_000
@@ -229,11 +237,6 @@ def test_unit_chart(tmp_path: Path, fmt: str) -> None:
 
 
 # -- the command line -------------------------------------------------------
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(run.cli, list(args), obj={})
-    return result.exit_code, result.output
-
-
 @needs_dot
 @pytest.mark.parametrize("fmt,magic", [("png", PNG), ("svg", SVG)])
 def test_cli_diagram_counts(demo: tuple[Path, Engine, list[str]], tmp_path: Path, fmt: str,
@@ -241,9 +244,9 @@ def test_cli_diagram_counts(demo: tuple[Path, Engine, list[str]], tmp_path: Path
     db, _, _ = demo
     out = tmp_path / f"counts.{fmt}"
     args = ["--db", f"sqlite:///{db}", "diagram", "petition", "--counts", "--out", str(out)]
-    code, text = _cli(*args, *(["--format", fmt] if fmt == "svg" else []))  # png is the default
-    assert code == 0, text
-    assert f"wrote {out}" in text
+    r = run_cli(*args, *(["--format", fmt] if fmt == "svg" else []))  # png is the default
+    assert r.code == 0, r.output
+    assert f"wrote {out}" in r.output
     data = out.read_bytes()
     assert data.startswith(magic)
     if fmt == "png":
@@ -254,8 +257,8 @@ def test_cli_diagram_counts(demo: tuple[Path, Engine, list[str]], tmp_path: Path
 
 def test_cli_diagram_counts_needs_a_picture_format(demo: tuple[Path, Engine, list[str]]) -> None:
     db, _, _ = demo
-    code, text = _cli("--db", f"sqlite:///{db}", "diagram", "petition", "--counts", "--format", "mermaid")
-    assert code == 2 and "png or svg" in text
+    r = run_cli("--db", f"sqlite:///{db}", "diagram", "petition", "--counts", "--format", "mermaid")
+    assert r.code == 2 and "png or svg" in r.output
 
 
 @pytest.mark.parametrize("fmt,magic", [("png", PNG), ("svg", SVG)])
@@ -264,12 +267,12 @@ def test_cli_timeline_writes_to_var_by_default(demo: tuple[Path, Engine, list[st
                                                magic: bytes) -> None:
     db, engine, ids = demo
     case = _case(engine, ids, _escalated)
-    monkeypatch.setattr(run, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
     extra = ["--format", fmt] if fmt == "svg" else []  # png is the default
-    code, text = _cli("--db", f"sqlite:///{db}", "timeline", case.id, *extra)
-    assert code == 0, text
-    out = tmp_path / "var" / f"timeline-{case.id[:8]}.{fmt}"
-    assert f"wrote {out}" in text
+    r = run_cli("--db", f"sqlite:///{db}", "timeline", case.id, *extra)
+    assert r.code == 0, r.output
+    out = Path("var") / f"timeline-{case.id[-12:]}.{fmt}"
+    assert f"wrote {out}" in r.output
     data = out.read_bytes()
     assert data.startswith(magic)
     if fmt == "png":
@@ -281,8 +284,117 @@ def test_cli_timeline_writes_to_var_by_default(demo: tuple[Path, Engine, list[st
 def test_cli_timeline_with_out_and_unknown_case(demo: tuple[Path, Engine, list[str]], tmp_path: Path) -> None:
     db, _, ids = demo
     out = tmp_path / "sub" / "t.png"
-    code, text = _cli("--db", f"sqlite:///{db}", "timeline", ids[2], "--out", str(out))
-    assert code == 0, text
+    r = run_cli("--db", f"sqlite:///{db}", "timeline", ids[2], "--out", str(out))
+    assert r.code == 0, r.output
     _real_png(out)
-    code, text = _cli("--db", f"sqlite:///{db}", "timeline", "no-such-case")
-    assert code == 1 and "error:" in text
+    r = run_cli("--db", f"sqlite:///{db}", "timeline", "no-such-case")
+    assert r.code == 1 and "error:" in r.output
+
+
+def test_timelines_of_cases_opened_in_the_same_second_go_to_different_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    with Engine(db, [PETITION, COMPLAINT], clock=FrozenClock()) as engine:  # one instant for both
+        ids = [engine.open_case("petition", {"petitioner_name": n, "channel": "visit",
+                                             "source": "city", "summary": "s"}, actor="clerk:li").id
+               for n in ("A", "B")]
+    assert ids[0][:8] == ids[1][:8]  # the time-ordered start of the ids is the same
+    monkeypatch.chdir(tmp_path)
+    for cid in ids:
+        r = run_cli("--db", db, "timeline", cid, "--format", "svg")
+        assert r.code == 0, r.output
+    files = sorted(p.name for p in (tmp_path / "var").glob("timeline-*.svg"))
+    assert files == sorted(f"timeline-{cid[-12:]}.svg" for cid in ids)
+
+
+# -- without the pictures extra ---------------------------------------------
+def test_drawing_without_matplotlib_names_the_extra_to_install(
+        demo: tuple[Path, Engine, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, engine, ids = demo
+    case = engine.get_case(ids[0])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
+    with pytest.raises(MissingExtra, match=r"'pictures' extra \(matplotlib is not installed\)") as e:
+        render_timeline(case, engine.history(case.id), [], tmp_path / "t.png")
+    assert e.value.extra == "pictures"
+    with pytest.raises(MissingExtra, match=r"pip install 'casework\[pictures\]'"):
+        render_unit_chart([("county_court", 1, 0)], tmp_path / "u.png")
+    r = run_cli("--db", f"sqlite:///{db}", "timeline", case.id, "--out", tmp_path / "t.png")
+    assert r.code == 1 and "error: drawing a timeline needs the 'pictures' extra" in r.output
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_drawing_without_the_graphviz_package_names_the_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    spec = load_definition(PETITION).spec
+    with pytest.raises(MissingExtra, match=r"'pictures' extra \(graphviz is not installed\)"):
+        render(spec, tmp_path / "p.png")
+    r = run_cli("diagram", "petition", "--format", "svg", "--out", tmp_path / "p.svg")
+    assert r.code == 1 and "pip install 'casework[pictures]'" in r.output
+    r = run_cli("diagram", "petition")  # Mermaid needs neither
+    assert r.code == 0 and "stateDiagram-v2" in r.output
+
+
+def test_drawing_without_graphviz_dot_names_the_system_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name, *a, **k: None)
+    spec = load_definition(PETITION).spec
+    with pytest.raises(GraphvizNotFound, match=r"Graphviz's 'dot' program.*apt-get install graphviz"):
+        render(spec, tmp_path / "p.png")
+    r = run_cli("diagram", "petition", "--format", "png", "--out", tmp_path / "p.png")
+    assert r.code == 1 and r.output.startswith("error: drawing PNG or SVG needs Graphviz's 'dot'")
+
+
+def test_casework_and_its_command_line_work_without_the_pictures_extra(tmp_path: Path) -> None:
+    script = f"""
+import sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {{"matplotlib", "graphviz"}}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import casework
+from casework.cli import cli
+from click.testing import CliRunner
+
+db = "sqlite:///{tmp_path / 'lean.db'}"
+run = lambda *a: CliRunner().invoke(cli, list(a), catch_exceptions=False)
+assert run("validate", "{PETITION}").exit_code == 0
+assert "stateDiagram-v2" in run("diagram", "petition").output
+opened = run("--db", db, "open", "petition", "--actor", "clerk:li", "-d", "petitioner_name=A",
+             "-d", "channel=visit", "-d", "source=city", "-d", "summary=s")
+assert opened.exit_code == 0, opened.output
+shown = run("--db", db, "show", opened.stdout.strip())
+assert shown.exit_code == 0 and "state: registered" in shown.output, shown.output
+drawn = run("--db", db, "timeline", opened.stdout.strip(), "--out", "{tmp_path / 't.png'}")
+assert drawn.exit_code == 1 and "casework[pictures]" in drawn.output, drawn.output
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {{"matplotlib", "graphviz"}})
+assert not loaded, loaded
+print("lean ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lean ok" in done.stdout
+
+
+def test_the_core_never_imports_the_views() -> None:
+    """Presentation depends on the engine, never the other way round."""
+    offenders = []
+    for path in sorted([*(ROOT / "engine").rglob("*.py"), *(ROOT / "persistence").rglob("*.py")]):
+        rel = path.relative_to(ROOT)
+        if rel.parts[:2] == ("engine", "views") or rel == Path("engine/cli.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}", *(a.name for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n.split(".")[-1] == "views" or ".views" in n for n in names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

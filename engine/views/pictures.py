@@ -3,9 +3,11 @@
 Both draw on a ``Figure`` of their own (no pyplot, no global backend switch), so
 they are safe to call from a host that uses matplotlib itself. They print
 state, trigger, deadline, rung and timer names only: never a case's data, so
-no field marked ``pii`` can reach a picture. The workflow diagram with its
+no field marked ``pii`` can reach a picture. matplotlib is part of the
+``pictures`` extra and is imported when a picture is drawn; without it, drawing
+raises :class:`~casework.errors.MissingExtra`. The workflow diagram with its
 open and overdue cases per state is Graphviz's: :func:`render_with_counts`
-(from :mod:`engine.diagrams`, re-exported here).
+(from :mod:`casework.views.diagrams`, re-exported here).
 """
 
 from __future__ import annotations
@@ -14,20 +16,46 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib as mpl
-from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
-
+from .. import CaseworkError
+from ..errors import MissingExtra
 from .diagrams import render_with_counts
-from .errors import CaseworkError
-from .types import Case, Event
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from .. import Case, Event
 
 __all__ = ["render_timeline", "render_unit_chart", "render_with_counts"]
+
+
+@dataclass(frozen=True)
+class _Matplotlib:
+    """The parts of matplotlib the pictures use, imported when one is drawn."""
+
+    mpl: Any
+    dates: Any
+    canvas: Any
+    figure: Any
+    line: Any
+    int_locator: Any
+
+    @classmethod
+    def load(cls, feature: str) -> _Matplotlib:
+        try:
+            import matplotlib as mpl
+        except ImportError:
+            raise MissingExtra(feature, "pictures", "matplotlib") from None
+        from matplotlib import dates
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import MaxNLocator
+
+        return cls(mpl, dates, FigureCanvasAgg, Figure, Line2D, MaxNLocator)
+
 
 _DPI = 110
 _WARN, _ESC, _DUE, _MET, _CYCLE, _GREY = "#e69f00", "#c0392b", "#2c3e50", "#27ae60", "#8e44ad", "#95a5a6"
@@ -40,10 +68,10 @@ def _check_fmt(fmt: str) -> None:
         raise CaseworkError(f"picture format must be png or svg, not {fmt!r}")
 
 
-def _save(fig: Figure, out: Path, fmt: str) -> Path:
+def _save(m: _Matplotlib, fig: Figure, out: Path, fmt: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)  # the Agg canvas draws PNG; SVG goes through matplotlib's SVG writer
-    with mpl.rc_context({"svg.fonttype": "none", "svg.hashsalt": "casework"}):
+    m.canvas(fig)  # the Agg canvas draws PNG; SVG goes through matplotlib's SVG writer
+    with m.mpl.rc_context({"svg.fonttype": "none", "svg.hashsalt": "casework"}):
         fig.savefig(out, format=fmt, dpi=_DPI, bbox_inches="tight", metadata=_metadata(fmt))
     return out
 
@@ -103,6 +131,8 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
     ``now`` (or to the last thing known); times are shown in ``tz`` (UTC by default).
     """
     _check_fmt(fmt)
+    m = _Matplotlib.load("drawing a timeline")
+    mdates = m.dates
     tz = tz or UTC
     history = sorted(history, key=lambda ev: ev.seq)
     timers = list(timers)
@@ -120,7 +150,7 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
     tops = list(dict.fromkeys(s.split(".")[0] for s in states))
     colour = {s: _PALETTE[tops.index(s.split(".")[0]) % len(_PALETTE)] for s in states}
 
-    fig = Figure(figsize=(12, 1.9 + 0.55 * len(lanes)), dpi=_DPI, layout="constrained")
+    fig = m.figure(figsize=(12, 1.9 + 0.55 * len(lanes)), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     span = max(x(end) - x(case.opened_at), 1.0)
     for v in visits:
@@ -163,8 +193,8 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
     fig.suptitle(f"{case.workflow} case {case.id}", fontsize=13, fontweight="bold")
     ax.set_title(f"now {case.state}{' (final)' if case.final else ''}, escalation level "
                  f"{case.escalation_level}{overdue}; times in {tz}", fontsize=9, color="#555555")
-    fig.legend(handles=_legend(), loc="outside lower center", ncol=5, fontsize=8, frameon=False)
-    return _save(fig, out, fmt)
+    fig.legend(handles=_legend(m.line), loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    return _save(m, fig, out, fmt)
 
 
 def _deadline_lane(ax: Any, x: Any, y: int, name: str, c: dict[str, Any],
@@ -253,9 +283,11 @@ def _timer_marker(ax: Any, x: Any, row: dict[str, int], t: Any, state: str) -> f
     return at
 
 
-def _legend() -> list[Line2D]:
+def _legend(line: Any) -> list[Line2D]:
+    """The legend's entries; ``line`` is matplotlib's ``Line2D``."""
+
     def m(label: str, marker: str, color: str, hollow: bool = False, size: float = 8) -> Line2D:
-        return Line2D([], [], linestyle="none", marker=marker, color=color, markersize=size,
+        return line([], [], linestyle="none", marker=marker, color=color, markersize=size,
                       markerfacecolor="none" if hollow else color, label=label)
 
     return [m("deadline start", "|", _DUE, size=10), m("due", "v", _DUE),
@@ -263,7 +295,7 @@ def _legend() -> list[Line2D]:
             m("escalation (rung)", "X", _ESC), m("return-visit cycle", "o", _CYCLE, size=6),
             m("activity", "D", "#333333", hollow=True, size=6),
             m("pending timer", "o", _GREY, hollow=True),
-            Line2D([], [], color=_ESC, linewidth=6, alpha=0.75, label="overdue"),
+            line([], [], color=_ESC, linewidth=6, alpha=0.75, label="overdue"),
             m("deadline met / late", "o", _MET, size=6)]
 
 
@@ -275,15 +307,16 @@ def render_unit_chart(rows: Sequence[tuple[str | None, int, int]], out: Path, fm
     ``rows``: ``(unit, open, overdue)``, drawn top to bottom in the order given.
     """
     _check_fmt(fmt)
+    m = _Matplotlib.load("drawing a unit chart")
     bars = [(u or "(no unit)", int(o), int(d)) for u, o, d in rows]
-    fig = Figure(figsize=(8, 1.6 + 0.45 * max(len(bars), 1)), dpi=_DPI, layout="constrained")
+    fig = m.figure(figsize=(8, 1.6 + 0.45 * max(len(bars), 1)), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=12, fontweight="bold")
     if not bars:
         ax.text(0.5, 0.5, "no open cases", ha="center", va="center", transform=ax.transAxes,
                 fontsize=11, color=_GREY)
         ax.set_axis_off()
-        return _save(fig, out, fmt)
+        return _save(m, fig, out, fmt)
     ys = list(range(len(bars)))
     opened = [o for _, o, _ in bars]
     overdue = [d for _, _, d in bars]
@@ -296,10 +329,10 @@ def render_unit_chart(rows: Sequence[tuple[str | None, int, int]], out: Path, fm
     ax.set_yticks(ys, [u for u, _, _ in bars], fontsize=10)
     ax.invert_yaxis()
     ax.set_xlim(0, max([*opened, 1]) * 1.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(m.int_locator(integer=True))
     ax.set_xlabel("cases")
     ax.grid(axis="x", color="#e5e5e5")
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
     fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    return _save(fig, out, fmt)
+    return _save(m, fig, out, fmt)

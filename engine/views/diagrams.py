@@ -1,36 +1,68 @@
 """State diagrams of a workflow: Mermaid text and Graphviz pictures.
 
 Mermaid text is drawn by ``transitions``' diagram extension and needs nothing
-else. PNG and SVG are built here as Graphviz DOT (the ``graphviz`` package)
-and need Graphviz's ``dot`` on the PATH (Debian: ``apt-get install graphviz``):
-compound states are clusters with their initial child marked, final states
-have a double border, each transition is an edge labelled with its trigger
-(its guard is the edge's tooltip in SVG). With ``counts`` from
-:meth:`Engine.state_counts`, each state also says how many open cases it
-holds, and the states holding overdue cases are filled red.
+else. PNG and SVG are built here as Graphviz DOT: they need the ``pictures``
+extra (the ``graphviz`` package) and Graphviz's ``dot`` program on the PATH
+(Debian: ``apt-get install graphviz``). Compound states are clusters with their
+initial child marked, final states have a double border, each transition is an
+edge labelled with its trigger (its guard is the edge's tooltip in SVG). With
+``counts`` from :meth:`Engine.state_counts`, each state also says how many open
+cases it holds, and the states holding overdue cases are filled red.
+
+The functions take a workflow's definition (``engine.workflow(name).definition``,
+or ``load_definition(path).spec`` for a file).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import graphviz
 from transitions.extensions import HierarchicalGraphMachine
 
-from .definition import StateSpec, WorkflowSpec
-from .errors import CaseworkError
-from .statetree import SEP, StateTree
+from .. import CaseworkError
+from ..errors import MissingExtra
 
+if TYPE_CHECKING:
+    import graphviz
+
+    from ..definition import StateSpec, WorkflowSpec
+
+__all__ = ["GraphvizNotFound", "mermaid", "render", "render_with_counts", "workflow_graph"]
+
+SEP = "."
 _GRAPH_SEP = "__"  # state names may hold "_" but never "__"
 
 Counts = Mapping[str, tuple[int, int]]  # {leaf state: (open, overdue)}
 
 _FONT = "Helvetica"
 _OPEN_FILL, _OVERDUE_FILL, _OVERDUE_LINE = "#dbe8f6", "#f6c6c1", "#c0392b"
+
+
+class GraphvizNotFound(MissingExtra):
+    """Graphviz's ``dot`` program (a system package, not a Python one) is not on the PATH."""
+
+    def __init__(self) -> None:
+        CaseworkError.__init__(
+            self, "drawing PNG or SVG needs Graphviz's 'dot' program, which is not on the PATH: "
+                  "install the graphviz package of your system (Debian/Ubuntu: apt-get install "
+                  "graphviz; Fedora: dnf install graphviz; macOS: brew install graphviz); "
+                  "Mermaid text (the default format) needs nothing")
+        self.feature = "PNG and SVG diagrams"
+        self.extra = "pictures"
+
+
+def _graphviz() -> Any:
+    """The ``graphviz`` package, imported on first use (it is part of the ``pictures`` extra)."""
+    try:
+        import graphviz
+    except ImportError:
+        raise MissingExtra("PNG and SVG diagrams", "pictures", "graphviz") from None
+    return graphviz
 
 
 class _GraphState(HierarchicalGraphMachine.state_cls):  # type: ignore[misc,valid-type]
@@ -41,7 +73,7 @@ class _GraphMachine(HierarchicalGraphMachine):
     state_cls = _GraphState
 
 
-def _states(states: dict[str, StateSpec]) -> list[dict[str, Any]]:
+def _states(states: Mapping[str, StateSpec]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for name, spec in states.items():
         d: dict[str, Any] = {"name": name}
@@ -72,12 +104,44 @@ def mermaid(spec: WorkflowSpec) -> str:
     return str(machine.get_graph().draw(None))
 
 
+# -- the states as drawn: dotted paths, compounds with their children ---------
+@dataclass(frozen=True)
+class _Layout:
+    specs: dict[str, StateSpec]
+    children: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec) -> _Layout:
+        def walk(prefix: str, states: Mapping[str, StateSpec]) -> Iterator[tuple[str, StateSpec]]:
+            for name, st in states.items():
+                path = f"{prefix}{SEP}{name}" if prefix else name
+                yield path, st
+                yield from walk(path, st.states)
+
+        specs = dict(walk("", spec.states))
+        return cls(specs, {p: tuple(f"{p}{SEP}{c}" for c in s.states) for p, s in specs.items()})
+
+    def leaves_under(self, path: str) -> list[str]:
+        return [p for p, kids in self.children.items()
+                if not kids and (p == path or p.startswith(path + SEP))]
+
+    def entry(self, path: str) -> str:
+        """The leaf a transition into ``path`` enters (``path`` itself when undefined)."""
+        here = path
+        while self.children.get(here):
+            child = f"{here}{SEP}{self.specs[here].initial}"
+            if child not in self.specs:
+                return path
+            here = child
+        return here if here in self.specs else path
+
+
 # -- Graphviz ------------------------------------------------------------
 def _cluster(path: str) -> str:
     return f"cluster_{path}"
 
 
-def _sum(tree: StateTree, path: str, counts: Counts) -> tuple[int, int]:
+def _sum(tree: _Layout, path: str, counts: Counts) -> tuple[int, int]:
     leaves = tree.leaves_under(path)
     return (sum(counts.get(s, (0, 0))[0] for s in leaves),
             sum(counts.get(s, (0, 0))[1] for s in leaves))
@@ -90,7 +154,7 @@ def _counts_line(n_open: int, n_overdue: int) -> str:
     return line
 
 
-def _leaf(g: Any, tree: StateTree, path: str, counts: Counts | None) -> None:
+def _leaf(g: Any, tree: _Layout, path: str, counts: Counts | None) -> None:
     spec = tree.specs[path]
     name = escape(path.rsplit(SEP, 1)[-1])
     attrs: dict[str, str] = {"tooltip": spec.description or path}
@@ -108,7 +172,7 @@ def _leaf(g: Any, tree: StateTree, path: str, counts: Counts | None) -> None:
     g.node(path, f"<{label}>", **attrs)
 
 
-def _add(g: Any, tree: StateTree, paths: tuple[str, ...], counts: Counts | None) -> None:
+def _add(g: Any, tree: _Layout, paths: tuple[str, ...], counts: Counts | None) -> None:
     for path in paths:
         kids = tree.children[path]
         if not kids:
@@ -122,13 +186,13 @@ def _add(g: Any, tree: StateTree, paths: tuple[str, ...], counts: Counts | None)
                      tooltip=tree.specs[path].description or path)
             start = f"{path}{SEP}__initial__"
             sub.node(start, "", shape="point", width="0.12", style="filled", fillcolor="black")
-            entry = tree.entry_leaf(path)
-            if entry is not None:
+            entry = tree.entry(path)
+            if entry != path:
                 sub.edge(start, entry, **_into(tree, start, entry))
             _add(sub, tree, kids, counts)
 
 
-def _into(tree: StateTree, tail: str, dest: str) -> dict[str, str]:
+def _into(tree: _Layout, tail: str, dest: str) -> dict[str, str]:
     """Edge attributes for an edge whose head is ``dest`` (a compound: its cluster's border)."""
     if tree.children.get(dest) and not tail.startswith(dest + SEP):
         return {"lhead": _cluster(dest)}
@@ -137,8 +201,9 @@ def _into(tree: StateTree, tail: str, dest: str) -> dict[str, str]:
 
 def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz.Digraph:
     """The workflow as a Graphviz graph; with ``counts``, open and overdue cases per state."""
-    tree = StateTree.of(spec)
-    g = graphviz.Digraph(spec.workflow)
+    gv = _graphviz()
+    tree = _Layout.of(spec)
+    g = gv.Digraph(spec.workflow)
     title = f'<font point-size="16">{escape(spec.title or spec.workflow)}</font>'
     if counts is not None:
         n_open = sum(o for o, _ in counts.values())
@@ -156,12 +221,11 @@ def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz
     g.node("__initial__", "", shape="point", width="0.18", style="filled", fillcolor="black")
     top = tuple(p for p in tree.specs if SEP not in p)
     _add(g, tree, top, counts)
-    start = tree.entry_leaf(spec.initial) or spec.initial
-    g.edge("__initial__", start, **_into(tree, "__initial__", spec.initial))
+    g.edge("__initial__", tree.entry(spec.initial), **_into(tree, "__initial__", spec.initial))
     for t in spec.transitions:
-        head = tree.entry_leaf(t.dest) or t.dest
+        head = tree.entry(t.dest)
         for src in t.source:
-            tail = tree.entry_leaf(src) or src
+            tail = tree.entry(src)
             attrs = _into(tree, src, t.dest)
             if tree.children.get(src) and not t.dest.startswith(src + SEP):
                 attrs["ltail"] = _cluster(src)
@@ -173,15 +237,17 @@ def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz
 def _draw(g: graphviz.Digraph, out: Path, fmt: str) -> Path:
     if fmt not in {"png", "svg"}:
         raise CaseworkError(f"diagram format must be png or svg, not {fmt!r}")
+    gv = _graphviz()
     if shutil.which("dot") is None:
-        raise CaseworkError("drawing PNG or SVG needs Graphviz's 'dot' "
-                            "(Debian: apt-get install graphviz); Mermaid text needs nothing")
+        raise GraphvizNotFound()
     if fmt == "png":
         g = g.copy()
         g.attr(dpi="110")  # sharper than the default 72 dpi, still a moderate size
     try:
         data = g.pipe(format=fmt, quiet=True)
-    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as e:
+    except gv.ExecutableNotFound:
+        raise GraphvizNotFound() from None
+    except gv.CalledProcessError as e:
         raise CaseworkError(f"Graphviz could not draw the diagram: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
