@@ -48,13 +48,6 @@ class Report:
     def value(self, figure: str, group: str | None = None) -> float | None:
         return self.totals[figure] if group is None else self.rows[group][figure]
 
-    def _fmt(self, name: str, v: float | None) -> str:
-        if v is None:
-            return "-"
-        if name in self.ratios:
-            return f"{v:.0%}"
-        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "workflow": self.workflow,
@@ -84,29 +77,6 @@ class Report:
             w.writerow([name, self.labels[name], total,
                         *[self.rows[g].get(name) for g in groups]])
         return buf.getvalue()
-
-    def format_table(self) -> str:
-        period = (f"{self.start:%Y-%m-%d} .. {self.end:%Y-%m-%d}" if self.start and self.end
-                  else "all time")
-        where = ", ".join(f"{k} in {list(v)}" for k, v in self.where.items())
-        lines = [f"report: {self.workflow}, {period}" + (f", {where}" if where else "")]
-        groups = list(self.rows)
-        width = max([len(self.labels[n]) for n in self.totals] + [10])
-        head = f"  {'':<{width}} {'total':>10}" + "".join(f" {str(g)[:14]:>14}" for g in groups)
-        lines.append(head)
-        for name, total in self.totals.items():
-            cells = "".join(f" {self._fmt(name, self.rows[g].get(name)):>14}" for g in groups)
-            lines.append(f"  {self.labels[name]:<{width}} {self._fmt(name, total):>10}{cells}")
-        n, avg, longest = self.overdue
-        lines.append(f"  overdue now: {n} case(s), on average {avg:.1f} days, longest {longest:.1f} days")
-        if self.escalations:
-            lines.append("  escalations by rung: " + ", ".join(
-                f"{k} {v}" for k, v in sorted(self.escalations.items())))
-        if self.time_in_state:
-            lines.append("  time in state (completed stays): average / 90th percentile, days")
-            for s, (cnt, a, p) in sorted(self.time_in_state.items()):
-                lines.append(f"    {s:<28} {cnt:>5} stays  {a / DAY:>7.1f} / {p / DAY:>7.1f}")
-        return "\n".join(lines)
 
 
 def _instant(value: date | datetime | str | None, wf: CompiledWorkflow) -> datetime | None:
