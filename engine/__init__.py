@@ -40,12 +40,14 @@ from .errors import (
     StoreError,
     UnknownCalendarYear,
     UnknownWorkflow,
+    WindowClosed,
     WrongState,
 )
 from .loader import LoadedDefinition, load_definition, load_definitions, parse_definition
 from .types import (
     Actor,
     Case,
+    Deadline,
     Event,
     EventKind,
     GuardContext,
@@ -118,7 +120,8 @@ logger.disable("casework")
 
 __all__ = [
     "ActivityRecorded", "Actor", "Case", "CaseAltered", "CaseExists", "CaseNotFound", "CaseOpened",
-    "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame", "DeadlineWarned",
+    "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame", "Deadline",
+    "DeadlineWarned",
     "DefinitionError", "Engine", "Escalated", "Event", "EventKind", "FieldSpec", "FieldType",
     "FlaggedAtRisk", "FrozenClock", "GuardContext", "GuardRefused", "IdempotencyKeyReused",
     "ImportResult", "InvalidInput", "InvalidQuery", "InvalidTrigger", "LedgerRefused",
@@ -127,7 +130,7 @@ __all__ = [
     "SchedulerService",
     "SensitivePeriod", "Settings", "SettingsError", "StoreError", "SystemClock", "Timer",
     "TimerKind", "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
-    "UnknownWorkflow", "Workflow", "WorkflowSpec", "WrongState", "configure_logging",
+    "UnknownWorkflow", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState", "configure_logging",
     "load_definition", "load_definitions", "load_settings", "parse_definition",
     "shipped_workflows",
 ]

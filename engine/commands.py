@@ -183,7 +183,7 @@ class Commands:
         now = self._clock.now()
         state = rec.state
         try:
-            d = rules.decide(wf, case_id, state, rec.data, trigger, who, data, now)
+            d = rules.decide(wf, case_id, state, rec.data, trigger, who, data, now, rec.clocks)
         except CaseworkError as e:
             log.info("refused {} by {}: {}", trigger, who.id, e)
             raise
@@ -198,7 +198,7 @@ class Commands:
         rec.updated_at = at
         details = dict(d.details)
         plan = (plan_timing(wf, rec, state, trigger, d.changes, now)
-                if d.kind is EventKind.TRANSITION else None)
+                if d.kind is EventKind.TRANSITION or wf.timing.opens_windows(trigger) else None)
         if plan is not None:
             details.update(plan.notes)
         flagged = (risk.assess(tx, wf, rec)

@@ -10,10 +10,13 @@ process (a web server's worker pool); close it at shutdown.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from loguru import logger
+
+from .calendars import DeclaredYear, declared_disagreements
 from .clock import Clock, SystemClock
 from .commands import Commands, parse_actor
 from .errors import StoreError
@@ -34,7 +37,7 @@ from .scheduler import RunResult, Scheduler, SchedulerService
 from .settings import load_settings
 from .storage import Storage
 from .timers import SensitivePeriod
-from .types import Actor, Case, Event, Timer, TriggerOption
+from .types import Actor, Case, Deadline, Event, Timer, TriggerOption
 from .workflow import Workflow
 
 ActorLike = Actor | str
@@ -62,6 +65,8 @@ class Engine:
                  actions: Mapping[str, NamedAction] | None = None,
                  functions: Mapping[str, Callable[..., Any]] | None = None,
                  calendars: Mapping[str, str] | None = None, strict_calendar: bool = False,
+                 declared_years: Mapping[int, DeclaredYear] | None = None,
+                 closing_times: Mapping[str, time] | None = None,
                  sensitive_periods: Iterable[SensitivePeriod] = (),
                  scheduler: Mapping[str, Any] | None = None,
                  retries: int = 5,
@@ -84,7 +89,9 @@ class Engine:
                     self._storage.store.prepare_schema()
             except SchemaMismatch as e:
                 raise StoreError(str(e)) from None
-        timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods))
+        timing = TimingOptions(dict(calendars or {}), strict_calendar, tuple(sensitive_periods),
+                               dict(declared_years or {}), dict(closing_times or {}))
+        self._declared = dict(declared_years or {})
         self._registry = Registry(self._storage, self.clock, CompileOptions(
             dict(guards or {}), dict(actions or {}), dict(functions or {}), timing))
         registry = self._registry
@@ -101,6 +108,8 @@ class Engine:
         self._ledger = Ledger(self._storage, self._registry, self.clock)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
+        for problem in self.calendar_problems():
+            logger.bind(case_id="-", workflow="-").warning("declared calendar: {}", problem)
 
     @classmethod
     def from_settings(cls, path: str | Path, **overrides: Any) -> Engine:
@@ -112,6 +121,8 @@ class Engine:
             "pool_size": s.database.pool_size,
             "calendars": dict(s.calendars.workflows),
             "strict_calendar": s.calendars.strict,
+            "declared_years": s.calendars.declared(),
+            "closing_times": dict(s.calendars.closing),
             "sensitive_periods": [SensitivePeriod(p.name, p.start, p.end, p.warn_factor)
                                   for p in s.sensitive_periods],
             "scheduler": s.scheduler.model_dump(),
@@ -141,6 +152,12 @@ class Engine:
     def workflows(self) -> dict[str, Workflow]:
         """The newest loaded version of each workflow, by name."""
         return {wf.name: wf.describe() for wf in self._registry.latest()}
+
+    def calendar_problems(self) -> list[str]:
+        """Where a year's schedule declared in the settings disagrees with the holiday
+        package, now that the package knows that year (empty: they agree, or the package
+        does not know the year yet)."""
+        return declared_disagreements(self._declared)
 
     def workflow_versions(self, workflow: str) -> list[str]:
         """The versions of ``workflow`` stored in the database, oldest first."""
@@ -190,6 +207,11 @@ class Engine:
         same rules :meth:`fire` applies). A guard that reads input not given yet is left to
         ``fire``: such an option is listed as allowed with the input it requires."""
         return self._queries.options(case_id, parse_actor(actor))
+
+    def deadlines(self, case_id: str) -> list[Deadline]:
+        """The case's deadline clocks: due, business and actual elapsed time, time left,
+        paused stretches, each on the calendar and counting it was started with."""
+        return self._queries.deadlines(case_id)
 
     def pending_timers(self, case_id: str) -> list[Timer]:
         """The case's timer instants that have not fired yet, soonest first (a deadline's

@@ -10,6 +10,7 @@
     │   ├── InvalidTrigger       404   the trigger or activity does not exist in the workflow
     │   ├── WrongState           409   the trigger is not allowed from the case's current state
     │   ├── RoleRefused          403   the actor holds none of the roles the step allows
+    │   ├── WindowClosed         409   the step's window (e.g. to ask for a review) is not open
     │   ├── MissingFields        422   required input fields are missing
     │   ├── InvalidInput         422   input is unknown, of the wrong type or out of range
     │   └── GuardRefused         409   the guard expression (or a named guard) said no
@@ -116,6 +117,13 @@ class WrongState(CommandRefused):
 
 class RoleRefused(CommandRefused):
     rule = "role"
+
+
+class WindowClosed(CommandRefused):
+    """The step may be taken only while a window is open (or after it closed), and now it
+    is not; the message names the window, when it opened and when it closes."""
+
+    rule = "window"
 
 
 class MissingFields(CommandRefused):

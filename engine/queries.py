@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from . import rules
 from .clock import Clock
 from .convert import case_of, event_of, timer_of
@@ -9,7 +11,7 @@ from .errors import CaseNotFound
 from .registry import Registry
 from .storage import Storage
 from .timers import instants
-from .types import Actor, Case, Event, Timer, TriggerOption
+from .types import Actor, Case, Deadline, Event, Timer, TriggerOption
 
 
 class Queries:
@@ -44,7 +46,23 @@ class Queries:
     def options(self, case_id: str, actor: Actor) -> list[TriggerOption]:
         case = self.case(case_id)
         wf = self._registry.get(case.workflow, case.version)
-        return rules.options(wf, case.id, case.state, case.data, actor, self._clock.now())
+        return rules.options(wf, case.id, case.state, case.data, actor, self._clock.now(),
+                             case.clocks)
+
+    def deadlines(self, case_id: str) -> list[Deadline]:
+        case = self.case(case_id)
+        wf = self._registry.get(case.workflow, case.version)
+        out = []
+        for v in wf.timing.clocks_view(case.clocks, self._clock.now()):
+            left = v["time_left"]
+            out.append(Deadline(
+                v["name"], v["status"], v["counting"], v["calendar"], v["calendar_data"],
+                v["started"], v["due"], timedelta(seconds=v["business_elapsed"]),
+                timedelta(seconds=v["actual_elapsed"]),
+                timedelta(seconds=left) if left is not None else None,
+                timedelta(seconds=v["allowed"] or 0), v["breaches"], v["provisional"],
+                tuple(v["paused"])))
+        return out
 
     def pending_timers(self, case_id: str) -> list[Timer]:
         with self._storage.read() as tx:

@@ -6,9 +6,10 @@ what ``available_triggers`` offers is what ``fire`` accepts:
 
 1. the trigger exists and is allowed from the case's state (:class:`WrongState`);
 2. the actor holds one of the step's roles (:class:`RoleRefused`);
-3. the input names only fields the step takes, of the declared types
+3. the step's window is open, or has closed, as it requires (:class:`WindowClosed`);
+4. the input names only fields the step takes, of the declared types
    (:class:`InvalidInput`), and carries its required fields (:class:`MissingFields`);
-4. the guard expression and any named host guards hold (:class:`GuardRefused`).
+5. the guard expression and any named host guards hold (:class:`GuardRefused`).
 
 A decision is computed in memory; nothing here touches the database. The caller
 writes what a :class:`Decision` says, in one transaction.
@@ -28,6 +29,7 @@ from .errors import (
     InvalidTrigger,
     MissingFields,
     RoleRefused,
+    WindowClosed,
     WrongState,
 )
 from .expressions import Expression, ExpressionError, FieldView
@@ -36,7 +38,42 @@ from .types import Actor, EventKind, GuardContext, TriggerOption
 
 # How far a refused candidate got through the checks: the refusal of the candidate that
 # got furthest is the one reported.
-_ROLE, _REQUIRED, _GUARD = 0, 1, 2
+_ROLE, _WINDOW, _REQUIRED, _GUARD = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The windows of one case at one instant (its data and clocks)."""
+
+    wf: CompiledWorkflow
+    data: Mapping[str, Any]
+    clocks: Mapping[str, Any]
+    now: datetime
+
+    def when(self, name: str) -> tuple[datetime, datetime] | None:
+        return self.wf.timing.window(name, self.data, self.clocks)
+
+    def refusal(self, while_open: str | None, after_closed: str | None) -> WindowClosed | None:
+        """Why a step bound to these windows may not be taken now (None: it may)."""
+        if while_open is not None:
+            span = self.when(while_open)
+            if span is None:
+                return WindowClosed(f"window {while_open!r} has not opened")
+            opened, closes = span
+            if self.now >= closes:
+                return WindowClosed(f"window {while_open!r} opened {_at(opened, self.wf)} and "
+                                    f"closed {_at(closes, self.wf)}")
+        if after_closed is not None:
+            span = self.when(after_closed)
+            if span is None:
+                return WindowClosed(f"window {after_closed!r} has not opened yet")
+            if self.now < span[1]:
+                return WindowClosed(f"window {after_closed!r} is open until {_at(span[1], self.wf)}")
+        return None
+
+
+def _at(when: datetime, wf: CompiledWorkflow) -> str:
+    return when.astimezone(wf.timing.calendars.tz).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -85,11 +122,18 @@ def _guard_refusal(guard: Expression, names: Mapping[str, Any]) -> GuardRefused 
 
 def _check_step(roles: frozenset[str], required: tuple[str, ...], guard: Expression | None,
                 actor: Actor, input: Mapping[str, Any], names: Mapping[str, Any],
-                check_required: bool) -> tuple[int, CommandRefused] | None:
-    """Roles, required input, guard: the first that refuses, with how far the step got."""
+                check_required: bool, windows: Windows | None = None,
+                while_open: str | None = None,
+                after_closed: str | None = None) -> tuple[int, CommandRefused] | None:
+    """Roles, window, required input, guard: the first that refuses, with how far the step
+    got."""
     if roles and not (roles & actor.roles):
         return _ROLE, RoleRefused(f"needs one of the roles {sorted(roles)}; {actor.id} has "
                                   f"{sorted(actor.roles) or 'none'}")
+    if windows is not None and (while_open or after_closed):
+        closed = windows.refusal(while_open, after_closed)
+        if closed is not None:
+            return _WINDOW, closed
     if check_required:
         missing = _missing(required, input)
         if missing:
@@ -110,13 +154,16 @@ class Attempt:
     input: Mapping[str, Any]
     names: dict[str, Any]
     check_required: bool = True
+    windows: Windows | None = None
     chosen: CompiledTransition | None = None
     refusals: list[tuple[int, CommandRefused]] = field(default_factory=list)
 
     def admit(self, ct: CompiledTransition, ctx_factory: Callable[[], GuardContext]) -> bool:
-        """Whether ``ct`` admits the command: roles, required input, guard, named guards."""
+        """Whether ``ct`` admits the command: roles, window, required input, guard, named
+        guards."""
         refused = _check_step(ct.roles, ct.spec.required, ct.guard, self.actor, self.input,
-                              self.names, self.check_required)
+                              self.names, self.check_required, self.windows,
+                              ct.spec.while_open, ct.spec.after_closed)
         if refused is None:
             for name, fn in ct.conditions:
                 if not _host_guard(name, fn, ctx_factory()):
@@ -194,20 +241,24 @@ def decide_open(wf: CompiledWorkflow, actor: Actor, data: Mapping[str, Any],
 
 # -- transitions and activities -----------------------------------------------------
 def decide(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
-           trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime) -> Decision:
+           trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime,
+           clocks: Mapping[str, Any] | None = None) -> Decision:
     """Whether ``trigger`` (a transition or an activity) with ``input`` is accepted on a case
-    in ``state`` holding ``data``; the refusal names case, state and trigger."""
+    in ``state`` holding ``data`` (and ``clocks``, for its windows); the refusal names case,
+    state and trigger."""
+    windows = Windows(wf, data, clocks or {}, now)
     try:
         activity = wf.activities.get(trigger)
         if activity is not None:
-            return _activity(wf, activity, case_id, state, data, actor, input, now)
-        return _transition(wf, case_id, state, data, trigger, actor, input, now)
+            return _activity(wf, activity, case_id, state, data, actor, input, now, windows)
+        return _transition(wf, case_id, state, data, trigger, actor, input, now, windows)
     except CommandRefused as e:
         raise type(e)(e.reason, case_id=case_id, state=state, trigger=trigger) from None
 
 
 def _transition(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
-                trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime) -> Decision:
+                trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime,
+                windows: Windows | None = None) -> Decision:
     accepted = wf.inputs_by_trigger.get(trigger)
     if accepted is None:
         raise InvalidTrigger(f"workflow {wf.name!r} has no trigger or activity {trigger!r}")
@@ -219,7 +270,7 @@ def _transition(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[st
             for f in foreign))
     values = wf.validate(input)
     names = guard_names(wf, data, values, actor, now, state)
-    attempt = Attempt(actor, values, names)
+    attempt = Attempt(actor, values, names, windows=windows)
     ct, new_state = _resolve(wf, state, trigger, attempt,
                              lambda: GuardContext(case_id, wf.name, state, data, values, actor, now))
     computed = evaluate_sets(ct.sets, names) if ct.sets else {}
@@ -253,12 +304,16 @@ def _activity_names(wf: CompiledWorkflow, a: CompiledActivity, data: Mapping[str
 
 def _activity(wf: CompiledWorkflow, a: CompiledActivity, case_id: str, state: str,
               data: Mapping[str, Any], actor: Actor, input: Mapping[str, Any],
-              now: datetime) -> Decision:
+              now: datetime, windows: Windows | None = None) -> Decision:
     if state not in a.leaves:
         raise WrongState(f"activity {a.name!r} is allowed only in {sorted(a.spec.states)}")
     if a.roles and not (a.roles & actor.roles):  # before the input: a stranger learns nothing
         raise RoleRefused(f"needs one of the roles {sorted(a.roles)}; {actor.id} has "
                           f"{sorted(actor.roles) or 'none'}")
+    if windows is not None:
+        closed = windows.refusal(a.spec.while_open, a.spec.after_closed)
+        if closed is not None:
+            raise closed
     details = a.validate(input)
     names = _activity_names(wf, a, data, details, actor, now, state)
     refused = _check_step(a.roles, a.spec.required, a.guard, actor, details, names, True)
@@ -272,41 +327,52 @@ def _activity(wf: CompiledWorkflow, a: CompiledActivity, case_id: str, state: st
 
 # -- what an actor may do now ---------------------------------------------------------
 def options(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
-            actor: Actor, now: datetime) -> list[TriggerOption]:
+            actor: Actor, now: datetime,
+            clocks: Mapping[str, Any] | None = None) -> list[TriggerOption]:
     """Each trigger and activity of the case's state, allowed or not (and why not) for
     ``actor``, by the checks :func:`decide` runs with no input yet. A guard that reads input
     the command has not given cannot be judged: such a step is listed as allowed with the
     input it requires, and ``fire`` judges it."""
     out: list[TriggerOption] = []
     names = guard_names(wf, data, {}, actor, now, state)
+    windows = Windows(wf, data, clocks or {}, now)
+
+    def window_of(w: str | None) -> tuple[str | None, datetime | None]:
+        span = windows.when(w) if w else None
+        return w, (span[1] if span else None)
+
     for trigger in wf.triggers_from(state):
-        attempt = Attempt(actor, {}, names, check_required=False)
+        attempt = Attempt(actor, {}, names, check_required=False, windows=windows)
         try:
             ct, _ = _resolve(wf, state, trigger, attempt,
                              lambda: GuardContext(case_id, wf.name, state, data, {}, actor, now))
-            out.append(TriggerOption(trigger, "transition", True, None, ct.spec.required))
+            out.append(TriggerOption(trigger, "transition", True, None, ct.spec.required,
+                                     *window_of(ct.spec.while_open)))
         except CommandRefused as e:
             same = [t for t in wf.transitions if t.spec.trigger == trigger]
             reqs = tuple(dict.fromkeys(f for t in same for f in t.spec.required))
             on_input = isinstance(e, GuardRefused) and any(
                 t.guard is not None and t.guard.names & set(t.spec.required) for t in same)
+            bound = next((t.spec.while_open for t in same if t.spec.while_open), None)
             if on_input:
                 out.append(TriggerOption(trigger, "transition", True,
-                                         "the guard is checked against the input", reqs))
+                                         "the guard is checked against the input", reqs,
+                                         *window_of(bound)))
             else:
                 out.append(TriggerOption(trigger, "transition", False, f"[{e.rule}] {e.reason}",
-                                         reqs))
+                                         reqs, *window_of(bound)))
     for a in wf.activities_in(state):
         a_names = _activity_names(wf, a, data, {}, actor, now, state)
-        refused = _check_step(a.roles, a.spec.required, a.guard, actor, {}, a_names, False)
+        refused = _check_step(a.roles, a.spec.required, a.guard, actor, {}, a_names, False,
+                              windows, a.spec.while_open, a.spec.after_closed)
         on_input = refused is not None and refused[0] == _GUARD and a.guard is not None and bool(
             a.guard.names & set(a.spec.fields))
         if refused is None or on_input:
             out.append(TriggerOption(a.name, "activity", True,
                                      "the guard is checked against the input" if on_input else None,
-                                     a.spec.required))
+                                     a.spec.required, *window_of(a.spec.while_open)))
         else:
             why = refused[1]
             out.append(TriggerOption(a.name, "activity", False, f"[{why.rule}] {why.reason}",
-                                     a.spec.required))
+                                     a.spec.required, *window_of(a.spec.while_open)))
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import tomllib
-from datetime import date
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .calendars import DeclaredYear
 from .errors import SettingsError
 
 
@@ -54,9 +55,56 @@ class SchedulerSettings(_Section):
     lease_seconds: float = Field(default=60.0, gt=0)
 
 
+def _days(items: tuple[str, ...], year: int, what: str) -> frozenset[date]:
+    """Dates and ranges (``2027-02-10..2027-02-17``) of one year."""
+    out: set[date] = set()
+    for item in items:
+        lo_text, _, hi_text = str(item).partition("..")
+        try:
+            lo = date.fromisoformat(lo_text.strip())
+            hi = date.fromisoformat(hi_text.strip()) if hi_text else lo
+        except ValueError:
+            raise ValueError(f"{what}: {item!r} is not a date or a range of dates "
+                             "(2027-02-10 or 2027-02-10..2027-02-17)") from None
+        if hi < lo or lo.year != year or hi.year != year:
+            raise ValueError(f"{what}: {item!r} is not a range of days within {year}")
+        while lo <= hi:
+            out.add(lo)
+            lo += timedelta(days=1)
+    return frozenset(out)
+
+
+class DeclaredYearSettings(_Section):
+    """A year's official schedule, copied from the State Council's notice: the days off
+    and the make-up working days (調休上班)."""
+
+    days_off: tuple[str, ...] = ()
+    workdays: tuple[str, ...] = ()
+
+
 class CalendarSettings(_Section):
     strict: bool = False
     workflows: dict[str, Literal["cn_workdays", "weekdays", "calendar"]] = Field(default_factory=dict)
+    # The office's closing time per workflow: a statutory period's last day ends then.
+    closing: dict[str, time] = Field(default_factory=dict)
+    # Years the holiday package does not know yet: [calendars.years.2027]
+    years: dict[int, DeclaredYearSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _years_hold_their_days(self) -> CalendarSettings:
+        for year, y in self.years.items():
+            off = _days(y.days_off, year, f"calendars.years.{year}.days_off")
+            on = _days(y.workdays, year, f"calendars.years.{year}.workdays")
+            both = sorted(off & on)
+            if both:
+                raise ValueError(f"calendars.years.{year}: {both[0].isoformat()} is both a day "
+                                 "off and a working day")
+        return self
+
+    def declared(self) -> dict[int, DeclaredYear]:
+        """The declared years as the calendars use them."""
+        return {year: DeclaredYear(year, _days(y.days_off, year, ""), _days(y.workdays, year, ""))
+                for year, y in self.years.items()}
 
 
 class SensitivePeriodSettings(_Section):

@@ -233,6 +233,10 @@ class Timing:
             return None
         return _dt(found["opened"]), _dt(found["closes"])
 
+    def opens_windows(self, trigger: str) -> bool:
+        """Whether applying ``trigger`` opens a window."""
+        return trigger in self._opened_by
+
     def _open_windows(self, clocks: dict[str, Any], trigger: str, now: datetime) -> None:
         for w in self._opened_by.get(trigger, ()):
             closes, provisional = self._window_end(w, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -57,6 +57,8 @@ def _json(v: Any) -> Any:
         return v.value
     if isinstance(v, Mapping):
         return {str(k): _json(x) for k, x in v.items()}
+    if isinstance(v, timedelta):
+        return v.total_seconds()
     if isinstance(v, (list, tuple, frozenset, set)):
         items = sorted(v) if isinstance(v, (frozenset, set)) else v
         return [_json(x) for x in items]
@@ -203,6 +205,8 @@ class TriggerOption:
         allowed: whether the actor may send it now (input still to be checked).
         reason: why not, naming the rule that refuses (``[role] ...``); None when allowed.
         requires: the input fields the command must carry.
+        window: the window the step must be taken in, if any; ``window_closes``: when it
+            closes (aware UTC).
     """
 
     name: str
@@ -210,10 +214,55 @@ class TriggerOption:
     allowed: bool
     reason: str | None = None
     requires: tuple[str, ...] = ()
+    window: str | None = None
+    window_closes: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return {f: _json(getattr(self, f)) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """Where one of a case's deadline clocks stands.
+
+    Attributes:
+        name: the deadline.
+        status: ``running``, ``paused`` or ``stopped``.
+        counting: ``statutory`` or ``exact``; ``calendar``: the calendar it counts on (the
+            one it was started with); ``calendar_data``: what that calendar's days came from.
+        started: when the clock started; ``due``: when it is breached (None while paused).
+        business_elapsed: working time elapsed on its calendar (pauses not counted).
+        actual_elapsed: time elapsed since it started, pauses included.
+        time_left: until it is due (None unless running; negative once overdue).
+        allowed: the business time it allows (extensions included).
+        breaches: how many times it was breached.
+        provisional: counted in part on a guess (a year the calendar did not know).
+        paused: the stretches it was paused, ``(from, to)`` (``to`` None while paused).
+    """
+
+    name: str
+    status: str
+    counting: str
+    calendar: str
+    calendar_data: str | None
+    started: datetime
+    due: datetime | None
+    business_elapsed: timedelta
+    actual_elapsed: timedelta
+    time_left: timedelta | None
+    allowed: timedelta
+    breaches: int
+    provisional: bool
+    paused: tuple[tuple[datetime, datetime | None], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (times as ISO 8601, durations in seconds)."""
+        out: dict[str, Any] = {}
+        for f in self.__dataclass_fields__:
+            v = getattr(self, f)
+            out[f] = v.total_seconds() if isinstance(v, timedelta) else _json(v)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
