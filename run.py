@@ -476,7 +476,7 @@ def import_(ctx: click.Context, file: Path) -> None:
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """Run the benchmarks (see bench/README.md); extra arguments go to the suite."""
-    from bench.suite import main
+    from bench.harness import main
 
     raise SystemExit(main(list(ctx.args)))
 
