@@ -58,7 +58,7 @@ DEFAULTS = Defaults(config=ROOT / "config" / "casework.toml", var=ROOT / "var")
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """Run the benchmarks (see bench/README.md); extra arguments go to the suite."""
-    from bench.suite import main as run_suite
+    from bench.harness import main as run_suite
 
     raise SystemExit(run_suite(list(ctx.args)))
 

@@ -1,5 +1,5 @@
-"""``python -m bench``: run the benchmark suite (see ``bench/README.md``)."""
+"""``python -m bench``: run the benchmarks (see ``bench/README.md``)."""
 
-from .suite import main
+from .harness import main
 
 raise SystemExit(main())

@@ -1,32 +1,14 @@
-"""Opening cases in bulk, and the cold start of the command line.
+"""``bulk``: opening a unit's cases in bulk (``bench/README.md``).
 
-**Bulk import.** A unit's ledger of N petitions (the ledger file of
-``run.py export``, see :mod:`persistence.ledger`) is imported into an empty
-SQLite database with ``Engine.import_cases``: every line parsed, every case's
-hash chain, numbering, head, state and data checked, then everything written
-in one transaction. The ledger is made fast: one template case goes through
-the engine (``open``, ``accept``, ``assign``), is exported, and its line is
-copied N times under new time-ordered ids with each copy's hash chain
-recomputed (:func:`persistence.chain.event_hash`), so every copy is a valid
-case that the import checks in full.
-
-The floor is what the database alone needs for the same rows: stdlib
-``sqlite3`` reading the same file (``orjson``) and inserting the same cases,
-events and timers with ``executemany`` in one transaction, on the engine's
-schema with the same pragmas, without any check.
-
-**Cold start.** Wall time of a fresh ``python run.py validate
-workflows/petition.yaml`` (the interpreter the user types, which hands over to
-the project's ``.venv``), beside a bare ``python -c pass`` in the same run.
+A ledger of N valid petitions (``run.py export`` format: one template case's line copied
+under new ids, each copy's chain made by :func:`bench.db.chain`) is imported with
+``Engine.import_cases``, beside a floor: stdlib ``sqlite3`` reading the same file and
+inserting the same rows with ``executemany``, without any check.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +16,17 @@ import orjson
 from casework import Engine
 from uuid6 import uuid7
 
-from .workload import (
-    CLERK,
-    FOUR_FIXES,
-    LEADER,
-    OPEN_DATA,
-    PETITION,
-    ROOT,
-    TRIAGE,
-    create_engine_schema,
-    rechain,
-    remove_db,
-)
+from tests.petition_steps import case_in
+
+from .base import Ctx, Table, ratios, rotated, spread
+from .db import PETITION, chain, connect, insert_sql, make_schema, remove_db
 
 
 def make_ledger(path: Path, n_cases: int, scratch: Path) -> int:
     """Write a ledger of ``n_cases`` valid petitions to ``path``; its size in bytes."""
     remove_db(scratch)
     with Engine(f"sqlite:///{scratch}", [PETITION], sqlite_synchronous="NORMAL") as engine:
-        template = engine.open_case("petition", OPEN_DATA, actor=CLERK)
-        engine.fire(template.id, "accept", actor=TRIAGE)
-        engine.fire(template.id, "assign", actor=LEADER, data=FOUR_FIXES)
+        case_in(engine, "handling.investigating")
         with path.open("w", encoding="utf-8") as out:
             engine.export_cases(out)
     remove_db(scratch)
@@ -62,14 +34,13 @@ def make_ledger(path: Path, n_cases: int, scratch: Path) -> int:
     header, versions, case_line = orjson.loads(lines[0]), lines[1:-1], orjson.loads(lines[-1])
     header["cases"] = n_cases
     case, events = case_line["case"], case_line["events"]
-    ats = [datetime.fromisoformat(e["at"]) for e in events]
     with path.open("wb") as out:
         out.write(orjson.dumps(header) + b"\n")
         for v in versions:
             out.write(v + b"\n")
         for _ in range(n_cases):
             cid = uuid7().hex
-            evs = rechain(events, ats, cid)
+            evs = chain(cid, events)
             line = {**case_line, "case": {**case, "id": cid, "last_hash": evs[-1]["hash"]},
                     "events": evs}
             out.write(orjson.dumps(line) + b"\n")
@@ -88,18 +59,16 @@ def run_import(db: Path, ledger: Path, synchronous: str) -> tuple[float, int]:
     return seconds, result.cases
 
 
-def _insert(table: str, row: dict[str, Any]) -> str:
-    return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+def _plain(v: Any) -> Any:
+    return orjson.dumps(v).decode() if isinstance(v, dict | list) else v
 
 
 def run_import_floor(db: Path, ledger: Path, synchronous: str) -> tuple[float, int]:
     """The same rows from the same file with stdlib ``sqlite3`` and no checks."""
     remove_db(db)
-    create_engine_schema(db)
-    conn = sqlite3.connect(db, isolation_level=None)
+    make_schema(f"sqlite:///{db}")
+    conn = connect(db, synchronous)
     try:
-        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON"):
-            conn.execute(f"PRAGMA {pragma}")
         t0 = time.perf_counter()
         rows: dict[str, list[tuple[Any, ...]]] = {"cases": [], "events": [], "timers": []}
         sql: dict[str, str] = {}
@@ -121,12 +90,12 @@ def run_import_floor(db: Path, ledger: Path, synchronous: str) -> tuple[float, i
                 parts = [("cases", item["case"])]
                 parts += [("events", e) for e in item["events"]]
                 parts += [("timers", {**t, "case_id": cid}) for t in item["timers"]]
-                for table, row in parts:
-                    sql.setdefault(table, _insert(table, row))
-                    rows[table].append(tuple(_plain(v) for v in row.values()))
-            for table in ("cases", "events", "timers"):
-                if rows[table]:
-                    conn.executemany(sql[table], rows[table])
+                for table_name, row in parts:
+                    sql.setdefault(table_name, insert_sql(table_name, list(row)))
+                    rows[table_name].append(tuple(_plain(v) for v in row.values()))
+            for table_name in ("cases", "events", "timers"):
+                if rows[table_name]:
+                    conn.executemany(sql[table_name], rows[table_name])
             conn.execute("COMMIT")
         seconds = time.perf_counter() - t0
     finally:
@@ -135,22 +104,45 @@ def run_import_floor(db: Path, ledger: Path, synchronous: str) -> tuple[float, i
     return seconds, len(rows["cases"])
 
 
-def _plain(v: Any) -> Any:
-    return orjson.dumps(v).decode() if isinstance(v, dict | list) else v
-
-
-def cold_start(argv: list[str]) -> float:
-    """Wall seconds of one fresh process running ``argv`` from the project's folder."""
+def run(ctx: Ctx) -> dict[str, Any]:
+    """Import a ledger through the engine and load it raw, alternating."""
+    n = ctx.pick(ctx.args.bulk, 100_000, 2_000)
+    repeat = min(ctx.repeat(3), 3)  # each run imports the whole ledger: fewer runs than the rest
+    ledger = ctx.work / "ledger.jsonl"
     t0 = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    size = make_ledger(ledger, n, ctx.work / "template.db")
+    ctx.progress(f"wrote a ledger of {n:,} cases ({size / 1e6:.0f} MB) in "
+                 f"{time.perf_counter() - t0:.1f} s")
+    engine_s: list[float] = []
+    floor_s: list[float] = []
+    for rep in range(repeat):
+        for which in rotated(("engine", "floor"), rep):
+            if which == "engine":
+                sec, done = run_import(ctx.work / "import.db", ledger, "FULL")
+                engine_s.append(sec)
+            else:
+                sec, done = run_import_floor(ctx.work / "import-floor.db", ledger, "FULL")
+                floor_s.append(sec)
+            if done != n:
+                raise RuntimeError(f"{which} import wrote {done} cases of {n}")
+            ctx.progress(f"run {rep + 1}/{repeat} bulk   {which:<6} {sec:8.1f} s")
+    ledger.unlink()
+    return {
+        "config": {"cases": n, "repeat": repeat},
+        "cases": n, "ledger_mb": size / 1e6, "synchronous": "FULL",
+        "engine_s": spread(engine_s),
+        "engine_cases_per_s": spread([n / s for s in engine_s]),
+        "floor_s": spread(floor_s),
+        "ratio": ratios(floor_s, engine_s),
+        "targets": [],
+    }
 
 
-VALIDATE = ["run.py", "validate", "workflows/petition.yaml"]
-
-
-def system_python() -> str:
-    """The interpreter a user types (outside the project's .venv), else this one."""
-    base = Path(sys.base_prefix) / "bin" / "python3"
-    return str(base) if base.exists() else sys.executable
+def table(b: dict[str, Any]) -> Table:
+    t = Table([f"a ledger of {b['cases']:,} petitions ({b['ledger_mb']:.0f} MB) into an empty "
+               f"SQLite file at synchronous={b['synchronous']}, {b['config']['repeat']} runs each"])
+    t.add(f"bulk import, {b['cases']:,} cases", b["engine_s"], "s")
+    t.add("  cases/s", b["engine_cases_per_s"])
+    t.add("  raw sqlite3 load, same rows", b["floor_s"], "s")
+    t.add("  floor / engine", b["ratio"])
+    return t

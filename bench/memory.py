@@ -1,25 +1,15 @@
-"""The engine's memory against the number of stored cases.
+"""``memory``: the engine's memory against the number of stored cases (``bench/README.md``).
 
-``prefill`` makes a database of N petitions in ``handling.investigating``
-(3 events each). ``probe`` (run as ``python -m bench.memory DB``, a fresh
-process) builds an engine on it, fires a few hundred commands on random cases
-and prints its RSS as JSON. The engine keeps no per-case state in memory, so
-the RSS should be the same for 10,000 or 100,000 stored cases.
-
-How the database is pre-filled fast: opening 100,000 cases through the engine
-takes minutes, so one template case is driven through the engine (``open``,
-``accept``, ``assign``) and its rows are copied N-1 times with plain
-``sqlite3`` ``executemany`` under new random case ids, in one transaction. The
-events' hash chain is recomputed for each new id with the engine's own
-:func:`persistence.chain.event_hash`, so every copied case is a valid case:
-the engine fires on it and ``Engine.verify`` finds its chain intact (the probe
-checks one). Copying the rows with ``INSERT ... SELECT`` would be as fast but
-would leave hashes that name the template's id.
+:func:`prefill` makes a database of N petitions in ``handling.investigating``: one template
+case through the engine, its rows copied N-1 times with ``sqlite3`` ``executemany`` under
+new ids, each copy's chain made by :func:`bench.db.chain`, so every copy is a valid case.
+:func:`probe` (run as ``python -m bench.memory DB PICKED SLOT SLOTS``, a fresh process)
+builds an engine on it, fires a few hundred commands on random cases and prints its RSS
+as JSON: the engine keeps no per-case state, so the RSS must not grow with stored cases.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import resource
@@ -28,25 +18,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from casework import Engine
 
-from .workload import (
-    CLERK,
-    FOUR_FIXES,
-    LEADER,
-    OPEN_DATA,
-    PETITION,
-    ROOT,
-    TRIAGE,
-    rechain,
-    remove_db,
-)
+from tests.petition_steps import LEADER, case_in
+
+from .base import Ctx, Table, ratios, rotated, spread, target
+from .db import PETITION, ROOT, chain, connect, insert_sql, remove_db
 
 BATCH = 5_000
+MB = 1024.0  # KiB per MiB
+TARGET_FRACTION = 0.10  # the larger database's peak within 10% of the smaller's ...
+TARGET_MB = 3.0  # ... or within 3 MB
 
 
 def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
@@ -54,31 +39,22 @@ def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
     t0 = time.perf_counter()
     remove_db(db)
     with Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL") as engine:
-        template = engine.open_case("petition", OPEN_DATA, actor=CLERK)
-        engine.fire(template.id, "accept", actor=TRIAGE)
-        engine.fire(template.id, "assign", actor=LEADER, data=FOUR_FIXES)
-    conn = sqlite3.connect(db, isolation_level=None)
+        template = case_in(engine, "handling.investigating").id
+    conn = connect(db, "OFF", foreign_keys=False)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=OFF")
-        cur = conn.execute("SELECT * FROM cases WHERE id = ?", (template.id,))
+        cur = conn.execute("SELECT * FROM cases WHERE id = ?", (template,))
         case_cols = [d[0] for d in cur.description]
         case_row = dict(zip(case_cols, cur.fetchone(), strict=True))
-        cur = conn.execute("SELECT * FROM events WHERE case_id = ? ORDER BY seq", (template.id,))
+        cur = conn.execute("SELECT * FROM events WHERE case_id = ? ORDER BY seq", (template,))
         event_cols = [d[0] for d in cur.description if d[0] != "id"]
         events = [dict(zip([d[0] for d in cur.description], r, strict=True))
                   for r in cur.fetchall()]
-        ats = [datetime.fromisoformat(e["at"]) for e in events]
-        ins_case = (f"INSERT INTO cases ({', '.join(case_cols)}) "
-                    f"VALUES ({', '.join('?' * len(case_cols))})")
-        ins_event = (f"INSERT INTO events ({', '.join(event_cols)}) "
-                     f"VALUES ({', '.join('?' * len(event_cols))})")
         rng = random.Random(seed)
 
         def copies(count: int) -> Iterator[tuple[list[Any], list[list[Any]]]]:
             for _ in range(count):
                 cid = f"{rng.getrandbits(128):032x}"
-                copied = rechain(events, ats, cid)
+                copied = chain(cid, events)
                 row = {**case_row, "id": cid, "last_hash": copied[-1]["hash"]}
                 yield [row[c] for c in case_cols], [[e[c] for c in event_cols] for e in copied]
 
@@ -86,8 +62,8 @@ def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
         conn.execute("BEGIN")
         while left > 0:
             batch = list(copies(min(BATCH, left)))
-            conn.executemany(ins_case, [c for c, _ in batch])
-            conn.executemany(ins_event, [e for _, evs in batch for e in evs])
+            conn.executemany(insert_sql("cases", case_cols), [c for c, _ in batch])
+            conn.executemany(insert_sql("events", event_cols), [e for _, evs in batch for e in evs])
             left -= len(batch)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -154,8 +130,7 @@ def probe(db: Path, n_picked: int, slot: int = 0, slots: int = 1) -> dict[str, A
 def run_probe(db: Path, n_picked: int, slot: int = 0, slots: int = 1) -> dict[str, Any]:
     """Run :func:`probe` in a fresh Python process and return what it printed."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.memory", str(db), "--picked", str(n_picked),
-         "--slot", str(slot), "--slots", str(slots)],
+        [sys.executable, "-m", "bench.memory", str(db), str(n_picked), str(slot), str(slots)],
         capture_output=True, text=True, timeout=300,
         cwd=ROOT,  # ``-m`` puts the cwd first on sys.path: the probe runs this same tree
     )
@@ -165,16 +140,59 @@ def run_probe(db: Path, n_picked: int, slot: int = 0, slots: int = 1) -> dict[st
     return result
 
 
-def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=probe.__doc__)
-    p.add_argument("db", type=Path)
-    p.add_argument("--picked", type=int, default=200)
-    p.add_argument("--slot", type=int, default=0)
-    p.add_argument("--slots", type=int, default=1)
-    a = p.parse_args(argv)
-    print(json.dumps(probe(a.db, a.picked, a.slot, a.slots)))
-    return 0
+def run(ctx: Ctx) -> dict[str, Any]:
+    """Peak RSS of fresh engine processes on pre-filled databases of two sizes."""
+    small, large = ctx.pick(ctx.args.mem_sizes, (10_000, 100_000), (1_000, 5_000))
+    picked, repeat = ctx.args.mem_picked, ctx.repeat(5)
+    dbs = {n: ctx.work / f"memory-{n}.db" for n in (small, large)}
+    prefill_s = {}
+    for n, db in dbs.items():
+        prefill_s[n] = prefill(db, n)
+        ctx.progress(f"pre-filled {n:,} cases in {prefill_s[n]:.1f} s")
+    probes: dict[int, list[dict[str, Any]]] = {small: [], large: []}
+    for rep in range(repeat):
+        for n in rotated((small, large), rep):
+            r = run_probe(dbs[n], picked, slot=rep, slots=repeat)
+            if r["stored_cases"] != n or not r["chain_ok"]:
+                raise RuntimeError(f"memory probe on {n} cases went wrong: {r}")
+            probes[n].append(r)
+            ctx.progress(f"run {rep + 1}/{repeat} memory {n:>7,} cases: peak RSS "
+                         f"{r['peak_rss_kb'] / MB:.1f} MB after {r['fired']} commands")
+
+    def peak(n: int) -> list[float]:
+        return [r["peak_rss_kb"] / MB for r in probes[n]]
+
+    def size(n: int) -> dict[str, Any]:
+        return {"cases": n, "peak_rss_mb": spread(peak(n)), "prefill_s": prefill_s[n],
+                "growth_mb": spread([(r["rss_end_kb"] - r["rss_start_kb"]) / MB for r in probes[n]])}
+
+    ratio = ratios(peak(large), peak(small))
+    diff = spread([b - a for a, b in zip(peak(small), peak(large), strict=True)])
+    ok = (abs(ratio["median"] - 1) <= TARGET_FRACTION or abs(diff["median"]) <= TARGET_MB)
+    return {
+        "config": {"cases_picked": picked, "repeat": repeat},
+        "sizes": [small, large], "commands_per_probe": probes[small][0]["fired"],
+        "small": size(small), "large": size(large), "ratio": ratio, "diff_mb": diff,
+        "probes": {str(n): probes[n] for n in (small, large)},
+        "targets": [target(f"memory {large:,} / {small:,} cases", ratio["median"],
+                           f"within {TARGET_FRACTION:.0%} or {TARGET_MB:g} MB", ok)],
+    }
 
 
-if __name__ == "__main__":
-    raise SystemExit(_main())
+def table(m: dict[str, Any]) -> Table:
+    small, large = m["small"], m["large"]
+    t = Table([f"fresh engine processes on databases of {small['cases']:,} and {large['cases']:,} "
+               f"petitions, {m['commands_per_probe']} commands on random cases, "
+               f"{m['config']['repeat']} runs each"])
+    t.add(f"peak RSS, {small['cases']:,} cases", small["peak_rss_mb"], "MB")
+    t.add(f"peak RSS, {large['cases']:,} cases", large["peak_rss_mb"], "MB")
+    t.add("  difference (large - small)", m["diff_mb"], "MB")
+    t.add("  ratio (large / small)", m["ratio"], "", m["targets"][0]["name"])
+    t.notes.append(f"engine's own growth after import: {small['growth_mb']['median']:.2f} MB "
+                   f"({small['cases']:,}) vs {large['growth_mb']['median']:.2f} MB ({large['cases']:,})")
+    return t
+
+
+if __name__ == "__main__":  # the probe's own process (see run_probe)
+    db, picked, slot, slots = sys.argv[1:5]
+    print(json.dumps(probe(Path(db), int(picked), int(slot), int(slots))))

@@ -1,34 +1,25 @@
-"""Which database pages each step of the reference work writes: ``python -m bench.pages``.
-
-At ``synchronous=FULL`` a commit's cost grows with the pages it appends to the
-WAL, so this counts them. The petition lifecycle runs through the engine on a
-fresh SQLite file (``--warm`` cases first, untimed and uncounted, so the
-tables and indexes have some size); then, for each counted step, the WAL is
-checkpointed and truncated, the step runs, and the WAL's frames are read back
-and each page is named by the table or index that owns it (SQLite's ``dbstat``
-table, read before the step; pages the step added are ``(new)``). The same is
-done for the raw floor's UPDATE + INSERT, for comparison.
-
-It prints pages per step by owner and by trigger; ``--json PATH`` writes them.
+"""``pages``: the WAL pages each step of the reference work writes, by the table or index
+that owns each page (SQLite's ``dbstat``), for the engine and the raw floor
+(``bench/README.md``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sqlite3
 import struct
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from casework import Engine
 
-from .stats import at_least
-from .workload import CLERK, OPEN_DATA, PETITION, lifecycle, remove_db
+from tests.petition_steps import open_petition
+
+from .base import Ctx, Table
+from .db import PETITION, remove_db
+from .workload import floor_payloads, lifecycle, sqlite_floor, steps_of
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -58,17 +49,20 @@ class PageCounter:
         self.by_step: Counter[str] = Counter()
         self.steps: Counter[str] = Counter()
 
-    def count(self, label: str, step: Callable[[], Any]) -> None:
+    def count(self, label: str, step: Callable[[], Any]) -> Any:
+        """Run ``step`` and count the pages it wrote; what it returned."""
         self.aux.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         owner = {p: name for name, p in self.aux.execute("SELECT name, pageno FROM dbstat")}
-        step()
+        out = step()
         for page in wal_pages(self.db):
             self.by_owner[owner.get(page, "(new)")] += 1
             self.by_step[label] += 1
         self.steps[label] += 1
+        return out
 
     def figures(self) -> dict[str, Any]:
         n = sum(self.steps.values())
+        self.aux.close()
         return {
             "steps": n,
             "pages_per_step": sum(self.by_owner.values()) / n,
@@ -76,108 +70,61 @@ class PageCounter:
             "by_step": {k: self.by_step[k] / self.steps[k] for k in self.steps},
         }
 
-    def close(self) -> None:
-        self.aux.close()
-
 
 def engine_pages(db: Path, warm: int, counted: int) -> dict[str, Any]:
     remove_db(db)
     with Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL") as engine:
-        def run_case(i: int, pc: PageCounter | None) -> None:
-            def open_case() -> None:
-                ids.append(engine.open_case("petition", OPEN_DATA, actor=CLERK).id)
-            ids: list[str] = []
-            if pc is None:
-                open_case()
-            else:
-                pc.count("open", open_case)
-            for trigger, actor, data in lifecycle(i):
-                def fire(t: str = trigger, a: str = actor, d: dict[str, Any] = data) -> None:
-                    engine.fire(ids[0], t, actor=a, data=d)
-                if pc is None:
-                    fire()
-                else:
-                    pc.count(trigger, fire)
+        pc: PageCounter | None = None
 
-        for i in range(warm):
-            run_case(i, None)
-        pc = PageCounter(db)
-        try:
-            for i in range(warm, warm + counted):
-                run_case(i, pc)
-            return pc.figures()
-        finally:
-            pc.close()
+        def step(label: str, fn: Callable[[], Any]) -> Any:
+            return fn() if pc is None else pc.count(label, fn)
+
+        for i in range(warm + counted):
+            if i == warm:
+                pc = PageCounter(db)
+            case = step("open", partial(open_petition, engine))
+            for trigger, actor, data in lifecycle(i):
+                step(trigger, partial(engine.fire, case.id, trigger, actor=actor, data=data))
+        assert pc is not None
+        return pc.figures()
 
 
 def floor_pages(db: Path, warm: int, counted: int) -> dict[str, Any]:
-    """The raw floor's transactions (``bench.workload.run_floor``'s statements)."""
-    from .workload import _FLOOR_UPDATE, _floor_payloads, create_engine_schema
-
-    remove_db(db)
-    create_engine_schema(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    total = warm + counted
-    ids = [f"{i:032x}" for i in range(total)]
-    at = "2026-01-05 09:00:00.000000"
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO cases (id, workflow, version, state, final, data, escalation_level, "
-        "opened_at, updated_at, row_version, last_seq, last_hash, clocks, at_risk) "
-        "VALUES (?, 'petition', 'v', 'registered', 0, '{}', 0, ?, ?, 1, 0, '', '{}', 0)",
-        [(cid, at, at) for cid in ids])
-    conn.execute("COMMIT")
-    h = "ab" * 32
-    payloads = _floor_payloads()
+    """The raw floor's transactions (``bench.workload.Floor``'s statements)."""
+    conn, floor = sqlite_floor(db, "NORMAL", warm + counted)
+    payloads = floor_payloads()
     pc = PageCounter(db)
     try:
-        for i, cid in enumerate(ids):
-            for seq in range(1, 1 + 1 + len(lifecycle(i))):
-                def step(cid: str = cid, seq: int = seq) -> None:
-                    name, changes, data = payloads[min(seq - 1, len(payloads) - 1)]
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.execute(_FLOOR_UPDATE, ("s", 0, data, at, seq + 1, seq, h, cid, seq))
-                    conn.execute(
-                        "INSERT INTO events (case_id, seq, kind, name, from_state, to_state, "
-                        "actor, role, at, changes, details, idempotency_key, prev_hash, hash) "
-                        "VALUES (?, ?, 'transition', ?, 'from', 'to', 'chen', 'handler', ?, ?, "
-                        "'{}', NULL, ?, ?)", (cid, seq, name, at, changes, h, h))
-                    conn.execute("COMMIT")
+        for i in range(warm + counted):
+            for seq in range(1, steps_of(i) + 1):
+                args = (f"{i:032x}", seq, payloads[min(seq - 1, len(payloads) - 1)], "state", "to")
                 if i < warm:
-                    step()
+                    floor.step(*args)
                 else:
-                    pc.count("step", step)
+                    pc.count("step", partial(floor.step, *args))
         return pc.figures()
     finally:
-        pc.close()
         conn.close()
 
 
-def format_figures(name: str, f: dict[str, Any]) -> str:
-    lines = [f"{name}: {f['pages_per_step']:.2f} WAL pages per step ({f['steps']} steps)"]
-    lines += [f"  {k:<32} {v:5.2f}" for k, v in f["by_owner"].items()]
-    if len(f["by_step"]) > 1:
-        lines.append("  by step: " + ", ".join(f"{k} {v:.1f}" for k, v in f["by_step"].items()))
-    return "\n".join(lines)
+def run(ctx: Ctx) -> dict[str, Any]:
+    warm, counted = ctx.pick(ctx.args.warm, 300, 30), ctx.cases(200, 20)
+    return {"config": {"warm_cases": warm, "cases": counted},
+            "engine": engine_pages(ctx.work / "engine.db", warm, counted),
+            "floor": floor_pages(ctx.work / "floor.db", warm, counted),
+            "targets": []}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pages", description=__doc__.split("\n\n")[0])
-    p.add_argument("--warm", type=at_least(0), default=300, help="cases run first, not counted")
-    p.add_argument("--cases", type=at_least(1), default=200, help="cases counted")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    with tempfile.TemporaryDirectory(prefix="casework-pages-") as tmp:
-        figures = {"engine": engine_pages(Path(tmp) / "engine.db", a.warm, a.cases),
-                   "floor": floor_pages(Path(tmp) / "floor.db", a.warm, a.cases)}
-    print(format_figures("engine", figures["engine"]))
-    print(format_figures("raw floor", figures["floor"]))
-    if a.json is not None:
-        a.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def table(res: dict[str, Any]) -> Table:
+    cfg = res["config"]
+    t = Table([f"WAL pages per step: {cfg['warm_cases']} cases first, then {cfg['cases']} counted, "
+               f"at synchronous=NORMAL; by the table or index that owns each page"])
+    for name, label in (("engine", "engine"), ("floor", "raw floor")):
+        f = res[name]
+        t.add(f"{label}: WAL pages per step ({f['steps']} steps)", f["pages_per_step"])
+        for owner, v in f["by_owner"].items():
+            t.add(f"  {owner}", v)
+        if len(f["by_step"]) > 1:
+            t.notes.append(f"{label} by step: "
+                           + ", ".join(f"{k} {v:.1f}" for k, v in f["by_step"].items()))
+    return t

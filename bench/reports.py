@@ -1,51 +1,18 @@
-"""Reports and chain verification over a large history: ``python -m bench.reports``.
+"""``reports``: reports and chain verification over a large history (``bench/README.md``).
 
-100,000 petition cases with 1,000,000 events (10 per case), on a SQLite file and on
-PostgreSQL (a throwaway database, dropped after the run). Each case follows one of six
-courses, each exactly 10 events long:
-
-* ``archived`` (50%): open, accept, assign, 3 activities, decide, reply, return_visit
-  (satisfied), archive;
-* ``archived_escalated`` (10%): as above with one ``supervision_notice`` escalation in
-  place of an activity;
-* ``archived_after_review`` (5%): open, accept, assign, an activity, decide, reply,
-  request_review, answer_review, return_visit, archive;
-* ``follow_up`` (15%): ... reply, return_visit (unsatisfied), continue_work: open;
-* ``overdue`` (10%): open, accept, assign, 3 activities, two ``handling_warning`` events
-  and two escalations (``supervision_notice``, ``public_notice``): open, overdue;
-* ``review`` (10%): ... reply, return_visit (unsatisfied), request_review, an activity: open.
-
-Activities are ``home_visit``, ``coordination_meeting``, ``funds_raised`` (with an
-amount) and ``thought_work``. Case data is what the engine would have written (the
-merged changes of the events): the unit among 10, the source among central, province,
-city, direct and carried_over, ``received_by_head`` for some, the four fixes, the
-outcome... Every event is hashed with :func:`persistence.chain.event_hash` in order, so
-the chains are valid; archived cases have ``final`` and ``closed_at`` set.
-
-The rows are bulk-loaded: ``sqlite3`` ``executemany`` in batches of 50,000 events in one
-transaction; ``COPY`` with psycopg on PostgreSQL (then ``VACUUM ANALYZE``, as autovacuum
-would soon do). The tables are the engine's own (an ``Engine`` creates the schema).
-
-Timed, each ``--repeat`` times (median): ``engine.report("petition")`` (every figure,
-all time), ``engine.report("petition", by="unit")``, a one-month report (March 2026),
-and ``engine.verify()`` over every case. Every report is checked against the figures
-counted while generating the data (received, resolved, escalations by rung, stays per
-state...): a wrong query cannot look fast. ``verify`` must find nothing, and after the
-timing one event is altered and ``verify`` of its case must notice.
+100,000 petitions with exactly 10 events each, made up in six courses (:data:`COURSES`:
+archived, archived after an escalation or a review, in follow-up, overdue, in review) with
+the data the engine would have written, bulk-loaded on SQLite and on PostgreSQL; then
+``engine.report`` (all time, by unit, one month) and ``engine.verify`` are timed, and every
+report is checked against the figures counted while generating (:class:`Oracle`): a wrong
+query cannot look fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
 import random
-import shlex
-import sqlite3
 import statistics
-import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -56,17 +23,13 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Protocol
 
-from casework import Engine
-from casework.clock import FrozenClock
-from casework.errors import StoreError
-from casework.persistence import DatabaseUnavailable, reporting
-from casework.persistence.chain import GENESIS, event_hash
-from casework.persistence.tx import dumps
+from casework import Engine, FrozenClock, StoreError
+from casework.persistence import DatabaseUnavailable, Store, reporting
 from sqlalchemy import exc as sa_exc
 
-from .pg import DEFAULT_ADMIN, Throwaway
-from .stats import at_least, progress_printer
-from .workload import PETITION, remove_db
+from .base import Ctx, Progress, Table, patched, rotated, spread, target, timed
+from .db import PETITION, Throwaway, chain, connect, dumps, insert_sql, pg_one, remove_db, server_version
+from .workload import EVENT_COLS
 
 NOW = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the engine's frozen clock
 FIRST_OPEN = datetime(2025, 1, 1)  # cases open between these (naive UTC) ...
@@ -108,12 +71,6 @@ COURSES = (("archived", 50), ("archived_escalated", 10), ("archived_after_review
 FINAL_STATES = {"archived"}
 DAY = 86_400.0
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
-
 
 def _z(t: datetime) -> str:
     return f"{t:%Y-%m-%dT%H:%M:%S}Z"
@@ -128,8 +85,6 @@ def _aware(t: datetime) -> str:
 CASE_COLS = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
              "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
              "overdue_since", "party_key", "closed_at")
-EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
-              "changes", "details", "idempotency_key", "prev_hash", "hash")
 
 
 @dataclass
@@ -149,7 +104,7 @@ class Facts:
 
 
 class _Case:
-    """Builds one case's events, its data and its chain the way the engine writes them."""
+    """Builds one case's events and its data the way the engine writes them."""
 
     def __init__(self, rng: random.Random, cid: str, opened: datetime) -> None:
         self.rng = rng
@@ -158,8 +113,7 @@ class _Case:
         self.state: str | None = None
         self.entered: datetime = opened
         self.data: dict[str, Any] = {}
-        self.rows: list[tuple[Any, ...]] = []
-        self.prev = GENESIS
+        self.rows: list[dict[str, Any]] = []
         self.stays: list[tuple[str, datetime, datetime]] = []
         self.events: list[tuple[str, str, datetime, float]] = []
 
@@ -174,13 +128,10 @@ class _Case:
         at = self.t
         from_state = self.state
         to = to_state or from_state
-        cj, dj = dumps(changes), dumps(details)
-        seq = len(self.rows) + 1
-        h = event_hash(self.prev, self.id, seq, kind, name, from_state, to, actor, role, at, cj, dj,
-                       key)
-        self.rows.append((self.id, seq, kind, name, from_state, to, actor, role, at, cj, dj, key,
-                          self.prev, h))
-        self.prev = h
+        self.rows.append({"seq": len(self.rows) + 1, "kind": kind, "name": name,
+                          "from_state": from_state, "to_state": to, "actor": actor, "role": role,
+                          "at": at, "changes": dumps(changes), "details": dumps(details),
+                          "idempotency_key": key})
         self.data.update(changes)
         if kind in ("open", "transition") and (from_state is None or from_state != to):
             if from_state is not None:
@@ -344,19 +295,20 @@ def make_case(rng: random.Random, version: str) -> tuple[tuple[Any, ...], list[t
     final = c.state in FINAL_STATES
     closed = c.t if final else None
     clocks = _clocks(c, opened, accepted, handling_due, escalation_level)
-    row = (c.id, "petition", version, c.state, final, dumps(c.data), escalation_level, c.rows[0][8],
-           c.t, 1 + EVENTS_PER_CASE, EVENTS_PER_CASE, c.prev, dumps(clocks), False, overdue_since,
+    events = [tuple(e[k] for k in EVENT_COLS) for e in chain(c.id, c.rows)]
+    row = (c.id, "petition", version, c.state, final, dumps(c.data), escalation_level, c.rows[0]["at"],
+           c.t, 1 + EVENTS_PER_CASE, EVENTS_PER_CASE, events[-1][-1], dumps(clocks), False, overdue_since,
            None, closed)
-    facts = Facts(c.rows[0][8], unit, source, by_head, c.state, closed, overdue_since,
-                  any(r[3] == "request_review" for r in c.rows), c.events, c.stays)
-    return row, c.rows, facts
+    facts = Facts(c.rows[0]["at"], unit, source, by_head, c.state, closed, overdue_since,
+                  any(r["name"] == "request_review" for r in c.rows), c.events, c.stays)
+    return row, events, facts
 
 
 def _clocks(c: _Case, opened: datetime, accepted: datetime, due: datetime,
             breaches: int) -> dict[str, Any]:
     """The SLA clocks the engine keeps on a case (triage stopped; handling as it stands)."""
     triage = (accepted - opened).total_seconds()
-    replied = next((r[8] for r in c.rows if r[3] == "reply"), None)
+    replied = next((r["at"] for r in c.rows if r["name"] == "reply"), None)
     handling: dict[str, Any] = {"breaches": breaches, "due": _aware(due), "start": _aware(accepted),
                                 "total": 60 * DAY}
     if replied is not None:
@@ -505,14 +457,9 @@ class SQLiteTarget:
     name = "sqlite"
 
     def __init__(self, db: Path) -> None:
-        self.conn = sqlite3.connect(db, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=OFF")
+        self.conn = connect(db, "OFF", foreign_keys=False)
         self.conn.execute("BEGIN")
-        self.ins_case = (f"INSERT INTO cases ({', '.join(CASE_COLS)}) "
-                         f"VALUES ({', '.join('?' * len(CASE_COLS))})")
-        self.ins_event = (f"INSERT INTO events ({', '.join(EVENT_COLS)}) "
-                          f"VALUES ({', '.join('?' * len(EVENT_COLS))})")
+        self.ins_case, self.ins_event = insert_sql("cases", CASE_COLS), insert_sql("events", EVENT_COLS)
         self.case_dt = [CASE_COLS.index(c) for c in ("opened_at", "updated_at", "overdue_since",
                                                       "closed_at")]
         self.case_bool = [CASE_COLS.index(c) for c in ("final", "at_risk")]
@@ -558,16 +505,13 @@ class PostgresTarget:
                     cp.write_row(r)
 
     def finish(self) -> None:
-        import psycopg
-
         self.conn.commit()
         self.conn.close()
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
+        pg_one(self.url, "VACUUM ANALYZE")
 
 
 def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Oracle,
-             seed: int = 20260301, progress: Progress = _quiet) -> dict[str, float]:
+             progress: Progress, seed: int = 20260301) -> dict[str, float]:
     """Make ``n_cases`` cases and write them to every target; seconds spent per target."""
     rng = random.Random(seed)
     spent: dict[str, float] = defaultdict(float)
@@ -598,17 +542,6 @@ def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Orac
 
 # -- timing ------------------------------------------------------------------------------------
 
-@dataclass
-class Config:
-    cases: int = 100_000
-    repeat: int = 3
-    backends: tuple[str, ...] = BACKENDS
-    admin_url: str = DEFAULT_ADMIN
-    tmpdir: Path | None = None
-    quick: bool = False
-    command: str = ""
-
-
 def month_bounds(engine: Engine) -> tuple[datetime, datetime]:
     """March 2026 as the engine reads two dates: midnights in the workflow's zone, as naive UTC."""
     tz = engine.workflow("petition").tz
@@ -624,47 +557,31 @@ QUERY_KINDS = ("cases_opened", "events", "open_at", "closed", "overdue", "escala
 def query_log() -> Iterator[dict[str, Any]]:
     """Time each kind of report query and count the rows they hand to Python (the engine's
     behaviour is unchanged: its ``ReportQueries`` methods are wrapped, then put back)."""
-    log: dict[str, Any] = {"seconds": defaultdict(float), "calls": Counter(), "rows": 0, "queries": 0}
+    log: dict[str, Any] = {"seconds": defaultdict(float), "rows": 0, "queries": 0}
     cls = reporting.ReportQueries
-    originals = {name: getattr(cls, name) for name in (*QUERY_KINDS, "_run")}
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                log["seconds"][name] += time.perf_counter() - t
-                log["calls"][name] += 1
-        return wrapper
+    run = cls._run
 
     def counted(self: Any, stmt: Any) -> list[Any]:
-        rows: list[Any] = originals["_run"](self, stmt)
+        rows: list[Any] = run(self, stmt)
         log["rows"] += len(rows)
         log["queries"] += 1
         return rows
 
-    for name in QUERY_KINDS:
-        setattr(cls, name, timed(name, originals[name]))
-    setattr(cls, "_run", counted)  # noqa: B010
-    try:
+    with patched(cls, _run=counted, **{k: timed(getattr(cls, k), log["seconds"], k)
+                                       for k in QUERY_KINDS}):
         yield log
-    finally:
-        for name, fn in originals.items():
-            setattr(cls, name, fn)
 
 
-def _server_started(engine: Engine) -> Any:
+def _server_started(url: str) -> Any:
     """When the PostgreSQL server last started (a restart under a measurement voids it)."""
-    with engine.store.engine.connect() as conn:
-        return conn.exec_driver_sql("SELECT pg_postmaster_start_time()").scalar()
+    return pg_one(url, "SELECT pg_postmaster_start_time()")[0]
 
 
-def _wait_for_server(engine: Engine, progress: Progress, timeout: float = 120.0) -> None:
+def _wait_for_server(url: str, progress: Progress, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _server_started(engine)
+            _server_started(url)
             return
         except Exception as e:
             if time.monotonic() > deadline:
@@ -682,14 +599,24 @@ class Figure:
     voided: int = 0  # runs thrown away because the server restarted under them
 
 
-def time_figures(engines: dict[str, Engine], oracle: Oracle, cfg: Config, progress: Progress
+@dataclass
+class Backend:
+    """One database under test: the engine on it, and a store of the bench's own."""
+
+    name: str
+    url: str
+    engine: Engine
+    store: Store
+
+
+def time_figures(backends: list[Backend], oracle: Oracle, repeat: int, progress: Progress
                  ) -> tuple[dict[str, dict[str, Figure]], list[str]]:
     """Each figure on each backend, ``repeat`` times; the reports checked every time.
 
     On PostgreSQL a run under which the server restarted (other tests here restart it)
     is thrown away and measured again after one untimed run to warm the server's cache.
     """
-    runs = {b: {f: Figure() for f in FIGURES} for b in engines}
+    runs = {b.name: {f: Figure() for f in FIGURES} for b in backends}
     problems: list[str] = []
     calls: dict[str, Callable[[Engine], Any]] = {
         FIGURES[0]: lambda e: e.report("petition"),
@@ -697,21 +624,19 @@ def time_figures(engines: dict[str, Engine], oracle: Oracle, cfg: Config, progre
         FIGURES[2]: lambda e: e.report("petition", start=MONTH[0], end=MONTH[1]),
         FIGURES[3]: lambda e: e.verify(),
     }
-    for rep in range(cfg.repeat):
-        order = list(engines) if rep % 2 == 0 else list(reversed(engines))
-        for backend in order:
-            engine = engines[backend]
-            pg = backend == "postgresql"
+    for rep in range(repeat):
+        for b in rotated(backends, rep):
+            pg = b.name == "postgresql"
             for fig in FIGURES:
-                rec = runs[backend][fig]
+                rec = runs[b.name][fig]
                 for attempt in range(6):
-                    started = _server_started(engine) if pg else None
+                    started = _server_started(b.url) if pg else None
                     try:
                         with query_log() as log:
                             t = time.perf_counter()
-                            out = calls[fig](engine)
+                            out = calls[fig](b.engine)
                             seconds = time.perf_counter() - t
-                        if not pg or _server_started(engine) == started:
+                        if not pg or _server_started(b.url) == started:
                             break
                         why = "the server restarted during the run"
                     except (StoreError, DatabaseUnavailable, sa_exc.DBAPIError) as e:
@@ -719,11 +644,11 @@ def time_figures(engines: dict[str, Engine], oracle: Oracle, cfg: Config, progre
                             raise
                         why = f"{type(e).__name__}"
                     rec.voided += 1
-                    progress(f"  {backend} {fig}: {why}; measuring again")
-                    _wait_for_server(engine, progress)
-                    calls[fig](engine)  # untimed: the server's cache is cold after a restart
+                    progress(f"  {b.name} {fig}: {why}; measuring again")
+                    _wait_for_server(b.url, progress)
+                    calls[fig](b.engine)  # untimed: the server's cache is cold after a restart
                 else:
-                    raise RuntimeError(f"{backend} {fig}: the server kept restarting")
+                    raise RuntimeError(f"{b.name} {fig}: the server kept restarting")
                 rec.seconds.append(seconds)
                 rec.breakdown.append(dict(log["seconds"]))
                 rec.rows, rec.queries = log["rows"], log["queries"]
@@ -735,206 +660,136 @@ def time_figures(engines: dict[str, Engine], oracle: Oracle, cfg: Config, progre
                     bad = check_report(out, oracle, "month")
                 else:
                     bad = [f"verify: {p}" for p in out[:5]]
-                problems += [f"{backend}: {b}" for b in bad]
-                progress(f"run {rep + 1}/{cfg.repeat} {backend:<10} {fig:<20} {seconds:7.2f} s"
+                problems += [f"{b.name}: {x}" for x in bad]
+                progress(f"run {rep + 1}/{repeat} {b.name:<10} {fig:<20} {seconds:7.2f} s"
                          f"{'' if not bad else f'  WRONG ({len(bad)} differences)'}")
-    for backend, engine in engines.items():  # verify must notice an altered event
-        problems += [f"{backend}: {p}" for p in tamper_check(engine, backend)]
+    for b in backends:  # verify must notice an altered event
+        problems += [f"{b.name}: {p}" for p in tamper_check(b)]
     return runs, problems
 
 
-def tamper_check(engine: Engine, backend: str) -> list[str]:
+def tamper_check(b: Backend) -> list[str]:
     """Alter one stored event behind the engine's back; verify of its case must say so."""
-    with engine.store.read() as tx:
+    with b.store.read() as tx:
         ids = tx.case_ids("petition")
     cid = ids[len(ids) // 2]
     sql = ("UPDATE events SET details = '{\"notes\":\"rewritten\"}' WHERE case_id = {p} AND seq = 5"
-           .replace("{p}", "?" if backend == "sqlite" else "%s"))
-    with engine.store.write() as wtx:
+           .replace("{p}", "?" if b.name == "sqlite" else "%s"))
+    with b.store.write() as wtx:
         wtx.cur.execute(sql, (cid,))
-    found = engine.verify(cid)
-    if not found:
+    if not b.engine.verify(cid):
         return [f"verify did not notice an altered event in case {cid}"]
     return []
 
 
-def run(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    engines: dict[str, Engine] = {}
-    pg: Throwaway | None = None
-    with tempfile.TemporaryDirectory(prefix="casework-reports-", dir=cfg.tmpdir) as tmp:
-        try:
-            targets: list[Target] = []
-            if "sqlite" in cfg.backends:
-                db = Path(tmp) / "reports.db"
-                remove_db(db)
-                engines["sqlite"] = Engine(f"sqlite:///{db}", [PETITION], clock=FrozenClock(NOW))
-                targets.append(SQLiteTarget(db))
-            if "postgresql" in cfg.backends:
-                pg = Throwaway(cfg.admin_url, prefix="casework_reports")
-                engines["postgresql"] = Engine(pg.engine_url, [PETITION], clock=FrozenClock(NOW))
-                targets.append(PostgresTarget(pg.url))
-            first = next(iter(engines.values()))
-            version = first.workflow("petition").version
-            lo, hi = month_bounds(first)
-            oracle = Oracle([Scope("all", None, None), Scope("units", None, None, by_unit=True),
-                             Scope("month", lo, hi)])
-            progress(f"generating {cfg.cases:,} cases / {cfg.cases * EVENTS_PER_CASE:,} events "
-                     f"into {', '.join(engines)}")
-            load = generate(cfg.cases, version, targets, oracle, progress=progress)
-            progress("load seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in load.items()))
-            sizes = {b: _count(e) for b, e in engines.items()}
-            for b, (nc, ne) in sizes.items():
-                if (nc, ne) != (cfg.cases, cfg.cases * EVENTS_PER_CASE):
-                    raise RuntimeError(f"{b} holds {nc} cases and {ne} events")
-            runs, problems = time_figures(engines, oracle, cfg, progress)
-            db_mb = {"sqlite": (Path(tmp) / "reports.db").stat().st_size / 1e6} \
-                if "sqlite" in engines else {}
-            if pg is not None:
-                db_mb["postgresql"] = _pg_size(pg.url) / 1e6
-        finally:
-            for e in engines.values():
-                e.close()
-            if pg is not None:
-                pg.drop()
-    want_all = oracle.expected("all")
-    return {
-        "meta": {"date": started.isoformat(timespec="seconds"), "command": cfg.command,
-                 "seconds": time.perf_counter() - t0, "python": platform.python_version(),
-                 "sqlite": sqlite3.sqlite_version, "postgresql": _pg_version(cfg) if pg else None,
-                 "db_mb": db_mb, "load_s": load},
-        "config": {"cases": cfg.cases, "events": cfg.cases * EVENTS_PER_CASE, "repeat": cfg.repeat,
-                   "backends": list(engines), "month": [d.isoformat() for d in MONTH]},
-        "expected": {"all": want_all, "month": oracle.expected("month"),
-                     "units": len(oracle.groups("units")),
-                     "escalations_by_rung": dict(oracle.rungs["all"])},
-        "seconds": {b: {f: {"median": statistics.median(r.seconds), "min": min(r.seconds),
-                            "max": max(r.seconds), "runs": r.seconds, "voided": r.voided,
-                            "queries": r.queries, "rows_to_python": r.rows,
-                            "by_query": {k: statistics.median(d.get(k, 0.0) for d in r.breakdown)
-                                         for k in QUERY_KINDS}}
-                        for f, r in figs.items()} for b, figs in runs.items()},
-        "problems": problems,
-    }
-
-
-def _count(engine: Engine) -> tuple[int, int]:
-    with engine.store.read() as tx:
+def _count(store: Store) -> tuple[int, int]:
+    with store.read() as tx:
         n_cases = tx.count_cases()
         tx.cur.execute("SELECT count(*) FROM events")
         n_events = int(tx.cur.fetchone()[0])
     return n_cases, n_events
 
 
-def _pg_size(url: str) -> int:
-    import psycopg
+def run(ctx: Ctx) -> dict[str, Any]:
+    cases, repeat = ctx.cases(100_000, 10_000), ctx.repeat(3)
+    names = BACKENDS if ctx.args.backend == "both" else (ctx.args.backend,)
+    backends: list[Backend] = []
+    pg: Throwaway | None = None
+    server: str | None = None
 
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    return int(row[0]) if row else 0
+    def add(name: str, url: str) -> None:
+        backends.append(Backend(name, url, Engine(url, [PETITION], clock=FrozenClock(NOW)),
+                                Store(url)))
 
-
-def _pg_version(cfg: Config) -> str:
-    import psycopg
-
-    with psycopg.connect(cfg.admin_url) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "?"
-
-
-# -- output ------------------------------------------------------------------------------------
-
-def format_report(res: dict[str, Any]) -> str:
-    meta, cfg, exp = res["meta"], res["config"], res["expected"]
-    backends = cfg["backends"]
-    versions = f"SQLite {meta['sqlite']}" + (f", PostgreSQL {meta['postgresql']}"
-                                             if meta["postgresql"] else "")
-    lines = [
-        f"casework reports bench, {meta['date']}; Python {meta['python']}, {versions}",
-        f"{cfg['cases']:,} petition cases, {cfg['events']:,} events; database size: "
-        + ", ".join(f"{b} {mb:.0f} MB" for b, mb in meta["db_mb"].items())
-        + "; load: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta["load_s"].items()),
-        "",
-        f"seconds, median of {cfg['repeat']} (min - max)",
-    ]
-    both = "postgresql" in backends and "sqlite" in backends
-    lines.append(f"  {'':<22}" + "".join(f" {b:>22}" for b in backends)
-                 + (f" {'pg / sqlite':>12}" if both else ""))
-    for fig in FIGURES:
-        cells = []
+    try:
+        targets: list[Target] = []
+        db = ctx.work / "reports.db"
+        if "sqlite" in names:
+            remove_db(db)
+            add("sqlite", f"sqlite:///{db}")
+            targets.append(SQLiteTarget(db))
+        if "postgresql" in names:
+            pg = Throwaway(ctx.args.admin_url, prefix="casework_reports")
+            add("postgresql", pg.engine_url)
+            targets.append(PostgresTarget(pg.url))
+        first = backends[0].engine
+        version = first.workflow("petition").version
+        lo, hi = month_bounds(first)
+        oracle = Oracle([Scope("all", None, None), Scope("units", None, None, by_unit=True),
+                         Scope("month", lo, hi)])
+        ctx.progress(f"generating {cases:,} cases / {cases * EVENTS_PER_CASE:,} events "
+                     f"into {', '.join(names)}")
+        load = generate(cases, version, targets, oracle, ctx.progress)
+        ctx.progress("load seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in load.items()))
         for b in backends:
-            s = res["seconds"][b][fig]
-            cells.append(f"{s['median']:7.2f} ({s['min']:.2f} - {s['max']:.2f})")
-        ratio = ""
-        if both:
-            secs = res["seconds"]
-            ratio = f" {secs['postgresql'][fig]['median'] / secs['sqlite'][fig]['median']:>12.2f}"
-        lines.append(f"  {fig:<22}" + "".join(f" {c:>22}" for c in cells) + ratio)
-    lines += ["", "report queries (SQL aggregation): queries run and rows handed to Python per report; "
-              "median seconds per kind of query"]
+            if _count(b.store) != (cases, cases * EVENTS_PER_CASE):
+                raise RuntimeError(f"{b.name} holds {_count(b.store)} cases and events")
+        runs, problems = time_figures(backends, oracle, repeat, ctx.progress)
+        db_mb = {"sqlite": db.stat().st_size / 1e6} if "sqlite" in names else {}
+        if pg is not None:
+            db_mb["postgresql"] = pg_one(pg.url, "SELECT pg_database_size(current_database())")[0] / 1e6
+            server = server_version(pg.url)
+    finally:
+        for b in backends:
+            b.engine.close()
+            b.store.dispose()
+        if pg is not None:
+            pg.drop()
+    return {
+        "config": {"cases": cases, "events": cases * EVENTS_PER_CASE, "repeat": repeat,
+                   "backends": list(names), "month": [d.isoformat() for d in MONTH]},
+        "postgresql": server, "db_mb": db_mb, "load_s": load,
+        "expected": {"all": oracle.expected("all"), "month": oracle.expected("month"),
+                     "units": len(oracle.groups("units")),
+                     "escalations_by_rung": dict(oracle.rungs["all"])},
+        "seconds": {b: {f: {**spread(r.seconds), "voided": r.voided, "queries": r.queries,
+                            "rows_to_python": r.rows,
+                            "by_query": {k: statistics.median(d.get(k, 0.0) for d in r.breakdown)
+                                         for k in QUERY_KINDS}}
+                        for f, r in figs.items()} for b, figs in runs.items()},
+        "problems": problems,
+        "targets": [target("reports and verify agree with the generated data", len(problems),
+                           "no difference", not problems)],
+    }
+
+
+def table(res: dict[str, Any]) -> Table:
+    cfg, exp, secs = res["config"], res["expected"], res["seconds"]
+    backends = cfg["backends"]
+    t = Table([f"{cfg['cases']:,} petition cases, {cfg['events']:,} events"
+               + (f"; PostgreSQL {res['postgresql']}" if res["postgresql"] else "")
+               + "; database size: " + ", ".join(f"{b} {mb:.0f} MB" for b, mb in res["db_mb"].items())
+               + "; load: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["load_s"].items()),
+               f"seconds, {cfg['repeat']} runs each"])
+    for fig in FIGURES:
+        for b in backends:
+            t.add(f"{fig}: {b}", secs[b][fig], "s")
+        if len(backends) == 2:
+            t.add("  postgresql / sqlite", secs["postgresql"][fig]["median"] / secs["sqlite"][fig]["median"])
+    t.add("differences from the generated data (every run, backend)", res["targets"][0]["value"],
+          "", res["targets"][0]["name"])
+    t.notes.append("report queries (SQL aggregation): queries run and rows handed to Python per "
+                   "report; median seconds per kind of query")
     for fig in FIGURES[:3]:
         for b in backends:
-            f = res["seconds"][b][fig]
+            f = secs[b][fig]
             kinds = sorted(f["by_query"].items(), key=lambda kv: -kv[1])
-            lines.append(f"  {fig:<20} {b:<10} {f['queries']:>3} queries, {f['rows_to_python']:>4} rows; "
-                         + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.005))
-    voided = sum(f["voided"] for figs in res["seconds"].values() for f in figs.values())
+            t.notes.append(f"  {fig:<20} {b:<10} {f['queries']:>3} queries, {f['rows_to_python']:>4} "
+                           "rows; " + ", ".join(f"{k} {v:.2f}" for k, v in kinds if v >= 0.005))
+    voided = sum(f["voided"] for figs in secs.values() for f in figs.values())
     if voided:
-        lines.append(f"  ({voided} run(s) thrown away and measured again: the PostgreSQL server "
-                     f"restarted under them)")
+        t.notes.append(f"  ({voided} run(s) thrown away and measured again: the PostgreSQL "
+                       f"server restarted under them)")
     a, m = exp["all"], exp["month"]
-    lines += [
-        "",
-        "checked against the generated data (every run, every backend): "
-        + ("all agree" if not res["problems"] else f"{len(res['problems'])} DIFFERENCES"),
-        f"  all time: received {a['received']:,.0f}, handed down {a['handed_down']:,.0f}, by the head "
-        f"{a['received_by_head']:,.0f}, accepted {a['accepted']:,.0f}, resolved {a['resolved']:,.0f} "
-        f"(first time {a['resolved_first_time']:,.0f}), in progress {a['in_progress']:,.0f}, overdue "
-        f"{a['overdue']:,.0f}, escalations {a['escalations']:,.0f} {exp['escalations_by_rung']}, "
-        f"funds {a['funds_raised']:,.0f}",
-        f"  {cfg['month'][0]} .. {cfg['month'][1]}: received {m['received']:,.0f}, accepted "
+    t.notes += [
+        f"expected, all time: received {a['received']:,.0f}, handed down {a['handed_down']:,.0f}, "
+        f"by the head {a['received_by_head']:,.0f}, accepted {a['accepted']:,.0f}, resolved "
+        f"{a['resolved']:,.0f} (first time {a['resolved_first_time']:,.0f}), in progress "
+        f"{a['in_progress']:,.0f}, overdue {a['overdue']:,.0f}, escalations {a['escalations']:,.0f} "
+        f"{exp['escalations_by_rung']}, funds {a['funds_raised']:,.0f}",
+        f"expected, {cfg['month'][0]} .. {cfg['month'][1]}: received {m['received']:,.0f}, accepted "
         f"{m['accepted']:,.0f}, resolved {m['resolved']:,.0f}, escalations {m['escalations']:,.0f}; "
         f"by unit: {exp['units']} units, each checked",
+        *(f"  ! {p}" for p in res["problems"][:20]),
     ]
-    lines += [f"  ! {p}" for p in res["problems"][:20]]
-    lines.append(f"total {meta['seconds']:.0f} s")
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.reports",
-                                description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="smoke run: 10,000 cases, 100,000 events")
-    p.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    p.add_argument("--cases", type=at_least(1), default=None, help="cases (default 100,000; quick 10,000)")
-    p.add_argument("--repeat", type=at_least(1), default=3, help="runs per figure (default 3)")
-    p.add_argument("--pg-admin-url", default=DEFAULT_ADMIN,
-                   help="PostgreSQL database to connect to to create and drop the throwaway one "
-                        f"(default {DEFAULT_ADMIN}, or $CASEWORK_PG_ADMIN_URL)")
-    p.add_argument("--tmpdir", type=Path, default=None, help="where the SQLite file goes")
-    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run, print the table; 1 if a report or verify disagreed with the generated data."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(args)
-    cases = a.cases if a.cases is not None else (10_000 if a.quick else 100_000)
-    backends = BACKENDS if a.backend == "both" else (a.backend,)
-    cfg = Config(cases=cases, repeat=a.repeat, backends=backends, admin_url=a.pg_admin_url,
-                 tmpdir=a.tmpdir, quick=a.quick,
-                 command=shlex.join(["python", "-m", "bench.reports", *args]))
-
-    res = run(cfg, progress_printer(a.quiet))
-    print(format_report(res))
-    if a.out is not None:
-        a.out.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"results written to {a.out}")
-    return 1 if res["problems"] else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return t

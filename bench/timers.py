@@ -1,72 +1,36 @@
-"""Durable timers at scale: ``python -m bench.timers [--quick]`` (or ``main(argv)``).
+"""``timers``: durable timers at scale, on SQLite (``bench/README.md``).
 
-A SQLite file holds a few hundred petitions opened through the engine and, inserted
-beside them with plain ``sqlite3`` ``executemany`` (fast), 1,000,000 pending timers due
-far in the future plus 10,000 ``warning`` timers due now, spread over those cases.
-
-(a) **Finding the due timers.** The engine's own compiled claim query
-(``persistence.sql`` ``claim_select``: pending, ``due_at <= now``, lease free, ``ORDER BY
-due_at, id LIMIT n``) is timed for one batch (200) and for all the due timers, and the
-engine's whole claim (``WriteTx.claim_due``: that SELECT and the UPDATE of the claimed
-rows, in ``BEGIN IMMEDIATE``, rolled back) for one batch; first with 100,000 pending
-timers, then again after the rest are added. The ratio 1M / 100k must stay near 1: a
-query that walked the pending timers would take about 10 times longer.
-
-(b) **Firing them.** ``Engine.run_due(now, batch_size=200)`` fires the due timers (each
-a ``warning``: one event on its case, in its own transaction), timed, beside the raw
-floor in the same run: stdlib ``sqlite3`` claiming each batch with the same SELECT and
-UPDATE, then per timer one transaction that updates the timer row and inserts one event
-row; same pragmas (WAL, ``synchronous`` FULL, the engine's default, and NORMAL). A second
-floor, ``floor+``, also writes what the engine writes besides: the case row (its chain
-head) and an outbox row. Between runs the database is put back exactly as it was built
-(the rows the run added are deleted, the timers and cases restored), so every run
-fires the same timers on the same data. Engine and floor runs alternate; each ratio is
-the median of per-repeat ratios.
+(a) Finding the due timers among 100,000 and then 1,000,000 pending ones with the engine's
+own claim query and claim: the ratio large/small must stay near 1. (b) Firing 10,000 due
+``warning`` timers with ``Engine.run_due`` beside a raw ``sqlite3`` floor that claims with
+the same statements (``floor``: timer and event; ``floor+``: also the case's chain head and
+an outbox row); the database is put back as built before every run.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import random
-import shlex
 import sqlite3
-import statistics
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from casework import Engine, scheduler
-from casework.clock import FrozenClock, to_db
-from casework.persistence.sql import Statements
-from casework.persistence.tx import dumps
+from casework import Engine, FrozenClock, scheduler
+from casework.persistence import Store
 
-from .stats import Spread, at_least, num, progress_printer
-from .workload import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, PETITION, TRIAGE, remove_db
+from tests.petition_steps import case_in
 
-fnum = partial(num, fine=True)  # timings below 1 ms keep three decimals
+from .base import Ctx, Table, patched, ratios, rotated, spread, target, timed
+from .db import PETITION, connect, dumps, insert_sql, remove_db, to_db
+
 NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # the scheduler's "now" (a frozen clock)
 LEASE = timedelta(minutes=10)
 INSERT_BATCH = 50_000
-LEVELS = ("FULL", "NORMAL")
 KINDS = ("engine", "floor", "floor+")
-FIND_FIGURES = ("find_batch_ms", "find_all_ms", "engine_claim_batch_ms", "empty_sweep_ms",
-                "engine_start_ms")
 GROWTH_TARGET = 2.0  # 10x the pending timers may cost at most 2x (a scan would cost ~10x)
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def _ts(when: datetime) -> str:
@@ -84,10 +48,7 @@ class Config:
     repeat: int = 3
     query_repeat: int = 15
     sweep_repeat: int = 3
-    levels: tuple[str, ...] = LEVELS
-    tmpdir: Path | None = None
-    quick: bool = False
-    command: str = ""
+    levels: tuple[str, ...] = ("FULL", "NORMAL")
 
 
 # -- building the database ---------------------------------------------------------------------
@@ -100,11 +61,13 @@ class Built:
     case_of: dict[int, str] = field(default_factory=dict)  # due timer id -> its case
     due_at: dict[int, str] = field(default_factory=dict)  # due timer id -> its due_at as stored
 
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.db}"
 
-_TIMER_COLS = ("case_id", "workflow", "kind", "name", "state", "due_at", "status", "payload",
-               "created_at")
-_INSERT_TIMER = (f"INSERT INTO timers ({', '.join(_TIMER_COLS)}) "
-                 f"VALUES ({', '.join('?' * len(_TIMER_COLS))})")
+
+_INSERT_TIMER = insert_sql("timers", ("case_id", "workflow", "kind", "name", "state", "due_at",
+                                      "status", "payload", "created_at"))
 
 
 def _far_timers(rng: random.Random, case_ids: list[str], n: int) -> Iterator[tuple[Any, ...]]:
@@ -134,28 +97,29 @@ def _due_timers(rng: random.Random, case_ids: list[str], n: int) -> list[tuple[A
     return out
 
 
-def _connect(db: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
-    for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON",
-                   "busy_timeout=30000"):
-        conn.execute(f"PRAGMA {pragma}")
-    return conn
-
-
-def _insert(conn: sqlite3.Connection, rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]]) -> int:
+def _insert(db: Path, rows: Iterable[tuple[Any, ...]]) -> None:
     """executemany in batches of INSERT_BATCH rows, one transaction."""
-    n = 0
-    it = iter(rows)
-    conn.execute("BEGIN IMMEDIATE")
-    while True:
-        batch = [r for _, r in zip(range(INSERT_BATCH), it, strict=False)]
-        if not batch:
-            break
-        conn.executemany(_INSERT_TIMER, batch)
-        n += len(batch)
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return n
+    conn = connect(db, "OFF")
+    try:
+        it = iter(rows)
+        conn.execute("BEGIN IMMEDIATE")
+        while batch := [r for _, r in zip(range(INSERT_BATCH), it, strict=False)]:
+            conn.executemany(_INSERT_TIMER, batch)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def _one(db: Path, sql: str, *params: Any) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(sql, params).fetchone()[0])
+    finally:
+        conn.close()
+
+
+_DUE = "SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= ?"
 
 
 def build_small(db: Path, cfg: Config, seed: int = 7) -> Built:
@@ -163,21 +127,16 @@ def build_small(db: Path, cfg: Config, seed: int = 7) -> Built:
     remove_db(db)
     with Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL",
                 clock=FrozenClock(NOW - timedelta(hours=1))) as engine:
-        ids = []
-        for _ in range(cfg.cases):
-            c = engine.open_case("petition", OPEN_DATA, actor=CLERK)
-            engine.fire(c.id, "accept", actor=TRIAGE)
-            engine.fire(c.id, "assign", actor=LEADER, data=FOUR_FIXES)
-            ids.append(c.id)
+        ids = [case_in(engine, "handling.investigating").id for _ in range(cfg.cases)]
     rng = random.Random(seed)
     rows = list(_far_timers(rng, ids, cfg.pending_small)) + _due_timers(rng, ids, cfg.due)
     rng.shuffle(rows)  # the due timers' ids are spread among the others'
-    conn = _connect(db, "OFF")
+    _insert(db, rows)
+    # The oracle, by a full scan that cannot share a mistake with the indexed claim query.
+    conn = sqlite3.connect(db)
     try:
-        _insert(conn, rows)
-        # The oracle, by a full scan that cannot share a mistake with the indexed claim query.
-        found = conn.execute("SELECT id, case_id, due_at FROM timers NOT INDEXED WHERE status = 'pending' "
-                             "AND due_at <= ? ORDER BY id", (_ts(NOW),)).fetchall()
+        found = conn.execute("SELECT id, case_id, due_at FROM timers NOT INDEXED WHERE "
+                             "status = 'pending' AND due_at <= ? ORDER BY id", (_ts(NOW),)).fetchall()
     finally:
         conn.close()
     built = Built(db, ids, [r[0] for r in found], {r[0]: r[1] for r in found},
@@ -187,26 +146,11 @@ def build_small(db: Path, cfg: Config, seed: int = 7) -> Built:
     return built
 
 
-def grow(built: Built, cfg: Config, seed: int = 8) -> None:
-    """Add pending far timers up to ``cfg.pending``."""
-    conn = _connect(built.db, "OFF")
-    try:
-        _insert(conn, _far_timers(random.Random(seed), built.case_ids,
-                                  cfg.pending - cfg.pending_small))
-    finally:
-        conn.close()
-
-
 def counts(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(db)
-    try:
-        pending = conn.execute("SELECT count(*) FROM timers WHERE status = 'pending'").fetchone()[0]
-        due = conn.execute("SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= ?",
-                           (_ts(NOW),)).fetchone()[0]
-        total = conn.execute("SELECT count(*) FROM timers").fetchone()[0]
-    finally:
-        conn.close()
-    return {"timers": total, "pending": pending, "due": due, "pending_not_due": pending - due}
+    pending = _one(db, "SELECT count(*) FROM timers WHERE status = 'pending'")
+    due = _one(db, _DUE, _ts(NOW))
+    return {"timers": _one(db, "SELECT count(*) FROM timers"), "pending": pending, "due": due,
+            "pending_not_due": pending - due}
 
 
 # -- (a) finding the due timers ----------------------------------------------------------------
@@ -215,50 +159,55 @@ class _Rollback(Exception):
     pass
 
 
-def _median_time(fn: Callable[[], None], repeat: int, warm: int = 2) -> tuple[float, list[float]]:
+def _time(fn: Callable[[], None], repeat: int, warm: int = 2) -> dict[str, Any]:
+    """Milliseconds of ``repeat`` calls of ``fn`` after ``warm`` untimed ones."""
     for _ in range(warm):
         fn()
     runs = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs), runs
+        runs.append((time.perf_counter() - t) * 1000.0)
+    return spread(runs)
+
+
+FIND = {"find_batch_ms": "claim SELECT, LIMIT {batch}",
+        "find_all_ms": "claim SELECT, all {due:,} due",
+        "engine_claim_batch_ms": "engine claim_due({batch}): SELECT+UPDATE",
+        "empty_sweep_ms": "engine run_due, nothing due (one sweep)",
+        "engine_start_ms": "Engine(...) built on the file"}
 
 
 def measure_find(built: Built, cfg: Config) -> dict[str, Any]:
-    """Medians (ms) of the claim query for one batch and for all due timers, of the
-    engine's claim of one batch, of an empty sweep and of building an ``Engine`` on the
-    file; each claim checked against the oracle's due ids."""
-    url = f"sqlite:///{built.db}"
+    """Milliseconds of the claim query for one batch and for all due timers, of the engine's
+    claim of one batch, of an empty sweep and of building an ``Engine`` on the file; each
+    claim checked against the oracle's due ids."""
     starts = []
     for _ in range(cfg.sweep_repeat):
         t = time.perf_counter()
-        Engine(url, [PETITION], sqlite_synchronous="FULL", clock=FrozenClock(NOW)).close()
-        starts.append(time.perf_counter() - t)
-    with Engine(url, [PETITION], sqlite_synchronous="FULL", clock=FrozenClock(NOW)) as engine:
-        sql: Statements = engine.store.sql
-        claim = sql.claim_select
-        now_s = _ts(NOW)
-        conn = _connect(built.db, "FULL")
-        try:
-            plan = " / ".join(r[3] for r in conn.execute(
-                f"EXPLAIN QUERY PLAN {claim.sql}", claim.params({"now": now_s, "limit": cfg.batch})))
-            got: dict[int, list[int]] = {}
+        Engine(built.url, [PETITION], sqlite_synchronous="FULL", clock=FrozenClock(NOW)).close()
+        starts.append((time.perf_counter() - t) * 1000.0)
+    out: dict[str, Any] = {"engine_start_ms": spread(starts)}
+    store = Store(built.url, sqlite_synchronous="FULL")  # the same statements as the engine's
+    engine = Engine(built.url, [PETITION], sqlite_synchronous="FULL", clock=FrozenClock(NOW))
+    conn = connect(built.db, "FULL")
+    try:
+        claim, now_s = store.sql.claim_select, _ts(NOW)
+        out["plan"] = " / ".join(r[3] for r in conn.execute(
+            f"EXPLAIN QUERY PLAN {claim.sql}", claim.params({"now": now_s, "limit": cfg.batch})))
+        got: dict[int, list[int]] = {}
 
-            def find(limit: int) -> Callable[[], None]:
-                params = claim.params({"now": now_s, "limit": limit})
+        def find(limit: int) -> Callable[[], None]:
+            params = claim.params({"now": now_s, "limit": limit})
 
-                def run() -> None:
-                    conn.execute("BEGIN")
-                    got[limit] = [r[0] for r in conn.execute(claim.sql, params).fetchall()]
-                    conn.execute("COMMIT")
-                return run
+            def run() -> None:
+                conn.execute("BEGIN")
+                got[limit] = [r[0] for r in conn.execute(claim.sql, params).fetchall()]
+                conn.execute("COMMIT")
+            return run
 
-            batch_s, batch_runs = _median_time(find(cfg.batch), cfg.query_repeat)
-            all_s, all_runs = _median_time(find(cfg.due + 1), cfg.query_repeat)
-        finally:
-            conn.close()
+        out["find_batch_ms"] = _time(find(cfg.batch), cfg.query_repeat)
+        out["find_all_ms"] = _time(find(cfg.due + 1), cfg.query_repeat)
         oldest = sorted(built.due_ids, key=lambda i: (built.due_at[i], i))[:cfg.batch]
         if got[cfg.batch] != oldest:
             raise RuntimeError("the claim query's batch is not the oldest due timers")
@@ -269,15 +218,14 @@ def measure_find(built: Built, cfg: Config) -> dict[str, Any]:
 
         def engine_claim() -> None:
             try:
-                with engine.store.write() as tx:
-                    got_: Any = tx.claim_due(to_db(NOW), "bench", to_db(NOW + LEASE), cfg.batch)
-                    # ids, or (id, due_at) pairs in newer code
-                    claimed[:] = [c[0] if isinstance(c, tuple) else c for c in got_]
+                with store.write() as tx:
+                    claimed[:] = [c[0] for c in tx.claim_due(to_db(NOW), "bench",
+                                                             to_db(NOW + LEASE), cfg.batch)]
                     raise _Rollback
             except _Rollback:
                 pass
 
-        claim_s, claim_runs = _median_time(engine_claim, cfg.query_repeat)
+        out["engine_claim_batch_ms"] = _time(engine_claim, cfg.query_repeat)
         if sorted(claimed) != sorted(oldest):
             raise RuntimeError("the engine claimed other timers than the oldest due ones")
         swept: list[int] = []
@@ -286,19 +234,14 @@ def measure_find(built: Built, cfg: Config) -> dict[str, Any]:
             r = engine.run_due(now=NOW - timedelta(days=2), batch_size=cfg.batch, owner="bench")
             swept.append(r.fired + r.skipped)
 
-        sweep_s, sweep_runs = _median_time(sweep, cfg.sweep_repeat, warm=1)
+        out["empty_sweep_ms"] = _time(sweep, cfg.sweep_repeat, warm=1)
         if any(swept):
             raise RuntimeError("a sweep two days before NOW fired timers")
-    ms = 1000.0
-    return {"plan": plan, "find_batch_ms": batch_s * ms, "find_all_ms": all_s * ms,
-            "engine_claim_batch_ms": claim_s * ms, "empty_sweep_ms": sweep_s * ms,
-            "engine_start_ms": statistics.median(starts) * ms,
-            "runs_ms": {"empty_sweep": [r * ms for r in sweep_runs],
-                        "engine_start": [r * ms for r in starts],
-                        "find_batch": [r * ms for r in batch_runs],
-                        "find_all": [r * ms for r in all_runs],
-                        "engine_claim_batch": [r * ms for r in claim_runs]},
-            **counts(built.db)}
+    finally:
+        conn.close()
+        engine.close()
+        store.dispose()
+    return {**out, **counts(built.db)}
 
 
 # -- (b) firing them ---------------------------------------------------------------------------
@@ -312,6 +255,11 @@ class Snapshot:
     case_cols: list[str]
     case_rows: list[tuple[Any, ...]]
 
+    def column(self, name: str) -> dict[str, int]:
+        """Each case's value of an integer column, by case id."""
+        i, at = self.case_cols.index("id"), self.case_cols.index(name)
+        return {r[i]: int(r[at]) for r in self.case_rows}
+
 
 _GROWING = ("outbox", "reports", "timers")
 
@@ -321,20 +269,18 @@ def snapshot(db: Path) -> Snapshot:
     try:
         max_ids = {t: int(conn.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0])
                    for t in _GROWING}
-        events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         cur = conn.execute("SELECT * FROM cases ORDER BY id")
         cols = [d[0] for d in cur.description]
         rows = cur.fetchall()
     finally:
         conn.close()
-    return Snapshot(max_ids, events, cols, rows)
+    return Snapshot(max_ids, _one(db, "SELECT count(*) FROM events"), cols, rows)
 
 
 def restore(built: Built, snap: Snapshot) -> None:
     """Put the database back as :func:`snapshot` saw it (and the due timers pending)."""
-    conn = _connect(built.db, "OFF")
+    conn = connect(built.db, "OFF", foreign_keys=False)
     try:
-        conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")
         for t in _GROWING:
             conn.execute(f"DELETE FROM {t} WHERE id > ?", (snap.max_ids[t],))
@@ -349,18 +295,15 @@ def restore(built: Built, snap: Snapshot) -> None:
                      "(SELECT last_seq FROM cases WHERE cases.id = events.case_id)")
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        due = conn.execute("SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= ?",
-                           (_ts(NOW),)).fetchone()[0]
     finally:
         conn.close()
+    due = _one(built.db, _DUE, _ts(NOW))
     if due != len(built.due_ids):
         raise RuntimeError(f"restore left {due} due timers, not {len(built.due_ids)}")
 
 
 @dataclass
 class FireRun:
-    kind: str
-    level: str
     fired: int
     seconds: float
     cron_seconds: float = 0.0  # engine: the part of run_due spent in ensure_cron_timers
@@ -374,70 +317,37 @@ class FireRun:
         return self.fired / (self.seconds - self.cron_seconds)
 
 
-@contextmanager
-def cron_check_timer() -> Iterator[list[float]]:
-    """Time every ``ensure_cron_timers`` call that ``run_due`` makes (behaviour unchanged)."""
-    original = scheduler.ensure_cron_timers
-    spent = [0.0]
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - t
-
-    setattr(scheduler, "ensure_cron_timers", timed)  # noqa: B010
-    try:
-        yield spent
-    finally:
-        setattr(scheduler, "ensure_cron_timers", original)  # noqa: B010
-
-
-def _added_events(db: Path, snap: Snapshot) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0]) - snap.events
-    finally:
-        conn.close()
-
-
 def fire_engine(built: Built, snap: Snapshot, level: str, batch: int) -> FireRun:
     """``Engine.run_due`` over the due timers, timed (the engine is built untimed)."""
-    with Engine(f"sqlite:///{built.db}", [PETITION], sqlite_synchronous=level,
-                clock=FrozenClock(NOW)) as engine:
-        with cron_check_timer() as cron:
+    cron = {"spent": 0.0}  # the part of run_due spent in ensure_cron_timers, timed by wrapping it
+    with Engine(built.url, [PETITION], sqlite_synchronous=level, clock=FrozenClock(NOW)) as engine:
+        with patched(scheduler, ensure_cron_timers=timed(scheduler.ensure_cron_timers, cron, "spent")):
             t0 = time.perf_counter()
             r = engine.run_due(now=NOW, batch_size=batch, owner="bench", lease=LEASE)
             seconds = time.perf_counter() - t0
-        probe = built.case_ids[:3]
-        problems = [p for cid in probe for p in engine.verify(cid)]
+        problems = [p for cid in built.case_ids[:3] for p in engine.verify(cid)]
     want = len(built.due_ids)
     if r.fired != want or r.skipped or dict(r.by_kind) != {"warning": want} or problems:
         raise RuntimeError(f"engine run went wrong: {r}, chain problems {problems[:3]}")
-    if _added_events(built.db, snap) != want:
+    if _one(built.db, "SELECT count(*) FROM events") - snap.events != want:
         raise RuntimeError("the engine did not write one event per timer")
-    return FireRun("engine", level, r.fired, seconds, cron[0])
+    return FireRun(r.fired, seconds, cron["spent"])
 
 
-def fire_floor(built: Built, snap: Snapshot, level: str, batch: int, sql: Statements,
+def fire_floor(built: Built, snap: Snapshot, level: str, batch: int, sql: Any,
                plus: bool) -> FireRun:
     """Stdlib sqlite3: claim each batch with the engine's SELECT and UPDATE, then per timer
     BEGIN IMMEDIATE, UPDATE the timer, INSERT one event (``plus``: and UPDATE the case's
     chain head, INSERT an outbox row), COMMIT."""
     claim, mark = sql.claim_select, sql.claim_update
     finish, ins_event, ins_outbox = sql.finish_timer, sql.insert_event, sql.insert_outbox
-    seq_i = snap.case_cols.index("last_seq")
-    idx = snap.case_cols.index("id")
-    rv_i = snap.case_cols.index("row_version")
-    last_seq = {r[idx]: int(r[seq_i]) for r in snap.case_rows}
-    row_version = {r[idx]: int(r[rv_i]) for r in snap.case_rows}
+    last_seq, row_version = snap.column("last_seq"), snap.column("row_version")
     now_s, lease_s = _ts(NOW), _ts(NOW + LEASE)
     due_iso = to_db(NOW + timedelta(days=30)).isoformat()
     h = "ab" * 32
     head = ("UPDATE cases SET row_version = ?, updated_at = ?, last_seq = ?, last_hash = ? "
             "WHERE id = ? AND row_version = ?")
-    conn = _connect(built.db, level)
+    conn = connect(built.db, level)
     fired = 0
     try:
         t0 = time.perf_counter()
@@ -476,166 +386,109 @@ def fire_floor(built: Built, snap: Snapshot, level: str, batch: int, sql: Statem
         seconds = time.perf_counter() - t0
     finally:
         conn.close()
-    if fired != len(built.due_ids) or _added_events(built.db, snap) != fired:
+    added = _one(built.db, "SELECT count(*) FROM events") - snap.events
+    if fired != len(built.due_ids) or added != fired:
         raise RuntimeError(f"floor fired {fired} timers, not {len(built.due_ids)}")
-    return FireRun("floor+" if plus else "floor", level, fired, seconds)
+    return FireRun(fired, seconds)
 
 
-def measure_fire(built: Built, cfg: Config, progress: Progress) -> dict[str, Any]:
+def measure_fire(built: Built, cfg: Config, ctx: Ctx) -> dict[str, Any]:
     """Engine and floor runs at each level, alternating."""
     snap = snapshot(built.db)
-    with Engine(f"sqlite:///{built.db}", [PETITION], clock=FrozenClock(NOW)) as engine:
-        sql = engine.store.sql  # the engine's compiled statements, for the floor
+    store = Store(built.url)
+    sql = store.sql  # the engine's compiled statements, for the floor
+    store.dispose()
     runs: dict[str, dict[str, list[FireRun]]] = {lv: {k: [] for k in KINDS} for lv in cfg.levels}
     for rep in range(cfg.repeat):
         for level in cfg.levels:
-            order = KINDS[rep % len(KINDS):] + KINDS[:rep % len(KINDS)]
-            for kind in order:
+            for kind in rotated(KINDS, rep):
                 restore(built, snap)
-                if kind == "engine":
-                    r = fire_engine(built, snap, level, cfg.batch)
-                else:
-                    r = fire_floor(built, snap, level, cfg.batch, sql, plus=kind == "floor+")
+                r = (fire_engine(built, snap, level, cfg.batch) if kind == "engine"
+                     else fire_floor(built, snap, level, cfg.batch, sql, plus=kind == "floor+"))
                 runs[level][kind].append(r)
                 cron = f", {r.cron_seconds:.2f} s of it the cron check" if kind == "engine" else ""
-                progress(f"run {rep + 1}/{cfg.repeat} {level:<6} {kind:<6} {r.per_s:8.0f} timers/s "
-                         f"({r.fired} in {r.seconds:.2f} s{cron})")
+                ctx.progress(f"run {rep + 1}/{cfg.repeat} {level:<6} {kind:<6} {r.per_s:8.0f} "
+                             f"timers/s ({r.fired} in {r.seconds:.2f} s{cron})")
     restore(built, snap)
     out: dict[str, Any] = {}
     for level in cfg.levels:
-        rl = runs[level]
+        per_s = {k: [r.per_s for r in runs[level][k]] for k in KINDS}
+        firing = [r.firing_per_s for r in runs[level]["engine"]]
         out[level] = {
-            **{k: Spread.of([r.per_s for r in rl[k]]).as_dict() for k in KINDS},
-            "engine_firing_only": Spread.of([r.firing_per_s for r in rl["engine"]]).as_dict(),
-            "engine_cron_check_s": Spread.of([r.cron_seconds for r in rl["engine"]]).as_dict(),
-            "ratio_firing_only": Spread.of([e.firing_per_s / f.per_s for e, f in
-                                            zip(rl["engine"], rl["floor"], strict=True)]).as_dict(),
-            "ratio_floor": Spread.of([e.per_s / f.per_s for e, f in
-                                      zip(rl["engine"], rl["floor"], strict=True)]).as_dict(),
-            "ratio_floor_plus": Spread.of([e.per_s / f.per_s for e, f in
-                                           zip(rl["engine"], rl["floor+"], strict=True)]).as_dict(),
+            **{k: spread(v) for k, v in per_s.items()},
+            "engine_firing_only": spread(firing),
+            "engine_cron_check_s": spread([r.cron_seconds for r in runs[level]["engine"]]),
+            "ratio_firing_only": ratios(firing, per_s["floor"]),
+            "ratio_floor": ratios(per_s["engine"], per_s["floor"]),
+            "ratio_floor_plus": ratios(per_s["engine"], per_s["floor+"]),
         }
     return out
 
 
-# -- the run -----------------------------------------------------------------------------------
+# -- the suite ---------------------------------------------------------------------------------
 
-def run(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="casework-timers-", dir=cfg.tmpdir) as tmp:
-        db = Path(tmp) / "timers.db"
-        t = time.perf_counter()
-        built = build_small(db, cfg)
-        progress(f"built {cfg.cases} cases, {cfg.pending_small:,} far + {cfg.due:,} due timers "
+def run(ctx: Ctx) -> dict[str, Any]:
+    levels = tuple(lv.strip().upper() for lv in ctx.args.levels.split(",") if lv.strip())
+    if not levels or set(levels) - {"FULL", "NORMAL", "EXTRA", "OFF"}:
+        raise SystemExit("--levels: FULL, NORMAL, EXTRA or OFF, comma-separated")
+    cfg = Config(repeat=ctx.repeat(3), levels=levels)
+    if ctx.quick:
+        cfg.pending, cfg.pending_small, cfg.due = 100_000, 10_000, 1_000
+    db = ctx.work / "timers.db"
+    t = time.perf_counter()
+    built = build_small(db, cfg)
+    ctx.progress(f"built {cfg.cases} cases, {cfg.pending_small:,} far + {cfg.due:,} due timers "
                  f"in {time.perf_counter() - t:.1f} s")
-        small = measure_find(built, cfg)
-        progress(f"{small['pending_not_due']:,} pending: find {cfg.batch} "
-                 f"{small['find_batch_ms']:.3f} ms, all {small['find_all_ms']:.2f} ms, engine claim "
-                 f"{small['engine_claim_batch_ms']:.2f} ms, empty sweep {small['empty_sweep_ms']:.1f} ms")
-        t = time.perf_counter()
-        grow(built, cfg)
-        progress(f"added {cfg.pending - cfg.pending_small:,} far timers in "
-                 f"{time.perf_counter() - t:.1f} s")
-        large = measure_find(built, cfg)
-        progress(f"{large['pending_not_due']:,} pending: find {cfg.batch} "
-                 f"{large['find_batch_ms']:.3f} ms, all {large['find_all_ms']:.2f} ms, engine claim "
-                 f"{large['engine_claim_batch_ms']:.2f} ms, empty sweep {large['empty_sweep_ms']:.1f} ms")
-        fire = measure_fire(built, cfg, progress)
-        size_mb = db.stat().st_size / 1e6
-    ratios = {k: large[k] / small[k] for k in FIND_FIGURES}
+    found = {}
+    for size in ("small", "large"):
+        if size == "large":
+            t = time.perf_counter()
+            _insert(db, _far_timers(random.Random(8), built.case_ids, cfg.pending - cfg.pending_small))
+            ctx.progress(f"added {cfg.pending - cfg.pending_small:,} far timers in "
+                         f"{time.perf_counter() - t:.1f} s")
+        f = found[size] = measure_find(built, cfg)
+        ctx.progress(f"{f['pending_not_due']:,} pending: " + ", ".join(
+            f"{k} {f[k]['median']:.3f} ms" for k in FIND))
+    fire = measure_fire(built, cfg, ctx)
+    small, large = found["small"], found["large"]
+    growth = {k: large[k]["median"] / small[k]["median"] for k in FIND}
     return {
-        "meta": {"date": started.isoformat(timespec="seconds"), "command": cfg.command,
-                 "seconds": time.perf_counter() - t0, "python": platform.python_version(),
-                 "sqlite": sqlite3.sqlite_version, "db_mb": size_mb},
         "config": {"pending": cfg.pending, "pending_small": cfg.pending_small, "due": cfg.due,
                    "cases": cfg.cases, "batch": cfg.batch, "repeat": cfg.repeat,
                    "query_repeat": cfg.query_repeat, "sweep_repeat": cfg.sweep_repeat,
                    "levels": list(cfg.levels)},
-        "find": {"small": small, "large": large, "ratio": ratios,
-                 "flat": {k: v <= GROWTH_TARGET for k, v in ratios.items()}},
+        "db_mb": db.stat().st_size / 1e6,
+        "find": {"small": small, "large": large, "ratio": growth},
         "fire": fire,
+        "targets": [target(f"{k} large/small", v, f"<= {GROWTH_TARGET:g}", v <= GROWTH_TARGET)
+                    for k, v in growth.items()],
     }
 
 
-def format_report(res: dict[str, Any]) -> str:
-    meta, cfg, find, fire = res["meta"], res["config"], res["find"], res["fire"]
+def table(res: dict[str, Any]) -> Table:
+    cfg, find, fire = res["config"], res["find"], res["fire"]
     s, lg = find["small"], find["large"]
-    lines = [
-        f"casework timers bench, {meta['date']}; Python {meta['python']}, SQLite {meta['sqlite']}; "
-        f"{cfg['cases']} cases, {cfg['due']:,} due timers, batch {cfg['batch']}; "
-        f"database {meta['db_mb']:.0f} MB at the end",
-        "",
-        f"(a) finding the due timers: median of {cfg['query_repeat']} runs, ms (warm cache)",
-        f"  query plan: {s['plan']}",
-        f"  {'':<44} {'pending':>10} {'pending':>10} {'ratio':>7}",
-        f"  {'':<44} {s['pending_not_due']:>10,} {lg['pending_not_due']:>10,} {'large/sm':>7}",
-    ]
-    labels = {"find_batch_ms": f"claim SELECT, LIMIT {cfg['batch']}",
-              "find_all_ms": f"claim SELECT, all {cfg['due']:,} due",
-              "engine_claim_batch_ms": f"engine claim_due({cfg['batch']}): SELECT+UPDATE",
-              "empty_sweep_ms": "engine run_due, nothing due (one sweep)",
-              "engine_start_ms": "Engine(...) built on the file"}
-    for key in FIND_FIGURES:
-        verdict = "PASS" if find["flat"][key] else "MISS"
-        lines.append(f"  {labels[key]:<44} {fnum(s[key]):>10} {fnum(lg[key]):>10} "
-                     f"{find['ratio'][key]:>7.2f}  {verdict}")
-    lines += [f"  target: ratio <= {GROWTH_TARGET:g} with 10x the pending timers "
-              f"(a walk over them would be ~10); the last two: median of {cfg['sweep_repeat']}",
-              ""]
-    lines.append(f"(b) due timers fired per second, {cfg['due']:,} due, batch {cfg['batch']}: "
-                 f"median of {cfg['repeat']} runs (min - max)")
+    t = Table([f"{cfg['cases']} cases, {cfg['due']:,} due timers, batch {cfg['batch']}; "
+               f"database {res['db_mb']:.0f} MB at the end"], fine=True)
+    t.add(f"(a) finding the due timers, ms (warm cache); {cfg['query_repeat']} runs each, "
+          f"the last two {cfg['sweep_repeat']}; a walk over the pending timers would be ~10x")
+    for key, label in FIND.items():
+        label = label.format(**cfg)
+        t.add(f"  {label}, {s['pending_not_due']:,} pending", s[key], "ms")
+        t.add(f"  {label}, {lg['pending_not_due']:,} pending", lg[key], "ms")
+        t.add("    large / small", find["ratio"][key], "",
+              f"{key} large/small")
+    t.add(f"(b) due timers fired per second, {cfg['due']:,} due, batch {cfg['batch']}, "
+          f"{cfg['repeat']} runs each")
     for level in cfg["levels"]:
         f = fire[level]
-        for k, label in (("engine", "engine run_due"),
-                         ("engine_firing_only", "  the same less its cron check"),
-                         ("floor", "raw floor (timer + event)"),
-                         ("floor+", "raw floor+ (+ case head, outbox)")):
-            lines.append(f"  {level:<6} {label:<34} {fnum(f[k]['median']):>8} /s "
-                         f"({fnum(f[k]['min'])} - {fnum(f[k]['max'])})")
-        c = f["engine_cron_check_s"]
-        lines.append(f"  {level:<6} {'  (cron check inside run_due, s)':<34} {fnum(c['median']):>8}    "
-                     f"({fnum(c['min'])} - {fnum(c['max'])})")
-        for k, label in (("ratio_floor", "engine / floor"), ("ratio_floor_plus", "engine / floor+"),
-                         ("ratio_firing_only", "engine less cron check / floor")):
-            lines.append(f"  {level:<6} {label:<34} {f[k]['median']:>8.2f}    "
-                         f"({f[k]['min']:.2f} - {f[k]['max']:.2f})")
-    lines.append(f"total {meta['seconds']:.0f} s")
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.timers",
-                                description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 10,000 then 100,000 pending timers, 1,000 due")
-    p.add_argument("--repeat", type=at_least(1), default=3, help="firing runs per figure (default 3)")
-    p.add_argument("--levels", default="FULL,NORMAL",
-                   help="SQLite synchronous levels for the firing runs (default FULL,NORMAL)")
-    p.add_argument("--tmpdir", type=Path, default=None, help="where the database file goes")
-    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(args)
-    levels = tuple(lv.strip().upper() for lv in a.levels.split(",") if lv.strip())
-    if not levels or set(levels) - {"FULL", "NORMAL", "EXTRA", "OFF"}:
-        raise SystemExit("--levels: FULL, NORMAL, EXTRA or OFF, comma-separated")
-    cfg = Config(repeat=a.repeat, levels=levels, tmpdir=a.tmpdir, quick=a.quick,
-                 command=shlex.join(["python", "-m", "bench.timers", *args]))
-    if a.quick:
-        cfg.pending, cfg.pending_small, cfg.due = 100_000, 10_000, 1_000
-
-    res = run(cfg, progress_printer(a.quiet))
-    print(format_report(res))
-    if a.out is not None:
-        a.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-        print(f"results written to {a.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        for key, label in (("engine", "engine run_due, timers/s"),
+                           ("engine_firing_only", "  the same less its cron check"),
+                           ("engine_cron_check_s", "  its cron check, s"),
+                           ("floor", "raw floor (timer + event), timers/s"),
+                           ("floor+", "raw floor+ (+ case head, outbox), timers/s"),
+                           ("ratio_floor", "engine / floor"), ("ratio_floor_plus", "engine / floor+"),
+                           ("ratio_firing_only", "engine less cron check / floor")):
+            t.add(f"  {level}: {label}", f[key])
+    t.notes.append(f"query plan: {s['plan']}")
+    return t

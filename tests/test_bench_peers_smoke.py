@@ -1,4 +1,4 @@
-"""The peer benchmarks (``python -m bench.peers``) run end to end at a tiny size.
+"""The peer benchmarks (``python -m bench peers``) run end to end at a tiny size.
 
 Each peer drives a few petitions to the archive and refuses what casework refuses (wrong
 state, wrong role, missing input, a false guard) without writing anything. A peer whose
@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import main
 from bench.peers.common import PeerFactory, Refused, run_peer
-from bench.peers.runner import main
-from bench.workload import (
-    ARCHIVIST,
-    CLERK,
-    FOUR_FIXES,
-    HANDLER,
-    LEADER,
-    OPEN_DATA,
-    TRIAGE,
-    steps_of,
-)
+from bench.workload import steps_of
+from tests.petition_steps import ARCHIVIST, CLERK, FOUR_FIXES, HANDLER, LEADER, OPEN_DATA, TRIAGE
 
 # name -> (the package it needs, its module under bench.peers, its factory)
 PEERS = {
@@ -102,12 +94,12 @@ def test_peer_refuses_what_casework_refuses(peer: tuple[str, PeerFactory],
 
 def test_runner_writes_the_table_and_json(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "peers.json"
-    rc = main(["--cases", "2", "--repeat", "1", "--footprint-cases", "1", "--tmpdir",
+    out = tmp_path / "results.json"
+    rc = main(["peers", "--cases", "2", "--repeat", "1", "--footprint-cases", "1", "--tmpdir",
                str(tmp_path), "--out", str(out), "--quiet"])
     assert rc == 0
-    results = json.loads(out.read_text(encoding="utf-8"))
-    assert {"meta", "config", "figures", "footprint", "targets", "skipped"} <= set(results)
+    results = json.loads(out.read_text(encoding="utf-8"))["peers"]
+    assert {"config", "figures", "footprint", "targets", "skipped"} <= set(results)
     installed = {n for n, (pkg, _, _) in PEERS.items()
                  if n not in ("django-fsm-2-columns", "transitions-shared") and _importable(pkg)}
     assert set(results["skipped"]) == {"django-fsm-2", "python-statemachine", "transitions",

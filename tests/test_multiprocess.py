@@ -937,17 +937,17 @@ def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluste
 @pytest.mark.slow
 def test_pg_bench_runs_at_a_tiny_size(pg_database: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.pg import main
+    from bench.harness import main
 
-    out = tmp_path / "pg_results.json"
+    out = tmp_path / "results.json"
     md = tmp_path / "RESULTS.md"
     md.write_text("# Recorded benchmark runs\n\nIntro.\n\n## older run\n\nkept\n", encoding="utf-8")
-    rc = main(["--admin-url", pg_database, "--procs", "1,2", "--cases", "3", "--timers", "40",
-               "--schedulers", "1,2", "--repeat", "1", "--out", str(out), "--results-md", str(md),
+    rc = main(["pg", "--admin-url", pg_database, "--procs", "1,2", "--cases", "3", "--timers", "40",
+               "--schedulers", "1,2", "--repeat", "1", "--out", str(out), "--record", str(md),
                "--quiet"])
     assert rc == 0
-    results = json.loads(out.read_text(encoding="utf-8"))
-    figures = results["figures"]
+    results = json.loads(out.read_text(encoding="utf-8"))["pg"]
+    figures = {k: v for k, v in results.items() if k.startswith(("fire_", "timers_"))}
     assert set(figures) == {"fire_1", "fire_2", "timers_1", "timers_2"}
     for p in (1, 2):
         f = figures[f"fire_{p}"]
@@ -958,7 +958,7 @@ def test_pg_bench_runs_at_a_tiny_size(pg_database: str, tmp_path: Path,
     printed = capsys.readouterr().out
     assert "engine / floor" in printed and "timers fired/s" in printed
     text = md.read_text(encoding="utf-8")
-    assert text.index("# Recorded benchmark runs") < text.index("python -m bench.pg") < text.index(
+    assert text.index("# Recorded benchmark runs") < text.index("python -m bench pg") < text.index(
         "## older run")
     assert text.endswith("kept\n")
     # The throwaway database is gone.

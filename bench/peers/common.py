@@ -5,9 +5,9 @@ drives: ``open, accept, assign, decide, reply, return_visit, [continue_work, ret
 archive``) written with another library, the way a team would glue it to a database:
 
 * the glue checks the actor's role for the trigger, refuses input that the trigger does
-  not take, refuses missing required input and enum values out of range, and computes the
-  values the definition sets (``accepted_at``, ``visit_count`` ...), all with the helpers
-  below;
+  not take, refuses missing required input and enum values out of range (the helpers
+  below), and computes the values the definition sets (``accepted_at``, ``visit_count`` ...:
+  ``bench.workload.computed``, which also sizes the floor's payloads);
 * the library holds the states, the allowed moves and the guards (the four fixes on
   ``assign``, ``satisfied`` for ``archive``, not satisfied for ``continue_work``);
 * every command is one transaction: read the case, move it, write the case back (with an
@@ -24,15 +24,16 @@ way (``warmup`` cases untimed, then ``n_cases``, one transaction per step).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..workload import CLERK, OPEN_DATA, lifecycle, remove_db, steps_of
+from tests.petition_steps import CLERK, OPEN_DATA
+
+from ..db import remove_db
+from ..workload import Around, Run, computed, lifecycle, steps_of, timed_pass
 
 # -- the rules of petition.yaml that the glue checks ------------------------------------------
 
@@ -121,21 +122,6 @@ def check_command(trigger: str, actor: str, data: Mapping[str, Any]) -> tuple[st
     return min(used), ident
 
 
-def computed(trigger: str, data: Mapping[str, Any], actor_id: str, now: str) -> dict[str, Any]:
-    """The values the definition sets on ``trigger`` (petition.yaml ``set:``)."""
-    if trigger == "open":
-        return {"first_handler": actor_id, "petition_count": data.get("petition_count") or 1}
-    if trigger == "accept":
-        return {"accepted_at": now}
-    if trigger == "reply":
-        return {"replied_at": now}
-    if trigger == "return_visit":
-        return {"visit_count": (data.get("visit_count") or 0) + 1, "last_visit_at": now}
-    if trigger == "archive":
-        return {"archived_at": now}
-    return {}
-
-
 def four_fixes_set(values: Mapping[str, Any]) -> bool:
     """The ``assign`` guard: ``leader and handler and unit and due_date and target``."""
     return all(values.get(f) for f in FOUR_FIXES)
@@ -148,6 +134,13 @@ def is_satisfied(values: Mapping[str, Any]) -> bool:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def opening(data: Mapping[str, Any], actor: str) -> tuple[str, str, datetime, dict[str, Any]]:
+    """The glue's checks for ``open`` and the case's first values: (role, actor id, now, values)."""
+    role, who = check_command("open", actor, data)
+    now = utcnow()
+    return role, who, now, {**data, **computed("open", data, who, now.isoformat())}
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -173,22 +166,6 @@ class Peer(Protocol):
 PeerFactory = Callable[[Path, str], Peer]
 
 
-@dataclass
-class PeerRun:
-    """One timed pass of ``cases`` lifecycles through one implementation."""
-
-    name: str
-    synchronous: str
-    cases: int
-    steps: int
-    seconds: float
-    check: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.seconds
-
-
 def drive_case(peer: Peer, i: int) -> int:
     """Open case ``i`` and fire its lifecycle; the number of transactions."""
     cid = peer.open_case(OPEN_DATA, CLERK)
@@ -200,26 +177,15 @@ def drive_case(peer: Peer, i: int) -> int:
 
 
 def run_peer(name: str, factory: PeerFactory, db: Path, synchronous: str, n_cases: int,
-             warmup: int = 5,
-             around: Callable[[], AbstractContextManager[Any]] = nullcontext) -> PeerRun:
-    """Drive ``n_cases`` petitions to the archive with one peer on a fresh SQLite file.
-
-    As ``bench.workload.run_engine``: ``warmup`` cases first, untimed, then the timed
-    cases; each step is one transaction. Afterwards (untimed) the peer's own tables are
-    checked: every case archived, one history row per transaction. ``around`` wraps the
-    timed loop (a profiler).
+             warmup: int = 5, around: Around = nullcontext) -> Run:
+    """Drive ``n_cases`` petitions to the archive with one peer on a fresh SQLite file, as
+    :func:`bench.workload.run_engine` does (one transaction per step). Afterwards (untimed)
+    the peer's own tables are checked: every case archived, one history row per transaction.
     """
     remove_db(db)
     peer = factory(db, synchronous)
     try:
-        for i in range(warmup):
-            drive_case(peer, i)
-        steps = 0
-        with around():
-            t0 = time.perf_counter()
-            for i in range(n_cases):
-                steps += drive_case(peer, i)
-            seconds = time.perf_counter() - t0
+        steps, seconds = timed_pass(lambda i, _: drive_case(peer, i), n_cases, warmup, around)
         check = peer.check()
     finally:
         peer.close()
@@ -229,4 +195,4 @@ def run_peer(name: str, factory: PeerFactory, db: Path, synchronous: str, n_case
     got = {k: check.get(k) for k in want}
     if got != want:
         raise RuntimeError(f"{name} at {synchronous}: the database holds {got}, expected {want}")
-    return PeerRun(name, synchronous, n_cases, steps, seconds, check)
+    return Run(synchronous, steps, seconds, check=check)

@@ -33,42 +33,34 @@ OUTCOMES = [(v, v) for v in ("full_correction", "partial_correction", "explanati
 SATISFACTION = [("satisfied", "satisfied"), ("unsatisfied", "unsatisfied")]
 
 
-def has_four_fixes(p: Petition) -> bool:
-    return four_fixes_set(p.data)
+class Base(ConcurrentTransitionMixin, models.Model):
+    """A petition: its state and the ``@transition`` method of each trigger, the guards as
+    ``conditions``; each method returns the values it computed (for the history row)."""
 
-
-def satisfied(p: Petition) -> bool:
-    return is_satisfied(p.data)
-
-
-def not_satisfied(p: Petition) -> bool:
-    return not is_satisfied(p.data)
-
-
-class Petition(ConcurrentTransitionMixin, models.Model):
     id = models.CharField(primary_key=True, max_length=32)
     state = FSMField(default=INITIAL, max_length=64)
-    data = models.JSONField()
     opened_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     last_seq = models.IntegerField(default=0)
 
     class Meta:
+        abstract = True
         app_label = APP_LABEL
 
-    def _set(self, trigger: str, now: datetime) -> dict[str, Any]:
-        """The values the definition sets on ``trigger``, put in the data and returned."""
-        values = computed(trigger, self.data, "", now.isoformat())
-        self.data.update(values)
-        return values
+    def values(self) -> dict[str, Any]:
+        """The case's values that the guards read."""
+        raise NotImplementedError
 
-    # One method per trigger; each returns the values it computed (for the history row).
+    def computed(self, trigger: str, now: datetime) -> dict[str, Any]:
+        """The values the definition sets on ``trigger``, put on the case and returned."""
+        raise NotImplementedError
+
     @transition(field=state, source="registered", target="accepted")
     def accept(self, now: datetime) -> dict[str, Any]:
-        return self._set("accept", now)
+        return self.computed("accept", now)
 
     @transition(field=state, source="accepted", target="handling.investigating",
-                conditions=[has_four_fixes])
+                conditions=[lambda p: four_fixes_set(p.values())])
     def assign(self, now: datetime) -> dict[str, Any]:
         return {}
 
@@ -78,26 +70,39 @@ class Petition(ConcurrentTransitionMixin, models.Model):
 
     @transition(field=state, source="handling.decided", target="replied")
     def reply(self, now: datetime) -> dict[str, Any]:
-        return self._set("reply", now)
+        return self.computed("reply", now)
 
     @transition(field=state, source=["replied", "follow_up.continued_work"],
                 target="follow_up.visited")
     def return_visit(self, now: datetime) -> dict[str, Any]:
-        return self._set("return_visit", now)
+        return self.computed("return_visit", now)
 
     @transition(field=state, source="follow_up.visited", target="follow_up.continued_work",
-                conditions=[not_satisfied])
+                conditions=[lambda p: not is_satisfied(p.values())])
     def continue_work(self, now: datetime) -> dict[str, Any]:
         return {}
 
     @transition(field=state, source="follow_up.visited", target="archived",
-                conditions=[satisfied])
+                conditions=[lambda p: is_satisfied(p.values())])
     def archive(self, now: datetime) -> dict[str, Any]:
-        return self._set("archive", now)
+        return self.computed("archive", now)
 
 
-class PetitionEvent(models.Model):
-    petition = models.ForeignKey(Petition, on_delete=models.CASCADE, related_name="events")
+class Petition(Base):
+    data = models.JSONField()
+
+    def values(self) -> dict[str, Any]:
+        return self.data
+
+    def computed(self, trigger: str, now: datetime) -> dict[str, Any]:
+        values = computed(trigger, self.data, "", now.isoformat())
+        self.data.update(values)
+        return values
+
+
+class EventBase(models.Model):
+    """One history row per step."""
+
     seq = models.IntegerField()
     name = models.CharField(max_length=64)
     from_state = models.CharField(max_length=64, null=True)
@@ -108,28 +113,18 @@ class PetitionEvent(models.Model):
     changes = models.JSONField()
 
     class Meta:
+        abstract = True
         app_label = APP_LABEL
-        constraints = [models.UniqueConstraint(fields=["petition", "seq"],
-                                               name="petition_event_seq")]
+        constraints = [models.UniqueConstraint(fields=["petition", "seq"], name="%(class)s_seq")]
+
+
+class PetitionEvent(EventBase):
+    petition = models.ForeignKey(Petition, on_delete=models.CASCADE, related_name="events")
 
 
 # -- one column per field ----------------------------------------------------------------------
 
-def wide_has_four_fixes(p: WidePetition) -> bool:
-    return four_fixes_set({f: getattr(p, f) for f in FOUR_FIXES})
-
-
-def wide_satisfied(p: WidePetition) -> bool:
-    return is_satisfied({"satisfaction": p.satisfaction})
-
-
-def wide_not_satisfied(p: WidePetition) -> bool:
-    return not wide_satisfied(p)
-
-
-class WidePetition(ConcurrentTransitionMixin, models.Model):
-    id = models.CharField(primary_key=True, max_length=32)
-    state = FSMField(default=INITIAL, max_length=64)
+class WidePetition(Base):
     # Registration.
     petitioner_name = models.CharField(max_length=200)
     petitioner_id_number = models.CharField(max_length=32, blank=True, default="")
@@ -163,65 +158,16 @@ class WidePetition(ConcurrentTransitionMixin, models.Model):
     visit_count = models.IntegerField(default=0)
     last_visit_at = models.DateTimeField(null=True)
     archived_at = models.DateTimeField(null=True)
-    # Bookkeeping.
-    opened_at = models.DateTimeField()
-    updated_at = models.DateTimeField()
-    last_seq = models.IntegerField(default=0)
 
-    class Meta:
-        app_label = APP_LABEL
+    def values(self) -> dict[str, Any]:
+        return {**{f: getattr(self, f) for f in FOUR_FIXES}, "satisfaction": self.satisfaction}
 
-    # One method per trigger; each returns the values it computed (for the history row).
-    @transition(field=state, source="registered", target="accepted")
-    def accept(self, now: datetime) -> dict[str, Any]:
-        self.accepted_at = now
-        return {"accepted_at": now.isoformat()}
-
-    @transition(field=state, source="accepted", target="handling.investigating",
-                conditions=[wide_has_four_fixes])
-    def assign(self, now: datetime) -> dict[str, Any]:
-        return {}
-
-    @transition(field=state, source="handling.investigating", target="handling.decided")
-    def decide(self, now: datetime) -> dict[str, Any]:
-        return {}
-
-    @transition(field=state, source="handling.decided", target="replied")
-    def reply(self, now: datetime) -> dict[str, Any]:
-        self.replied_at = now
-        return {"replied_at": now.isoformat()}
-
-    @transition(field=state, source=["replied", "follow_up.continued_work"],
-                target="follow_up.visited")
-    def return_visit(self, now: datetime) -> dict[str, Any]:
-        self.visit_count = (self.visit_count or 0) + 1
-        self.last_visit_at = now
-        return {"visit_count": self.visit_count, "last_visit_at": now.isoformat()}
-
-    @transition(field=state, source="follow_up.visited", target="follow_up.continued_work",
-                conditions=[wide_not_satisfied])
-    def continue_work(self, now: datetime) -> dict[str, Any]:
-        return {}
-
-    @transition(field=state, source="follow_up.visited", target="archived",
-                conditions=[wide_satisfied])
-    def archive(self, now: datetime) -> dict[str, Any]:
-        self.archived_at = now
-        return {"archived_at": now.isoformat()}
+    def computed(self, trigger: str, now: datetime) -> dict[str, Any]:
+        values = computed(trigger, {"visit_count": self.visit_count}, "", now.isoformat())
+        for k, v in values.items():
+            setattr(self, k, now if k.endswith("_at") else v)  # times as times in their columns
+        return values
 
 
-class WidePetitionEvent(models.Model):
+class WidePetitionEvent(EventBase):
     petition = models.ForeignKey(WidePetition, on_delete=models.CASCADE, related_name="wide_events")
-    seq = models.IntegerField()
-    name = models.CharField(max_length=64)
-    from_state = models.CharField(max_length=64, null=True)
-    to_state = models.CharField(max_length=64)
-    actor = models.CharField(max_length=64)
-    role = models.CharField(max_length=32, null=True)
-    at = models.DateTimeField()
-    changes = models.JSONField()
-
-    class Meta:
-        app_label = APP_LABEL
-        constraints = [models.UniqueConstraint(fields=["petition", "seq"],
-                                               name="wide_petition_event_seq")]

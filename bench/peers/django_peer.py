@@ -25,7 +25,7 @@ from typing import Any
 from django.apps import AppConfig
 from django_fsm import TransitionNotAllowed
 
-from .common import FINAL, Refused, check_command, computed
+from .common import FINAL, Refused, check_command, opening, utcnow
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -78,14 +78,12 @@ class DjangoFsmPeer:
     def __init__(self, db: Path, synchronous: str) -> None:
         setup(db, synchronous)
         from django.db import connection, transaction
-        from django.utils import timezone
 
         from . import django_models
 
         self.models = django_models
         self.Petition, self.PetitionEvent = self.model_classes()
         self.atomic = transaction.atomic
-        self.now = timezone.now
         self.not_allowed = TransitionNotAllowed
         self.connection = connection
         with connection.schema_editor() as editor:
@@ -102,9 +100,7 @@ class DjangoFsmPeer:
         p.data = {**p.data, **data}
 
     def open_case(self, data: Mapping[str, Any], actor: str) -> str:
-        role, who = check_command("open", actor, data)
-        now = self.now()
-        values = {**data, **computed("open", data, who, now.isoformat())}
+        role, who, now, values = opening(data, actor)
         with self.atomic():
             p = self.new_case(values, id=uuid.uuid4().hex, opened_at=now, updated_at=now,
                               last_seq=1)
@@ -123,7 +119,7 @@ class DjangoFsmPeer:
                 raise Refused(f"no case {case_id}") from None
             old_state = p.state
             self.set_input(p, data)
-            now = self.now()
+            now = utcnow()
             try:
                 computed_now = getattr(p, trigger)(now)
             except self.not_allowed as e:

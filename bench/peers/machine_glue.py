@@ -9,12 +9,11 @@ version check and insert a history row.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .common import INITIAL, Refused, check_command, computed, utcnow
+from .common import INITIAL, check_command, computed, opening, utcnow
 from .sa_glue import SqlStore
 
 
@@ -40,42 +39,21 @@ class MachinePeer:
         raise NotImplementedError
 
     def open_case(self, data: Mapping[str, Any], actor: str) -> str:
-        role, who = check_command("open", actor, data)
-        now = utcnow()
-        values = {**data, **computed("open", data, who, now.isoformat())}
-        cid = uuid.uuid4().hex
-        s = self.store
-        with s.conn.begin():
-            s.conn.execute(s.add_case, {"id": cid, "state": INITIAL, "data": values,
-                                        "version": 1, "opened_at": now, "updated_at": now})
-            s.conn.execute(s.add_history, {"case_id": cid, "seq": 1, "name": "open",
-                                           "from_state": None, "to_state": INITIAL,
-                                           "actor": who, "role": role, "at": now,
-                                           "changes": values})
-        return cid
+        role, who, now, values = opening(data, actor)
+        return self.store.add(INITIAL, values, role, who, now, values)
 
     def fire(self, case_id: str, trigger: str, actor: str, data: Mapping[str, Any]) -> None:
         role, who = check_command(trigger, actor, data)
         s = self.store
         with s.conn.begin():
-            row = s.conn.execute(s.load_case, {"id": case_id}).one_or_none()
-            if row is None:
-                raise Refused(f"no case {case_id}")
+            row = s.load(case_id)
             case = self.case_class(row.id, row.state, row.data)
-            old_state, old_version = case.state, row.version
+            old_state = case.state
             now = utcnow()
             self.move(case, trigger, {**case.data, **data})
             changes = {**data, **computed(trigger, case.data, who, now.isoformat())}
             case.data = {**case.data, **changes}
-            done = s.conn.execute(s.save_case, {
-                "b_id": case_id, "b_version": old_version, "state": case.state,
-                "data": case.data, "version": old_version + 1, "updated_at": now})
-            if done.rowcount != 1:
-                raise Refused(f"case {case_id} was changed by another command")
-            s.conn.execute(s.add_history, {
-                "case_id": case_id, "seq": old_version + 1, "name": trigger,
-                "from_state": old_state, "to_state": case.state, "actor": who, "role": role,
-                "at": now, "changes": changes})
+            s.save(row, trigger, old_state, case.state, case.data, role, who, now, changes)
 
     def check(self) -> dict[str, int]:
         return self.store.check()

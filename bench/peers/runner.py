@@ -1,58 +1,32 @@
-"""casework beside its peers: ``python -m bench.peers [--quick] [--repeat N]`` (or ``main(argv)``).
+"""``peers``: casework beside its peers on the petition lifecycle (``bench/README.md``).
 
-The petition lifecycle (``bench.workload``: 7 or 9 steps a case, one transaction a step) is
-driven through each implementation on a fresh SQLite file in WAL mode, at
-``synchronous=FULL`` and ``NORMAL``, all in the same run:
-
-* ``casework``: the engine, through ``bench.workload.run_engine``;
-* ``floor``: stdlib ``sqlite3`` alone, ``bench.workload.run_floor`` (the database's own speed);
-* ``django-fsm-2``: django-fsm-2 with the Django ORM (``django_peer``);
-* ``python-statemachine`` and ``transitions``: one machine per case object, persisted by
-  hand with SQLAlchemy Core (``statemachine_peer``, ``transitions_peer``);
-* ``spiffworkflow``: SpiffWorkflow running ``petition.bpmn``, its JSON serialization
-  written after each step (``spiff_peer``).
-
-Each figure is the median of ``--repeat`` runs (default 9 runs of 100 cases) with min-max
-and IQR. Within one repeat and level every implementation runs once, in an order that
-rotates with the repeat; each ratio casework / peer is the median of the per-repeat
-ratios. Short runs and many repeats, because the machine is shared: other processes'
-bursts of CPU and fsync work land on whichever run is going at the time. Once per invocation (untimed)
-each implementation's database is measured after a few cases: rows stored per case and
-bytes per step, to show what each one writes.
+Each implementation (:data:`IMPLS`: casework, the raw floor, and the peers whose packages
+are installed) drives the same cases on a fresh SQLite file at ``synchronous=FULL`` and
+``NORMAL``; within one repeat and level every implementation runs once, in an order that
+rotates with the repeat. Once per invocation (untimed) each one's database is measured
+after a few cases: rows stored per case and bytes per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import platform
-import shlex
 import sqlite3
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..stats import Spread, at_least, git_commit, grid, num, progress_printer, publish
-from ..workload import (
-    CLERK,
-    OPEN_DATA,
-    PETITION,
-    lifecycle,
-    remove_db,
-    run_engine,
-    run_floor,
-    steps_of,
-)
+from casework import Engine
+
+from tests.petition_steps import open_petition
+
+from ..base import Ctx, Table, ratios, rotated, spread, target
+from ..db import PETITION, remove_db
+from ..workload import lifecycle, run_engine, run_floor, steps_of
 from .common import PeerFactory, drive_case, run_peer
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "peers_results.json"
 LEVELS = ("FULL", "NORMAL")
 CASEWORK = "casework"
 FLOOR = "floor"
@@ -92,21 +66,11 @@ DJANGO_ELSEWHERE = 3200.0  # steps/s measured elsewhere for django-fsm-2 + Djang
 
 @dataclass
 class Config:
-    cases: int = 100
-    repeat: int = 9
+    cases: int
+    repeat: int
+    footprint_cases: int
+    only: tuple[str, ...]
     warmup: int = 5
-    footprint_cases: int = 20
-    only: tuple[str, ...] = DEFAULT
-    tmpdir: Path | None = None
-    quick: bool = False
-    command: str = ""
-
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def load_factory(impl: Impl) -> PeerFactory | str:
@@ -134,18 +98,18 @@ def _run_one(name: str, factory: PeerFactory | None, work: Path, level: str,
     if name == CASEWORK:
         return run_engine(db, level, cfg.cases, cfg.warmup).steps_per_s
     if name == FLOOR:
-        return run_floor(db, level, cfg.cases, cfg.warmup).tx_per_s
+        return run_floor(db, level, cfg.cases, cfg.warmup).steps_per_s
     assert factory is not None
     return run_peer(name, factory, db, level, cfg.cases, cfg.warmup).steps_per_s
 
 
 def run_throughput(cfg: Config, work: Path, factories: dict[str, PeerFactory | None],
-                   progress: Progress = _quiet) -> dict[str, dict[str, list[float]]]:
+                   progress: Callable[[str], None]) -> dict[str, dict[str, list[float]]]:
     """steps/s per level and implementation, one value per repeat."""
-    names = [n for n in cfg.only if n in factories]
-    runs: dict[str, dict[str, list[float]]] = {lv: {n: [] for n in names} for lv in LEVELS}
+    chosen = [n for n in cfg.only if n in factories]
+    runs: dict[str, dict[str, list[float]]] = {lv: {n: [] for n in chosen} for lv in LEVELS}
     for rep in range(cfg.repeat):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = rotated(chosen, rep)
         for level in LEVELS:
             for name in order:
                 v = _run_one(name, factories[name], work, level, cfg)
@@ -159,13 +123,11 @@ def _level_figures(runs: dict[str, list[float]]) -> dict[str, Any]:
     base = runs.get(CASEWORK)
     floor = runs.get(FLOOR)
     for name, values in runs.items():
-        f: dict[str, Any] = {"steps_per_s": Spread.of(values).as_dict()}
+        f: dict[str, Any] = {"steps_per_s": spread(values)}
         if base is not None and name != CASEWORK:
-            f["casework_ratio"] = Spread.of(
-                [c / v for c, v in zip(base, values, strict=True)]).as_dict()
+            f["casework_ratio"] = ratios(base, values)
         if floor is not None and name != FLOOR:
-            f["share_of_floor"] = Spread.of(
-                [v / fl for v, fl in zip(values, floor, strict=True)]).as_dict()
+            f["share_of_floor"] = ratios(values, floor)
         out[name] = f
     return out
 
@@ -204,12 +166,10 @@ def footprint(name: str, factory: PeerFactory | None, work: Path, n_cases: int) 
     first = range(n_cases)
     second = range(n_cases, 2 * n_cases)
     if name == CASEWORK:
-        from casework import Engine
-
         eng = Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL")
 
         def one(i: int) -> None:
-            cid = eng.open_case("petition", OPEN_DATA, actor=CLERK).id
+            cid = open_petition(eng).id
             for trigger, actor, data in lifecycle(i):
                 eng.fire(cid, trigger, actor=actor, data=data)
 
@@ -254,17 +214,17 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
             r = f[peer]["casework_ratio"]
             want = DJANGO_TARGET if peer == DJANGO else PEER_TARGET
             ok = r["median"] >= want if peer == DJANGO else r["median"] > want
-            out.append({"name": f"{level} casework / {peer}", "value": r["median"],
-                        "min": r["min"], "max": r["max"],
-                        "target": f">= {want:g}" if peer == DJANGO else f"> {want:g}",
-                        "pass": ok})
+            out.append(target(f"{level} casework / {peer}", r["median"],
+                              f">= {want:g}" if peer == DJANGO else f"> {want:g}", ok))
     return out
 
 
-def run_peers(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
-    """Run every figure and return the results (what ``peers_results.json`` holds)."""
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
+def run(ctx: Ctx) -> dict[str, Any]:
+    """Every implementation at each level, and what each stores."""
+    cfg = Config(cases=ctx.cases(100, 20), repeat=ctx.repeat(9, 3),
+                 footprint_cases=ctx.pick(ctx.args.footprint_cases, 20, 5),
+                 only=ctx.args.only or DEFAULT)
+    progress = ctx.progress
     factories: dict[str, PeerFactory | None] = {}
     skipped: dict[str, str] = {}
     for name in cfg.only:
@@ -278,33 +238,21 @@ def run_peers(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
             progress(f"{name}: skipped, {f}")
         else:
             factories[name] = f
-    with tempfile.TemporaryDirectory(prefix="casework-peers-", dir=cfg.tmpdir) as tmp:
-        work = Path(tmp)
-        runs = run_throughput(cfg, work, factories, progress)
-        feet: dict[str, Any] = {}
-        if cfg.footprint_cases > 0:
-            for name, factory in factories.items():
-                if name != FLOOR:
-                    feet[name] = footprint(name, factory, work, cfg.footprint_cases)
-                    progress(f"footprint {name:<20} {feet[name]['bytes_per_step']:8.0f} B/step")
+    runs = run_throughput(cfg, ctx.work, factories, progress)
+    feet: dict[str, Any] = {}
+    if cfg.footprint_cases > 0:
+        for name, factory in factories.items():
+            if name != FLOOR:
+                feet[name] = footprint(name, factory, ctx.work, cfg.footprint_cases)
+                progress(f"footprint {name:<20} {feet[name]['bytes_per_step']:8.0f} B/step")
     figures: dict[str, Any] = {f"sqlite_{lv.lower()}": _level_figures(runs[lv]) for lv in LEVELS}
     steps = [steps_of(i) for i in range(cfg.cases)]
     versions = {d: _version(d) for d in ("django", "django-fsm-2", "python-statemachine",
                                          "transitions", "spiffworkflow", "sqlalchemy")}
     return {
-        "meta": {
-            "date": started.isoformat(timespec="seconds"),
-            "command": cfg.command,
-            "seconds": time.perf_counter() - t0,
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "commit": git_commit(),
-            "versions": versions,
-        },
+        "versions": versions,
         "config": {
-            "quick": cfg.quick, "cases": cfg.cases, "repeat": cfg.repeat,
+            "cases": cfg.cases, "repeat": cfg.repeat,
             "warmup_cases": cfg.warmup, "steps_per_case": sum(steps) / len(steps),
             "transactions_per_run": sum(steps), "implementations": list(factories),
             "footprint_cases": 2 * cfg.footprint_cases,
@@ -319,114 +267,49 @@ def run_peers(cfg: Config, progress: Progress = _quiet) -> dict[str, Any]:
 
 # -- the table ---------------------------------------------------------------------------------
 
-def _range(s: dict[str, Any]) -> str:
-    return f"{num(s['min'])} - {num(s['max'])}"
-
-
-def format_table(results: dict[str, Any]) -> str:
-    meta, cfg, figs = results["meta"], results["config"], results["figures"]
-    targets = {t["name"]: t for t in results["targets"]}
-    v = meta["versions"]
-    lines = [
-        f"casework peers, {meta['date']}, commit {meta['commit']}; Python {meta['python']}, "
-        f"SQLite {meta['sqlite']}, {meta['cpus']} CPUs",
-        ", ".join(f"{label} {v.get(d) or '-'}" for label, d in (
-            ("Django", "django"), ("django-fsm-2", "django-fsm-2"),
-            ("python-statemachine", "python-statemachine"), ("transitions", "transitions"),
-            ("SpiffWorkflow", "spiffworkflow"), ("SQLAlchemy", "sqlalchemy"))),
-        f"{cfg['cases']} petition cases x {cfg['steps_per_case']:.2f} steps = "
-        f"{cfg['transactions_per_run']} transactions per run, {cfg['repeat']} runs each; "
-        f"WAL; one transaction per step; steps/s = transactions per second",
-        "",
-    ]
-    head = ("implementation", "steps/s", "min - max", "IQR", "casework / it", "min - max",
-            "target")
-    rows: list[tuple[str, ...]] = []
+def table(res: dict[str, Any]) -> Table:
+    cfg, figs, v = res["config"], res["figures"], res["versions"]
+    t = Table([", ".join(f"{label} {v.get(d) or '-'}" for label, d in (
+                   ("Django", "django"), ("django-fsm-2", "django-fsm-2"),
+                   ("python-statemachine", "python-statemachine"), ("transitions", "transitions"),
+                   ("SpiffWorkflow", "spiffworkflow"), ("SQLAlchemy", "sqlalchemy"))),
+               f"{cfg['cases']} petition cases x {cfg['steps_per_case']:.2f} steps = "
+               f"{cfg['transactions_per_run']} transactions per run, {cfg['repeat']} runs each; "
+               f"WAL; one transaction per step; steps/s = transactions per second"])
     for level in LEVELS:
         f = figs[f"sqlite_{level.lower()}"]
-        rows.append((f"synchronous={level}", "", "", "", "", "", ""))
+        t.add(f"synchronous={level}")
         for impl in IMPLS:
-            if impl.name not in f:
-                continue
-            s = f[impl.name]["steps_per_s"]
-            r = f[impl.name].get("casework_ratio")
-            t = targets.get(f"{level} casework / {impl.name}")
-            rows.append((
-                f"  {impl.label}", num(s["median"]), _range(s),
-                f"{num(s['q1'])} - {num(s['q3'])}",
-                num(r["median"]) if r else "", _range(r) if r else "",
-                f"{t['target']:<5} {'PASS' if t['pass'] else 'MISS'}" if t else ""))
-    lines += grid(head, rows)
-    first = max(len(r[0]) for r in [*rows, head])  # the first column's width
-    feet = results.get("footprint") or {}
+            if impl.name in f:
+                t.add(f"  {impl.label}, steps/s", f[impl.name]["steps_per_s"])
+                if "casework_ratio" in f[impl.name]:
+                    t.add("    casework / it", f[impl.name]["casework_ratio"], "",
+                          f"{level} casework / {impl.name}")
+    feet = res.get("footprint") or {}
     if feet:
-        lines.append("")
-        lines.append(f"what each stores (untimed, {cfg['footprint_cases']} cases at NORMAL): "
-                     "bytes per step (file growth, whole pages) and rows per case by table")
+        t.notes.append(f"what each stores (untimed, {cfg['footprint_cases']} cases at NORMAL): "
+                       "bytes per step (file growth, whole pages) and rows per case by table")
+        width = max(len(i.label) for i in IMPLS)
         for impl in IMPLS:
-            fp = feet.get(impl.name)
-            if fp is None:
-                continue
-            tables = ", ".join(f"{t} {num(n)}" for t, n in fp["rows_per_case"].items())
-            lines.append(f"  {impl.label:<{first - 2}}  {num(fp['bytes_per_step']):>7} B/step"
-                         f"   {tables}")
-    for name, why in results.get("skipped", {}).items():
-        lines.append(f"skipped {name}: {why}")
-    lines.append(f"total {meta['seconds']:.0f} s")
-    return "\n".join(lines)
+            if impl.name in feet:
+                fp = feet[impl.name]
+                tables = ", ".join(f"{name} {n:.2f}" for name, n in fp["rows_per_case"].items())
+                t.notes.append(f"  {impl.label:<{width}}  {fp['bytes_per_step']:>7,.0f} B/step   {tables}")
+    t.notes += [f"skipped {name}: {why}" for name, why in res.get("skipped", {}).items()]
+    return t
 
 
-# -- the command line --------------------------------------------------------------------------
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in BY_NAME]
+def names(text: str) -> tuple[str, ...]:
+    """An argparse type: implementations by name, comma-separated."""
+    chosen = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in chosen if n not in BY_NAME]
     if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
-    return names
+    return chosen
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.peers",
-        description="casework beside django-fsm-2, python-statemachine, transitions and "
-                    "SpiffWorkflow on the petition lifecycle (SQLite, FULL and NORMAL)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 20 cases, 3 runs, a smaller footprint (under a minute)")
-    p.add_argument("--repeat", type=at_least(1), default=None, help="runs per figure (default 9, quick 3)")
-    p.add_argument("--cases", type=at_least(1), default=None,
-                   help="petition cases per run (default 100, quick 20)")
-    p.add_argument("--only", type=_names, default=None, metavar="NAME[,NAME]",
-                   help=f"implementations to run (default {', '.join(DEFAULT)}; "
-                        f"also: {', '.join(n for n in BY_NAME if n not in DEFAULT)})")
-    p.add_argument("--footprint-cases", type=at_least(0), default=None, metavar="N",
-                   help="cases in each half of the untimed measurement of what each stores "
-                        "(default 20, quick 5; 0 skips it)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help=f"where to write the JSON results (default {DEFAULT_OUT})")
-    p.add_argument("--tmpdir", type=Path, default=None,
-                   help="where the database files go (the disk decides the fsync cost)")
-    p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    p.add_argument("--profile", metavar="NAME", choices=[*BY_NAME], default=None,
-                   help="instead: profile one run of one implementation with pyinstrument")
-    p.add_argument("--level", choices=LEVELS, default="NORMAL",
-                   help="the synchronous level of the --profile run (default NORMAL)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    return p
-
-
-def _config(a: argparse.Namespace, argv: Sequence[str]) -> Config:
-    repeat = a.repeat if a.repeat is not None else (3 if a.quick else 9)
-    cases = a.cases if a.cases is not None else (20 if a.quick else 100)
-    only = a.only or DEFAULT
-    return Config(cases=cases, repeat=repeat, only=only, tmpdir=a.tmpdir, quick=a.quick,
-                  footprint_cases=(a.footprint_cases if a.footprint_cases is not None
-                                   else (5 if a.quick else 20)),
-                  command=shlex.join(["python", "-m", "bench.peers", *argv]))
-
-
-def profile(name: str, cfg: Config, level: str = "NORMAL") -> str:
+def profile(name: str, ctx: Ctx, level: str = "NORMAL") -> str:
     """One run of ``name`` under pyinstrument, as text (at NORMAL no fsync is in the way)."""
     from pyinstrument import Profiler
 
@@ -438,32 +321,14 @@ def profile(name: str, cfg: Config, level: str = "NORMAL") -> str:
             return f"{name}: {f}"
         factory = f
     profiler = Profiler(interval=0.0002)
-    with tempfile.TemporaryDirectory(prefix="casework-peers-", dir=cfg.tmpdir) as tmp:
-        db = Path(tmp) / "profile.db"
-        if name == CASEWORK:
-            rate = run_engine(db, level, cfg.cases, cfg.warmup,
-                              around=lambda: profiler).steps_per_s
-        elif name == FLOOR:
-            return "the floor is stdlib sqlite3 alone; profile an implementation"
-        else:
-            assert factory is not None
-            rate = run_peer(name, factory, db, level, cfg.cases, cfg.warmup,
-                            around=lambda: profiler).steps_per_s
+    cases = ctx.cases(300, 30) if name == CASEWORK else ctx.cases(100, 20)  # as core, as peers
+    db = ctx.work / "profile.db"
+    if name == CASEWORK:
+        rate = run_engine(db, level, cases, around=lambda: profiler).steps_per_s
+    elif name == FLOOR:
+        return "the floor is stdlib sqlite3 alone; profile an implementation"
+    else:
+        assert factory is not None
+        rate = run_peer(name, factory, db, level, cases, around=lambda: profiler).steps_per_s
     text: str = profiler.output_text(unicode=False, color=False, show_all=False)
     return f"{name} at {level}: {rate:.0f} steps/s under the profiler\n{text}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run, print the table, write the JSON; 0 unless ``--check`` and a target is missed."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(args)
-    cfg = _config(a, args)
-    if a.profile:
-        print(profile(a.profile, cfg, a.level))
-        return 0
-
-    results = run_peers(cfg, progress_printer(a.quiet))
-    return publish(results, format_table(results), a.out, a.check)
-
-
-__all__ = ["Config", "format_table", "main", "run_peers"]

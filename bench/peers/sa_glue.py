@@ -14,6 +14,8 @@ transaction away from the driver, emit ``BEGIN`` in the ``begin`` event).
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 
-from .common import FINAL
+from .common import FINAL, Refused
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -106,6 +108,7 @@ class SqlStore:
     def __init__(self, db: Path, synchronous: str, kind: str = "cases") -> None:
         self.engine = sqlite_engine(db, synchronous)
         self.table, self.history = tables(kind)
+        self.payload = "data" if kind == "cases" else "serialization"
         assert self.table.metadata is not None
         self.table.metadata.create_all(self.engine)
         self.conn = self.engine.connect()
@@ -115,6 +118,39 @@ class SqlStore:
                           .where(t.c.version == bindparam("b_version")))
         self.add_case = insert(t)
         self.add_history = insert(self.history)
+
+    def add(self, state: str, payload: Any, role: str, who: str, now: datetime,
+            values: dict[str, Any]) -> str:
+        """A new case and its ``open`` history row, in one transaction; its id."""
+        cid = uuid.uuid4().hex
+        with self.conn.begin():
+            self.conn.execute(self.add_case, {"id": cid, "state": state, self.payload: payload,
+                                              "version": 1, "opened_at": now, "updated_at": now})
+            self.conn.execute(self.add_history, {"case_id": cid, "seq": 1, "name": "open",
+                                                 "from_state": None, "to_state": state,
+                                                 "actor": who, "role": role, "at": now,
+                                                 "changes": values})
+        return cid
+
+    def load(self, case_id: str) -> Any:
+        """The case's row (in the caller's transaction)."""
+        row = self.conn.execute(self.load_case, {"id": case_id}).one_or_none()
+        if row is None:
+            raise Refused(f"no case {case_id}")
+        return row
+
+    def save(self, row: Any, trigger: str, from_state: str, state: str, payload: Any, role: str,
+             who: str, now: datetime, changes: dict[str, Any]) -> None:
+        """Write the case back, checking its version, and insert the step's history row (in
+        the caller's transaction)."""
+        done = self.conn.execute(self.save_case, {
+            "b_id": row.id, "b_version": row.version, "state": state, self.payload: payload,
+            "version": row.version + 1, "updated_at": now})
+        if done.rowcount != 1:
+            raise Refused(f"case {row.id} was changed by another command")
+        self.conn.execute(self.add_history, {
+            "case_id": row.id, "seq": row.version + 1, "name": trigger, "from_state": from_state,
+            "to_state": state, "actor": who, "role": role, "at": now, "changes": changes})
 
     def check(self) -> dict[str, int]:
         t = self.table

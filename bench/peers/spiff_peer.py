@@ -18,7 +18,6 @@ same helper the other peers' guards call; the return-visit guards are the gatewa
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -29,7 +28,7 @@ from SpiffWorkflow.bpmn.parser import BpmnParser
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.util.task import TaskState
 
-from .common import FINAL, Refused, check_command, computed, four_fixes_set, utcnow
+from .common import FINAL, Refused, check_command, computed, four_fixes_set, opening, utcnow
 from .sa_glue import SqlStore
 
 BPMN = Path(__file__).resolve().parent / "petition.bpmn"
@@ -61,33 +60,18 @@ class SpiffPeer:
         self.serializer = BpmnWorkflowSerializer()
 
     def open_case(self, data: Mapping[str, Any], actor: str) -> str:
-        role, who = check_command("open", actor, data)
-        now = utcnow()
-        values = {**data, **computed("open", data, who, now.isoformat())}
+        role, who, now, values = opening(data, actor)
         wf = BpmnWorkflow(self.spec)
-        start = wf.get_next_task(state=TaskState.READY)
-        start.data.update(values)
+        wf.get_next_task(state=TaskState.READY).data.update(values)
         wf.do_engine_steps()
         _, state = _waiting_for(wf)
-        cid = uuid.uuid4().hex
-        s = self.store
-        with s.conn.begin():
-            s.conn.execute(s.add_case, {"id": cid, "state": state,
-                                        "serialization": self.serializer.serialize_json(wf),
-                                        "version": 1, "opened_at": now, "updated_at": now})
-            s.conn.execute(s.add_history, {"case_id": cid, "seq": 1, "name": "open",
-                                           "from_state": None, "to_state": state,
-                                           "actor": who, "role": role, "at": now,
-                                           "changes": values})
-        return cid
+        return self.store.add(state, self.serializer.serialize_json(wf), role, who, now, values)
 
     def fire(self, case_id: str, trigger: str, actor: str, data: Mapping[str, Any]) -> None:
         role, who = check_command(trigger, actor, data)
         s = self.store
         with s.conn.begin():
-            row = s.conn.execute(s.load_case, {"id": case_id}).one_or_none()
-            if row is None:
-                raise Refused(f"no case {case_id}")
+            row = s.load(case_id)
             wf = self.serializer.deserialize_json(row.serialization)
             task, old_state = _waiting_for(wf)
             if task is None or task.task_spec.bpmn_id != trigger:
@@ -100,16 +84,8 @@ class SpiffPeer:
             task.run()
             wf.do_engine_steps()
             _, state = _waiting_for(wf)
-            done = s.conn.execute(s.save_case, {
-                "b_id": case_id, "b_version": row.version, "state": state,
-                "serialization": self.serializer.serialize_json(wf),
-                "version": row.version + 1, "updated_at": now})
-            if done.rowcount != 1:
-                raise Refused(f"case {case_id} was changed by another command")
-            s.conn.execute(s.add_history, {
-                "case_id": case_id, "seq": row.version + 1, "name": trigger,
-                "from_state": old_state, "to_state": state, "actor": who, "role": role,
-                "at": now, "changes": changes})
+            s.save(row, trigger, old_state, state, self.serializer.serialize_json(wf), role, who,
+                   now, changes)
 
     def check(self) -> dict[str, int]:
         return self.store.check()

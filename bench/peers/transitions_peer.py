@@ -50,18 +50,23 @@ class TransitionsCase(PetitionCase):
         return is_satisfied(event.kwargs["values"])
 
 
+def _trigger(case: PetitionCase, trigger: str, values: dict[str, Any]) -> None:
+    """Fire ``trigger`` on the case object's machine; :class:`Refused` if it may not move."""
+    try:
+        moved = case.trigger(trigger, values=values)  # type: ignore[attr-defined]
+    except (MachineError, AttributeError) as e:
+        raise Refused(f"{trigger!r} is not allowed in {case.state!r}: {e}") from None
+    if not moved:
+        raise Refused(f"the guard of {trigger!r} does not hold")
+
+
 class TransitionsPeer(MachinePeer):
     case_class = TransitionsCase
 
     def move(self, case: PetitionCase, trigger: str, values: dict[str, Any]) -> None:
         Machine(model=case, states=STATES, transitions=TRANSITIONS, initial=case.state,
                 auto_transitions=False, send_event=True)
-        try:
-            moved = case.trigger(trigger, values=values)  # type: ignore[attr-defined]
-        except (MachineError, AttributeError) as e:
-            raise Refused(f"{trigger!r} is not allowed in {case.state!r}: {e}") from None
-        if not moved:
-            raise Refused(f"the guard of {trigger!r} does not hold")
+        _trigger(case, trigger, values)
 
 
 class SharedMachinePeer(TransitionsPeer):
@@ -75,13 +80,9 @@ class SharedMachinePeer(TransitionsPeer):
     def move(self, case: PetitionCase, trigger: str, values: dict[str, Any]) -> None:
         self.machine.add_model(case, initial=case.state)
         try:
-            moved = case.trigger(trigger, values=values)  # type: ignore[attr-defined]
-        except (MachineError, AttributeError) as e:
-            raise Refused(f"{trigger!r} is not allowed in {case.state!r}: {e}") from None
+            _trigger(case, trigger, values)
         finally:
             self.machine.remove_model(case)
-        if not moved:
-            raise Refused(f"the guard of {trigger!r} does not hold")
 
 
 def make(db: Path, synchronous: str) -> TransitionsPeer:
