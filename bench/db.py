@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from casework.persistence.chain import GENESIS, event_hash
+from casework.keys import load_or_create
+from casework.persistence import Keyring
+from casework.persistence.chain import GENESIS, event_hash, seal
 
 ROOT = Path(__file__).resolve().parent.parent
 PETITION = ROOT / "workflows" / "petition.yaml"
@@ -40,20 +42,48 @@ def to_db(when: datetime) -> datetime:
     return when if when.tzinfo is None else when.astimezone(UTC).replace(tzinfo=None)
 
 
-def chain(case_id: str, events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def keyring(path: Path) -> Keyring:
+    """The keys of the suite's databases (one key file for all of them, so that a ledger
+    moves between them), created on first use as an engine creates its own."""
+    return load_or_create(path)
+
+
+def chain(case_id: str, events: Sequence[Mapping[str, Any]], keys: Keyring) -> list[dict[str, Any]]:
     """A case's events (in order, their columns as stored; ``at`` a datetime or its ISO text)
     as events of case ``case_id``, each with ``prev_hash`` and ``hash`` computed as the engine
-    does, so the copy or the made-up history is a case whose chain verifies."""
+    does (an HMAC under ``keys``' current key), so the copy or the made-up history is a case
+    whose chain verifies."""
     prev = GENESIS
     out = []
     for e in events:
         at = e["at"] if isinstance(e["at"], datetime) else datetime.fromisoformat(e["at"])
+        digest = e.get("command_digest")
         h = event_hash(prev, case_id, e["seq"], e["kind"], e["name"], e["from_state"],
                        e["to_state"], e["actor"], e["role"], at, e["changes"], e["details"],
-                       e["idempotency_key"])
-        out.append({**e, "case_id": case_id, "prev_hash": prev, "hash": h})
+                       e["idempotency_key"], keys.key, digest)
+        out.append({**e, "case_id": case_id, "prev_hash": prev, "hash": h,
+                    "key_id": keys.current, "command_digest": digest})
         prev = h
     return out
+
+
+SEALED = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
+          "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
+          "overdue_since", "party_key", "closed_at")
+
+
+def sealed(row: Mapping[str, Any], keys: Keyring) -> str:
+    """The seal the engine gives a case row with these columns (times as datetimes or their
+    stored text; flags as booleans or 0/1)."""
+    parts: list[Any] = []
+    for col in SEALED:
+        v = row[col]
+        if col in ("opened_at", "updated_at", "overdue_since", "closed_at") and isinstance(v, str):
+            v = datetime.fromisoformat(v)
+        if col in ("final", "at_risk"):
+            v = bool(v)
+        parts.append(v)
+    return seal(keys, parts)
 
 
 def connect(path: Path, synchronous: str, *, foreign_keys: bool = True) -> sqlite3.Connection:

@@ -26,7 +26,7 @@ from casework import Engine
 from tests.petition_steps import LEADER, case_in
 
 from .base import Ctx, Table, ratios, rotated, spread, target
-from .db import PETITION, ROOT, chain, connect, insert_sql, remove_db
+from .db import PETITION, ROOT, chain, connect, insert_sql, keyring, remove_db, sealed
 
 BATCH = 5_000
 MB = 1024.0  # KiB per MiB
@@ -40,6 +40,7 @@ def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
     remove_db(db)
     with Engine(f"sqlite:///{db}", [PETITION], sqlite_synchronous="NORMAL") as engine:
         template = case_in(engine, "handling.investigating").id
+    keys = keyring(Path(f"{db}.key"))  # the key file the engine made beside the database
     conn = connect(db, "OFF", foreign_keys=False)
     try:
         cur = conn.execute("SELECT * FROM cases WHERE id = ?", (template,))
@@ -54,8 +55,9 @@ def prefill(db: Path, n_cases: int, seed: int = 1) -> float:
         def copies(count: int) -> Iterator[tuple[list[Any], list[list[Any]]]]:
             for _ in range(count):
                 cid = f"{rng.getrandbits(128):032x}"
-                copied = chain(cid, events)
+                copied = chain(cid, events, keys)
                 row = {**case_row, "id": cid, "last_hash": copied[-1]["hash"]}
+                row["seal"] = sealed(row, keys)
                 yield [row[c] for c in case_cols], [[e[c] for c in event_cols] for e in copied]
 
         left = n_cases - 1

@@ -24,11 +24,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from casework import Engine, FrozenClock, StoreError
-from casework.persistence import DatabaseUnavailable, Store, reporting
+from casework.persistence import DatabaseUnavailable, Keyring, Store, reporting
 from sqlalchemy import exc as sa_exc
 
 from .base import Ctx, Progress, Table, patched, rotated, spread, target, timed
-from .db import PETITION, Throwaway, chain, connect, dumps, insert_sql, pg_one, remove_db, server_version
+from .db import (
+    PETITION,
+    Throwaway,
+    chain,
+    connect,
+    dumps,
+    insert_sql,
+    keyring,
+    pg_one,
+    remove_db,
+    sealed,
+    server_version,
+)
 from .workload import EVENT_COLS
 
 NOW = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)  # the engine's frozen clock
@@ -84,7 +96,7 @@ def _aware(t: datetime) -> str:
 
 CASE_COLS = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
              "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
-             "overdue_since", "party_key", "closed_at")
+             "overdue_since", "party_key", "closed_at", "seal")
 
 
 @dataclass
@@ -162,7 +174,8 @@ def _activity(c: _Case, name: str, leader: str, handler: str) -> None:
                 {"notes": "Explained the law and the judgment; the petitioner listened."})
 
 
-def make_case(rng: random.Random, version: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], Facts]:
+def make_case(rng: random.Random, version: str,
+              keys: Keyring) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], Facts]:
     """One case row (native values), its 10 event rows, and its facts for the oracle."""
     course = rng.choices([c for c, _ in COURSES], weights=[w for _, w in COURSES])[0]
     opened = FIRST_OPEN + timedelta(seconds=rng.uniform(0, (LAST_OPEN - FIRST_OPEN).total_seconds()))
@@ -295,10 +308,12 @@ def make_case(rng: random.Random, version: str) -> tuple[tuple[Any, ...], list[t
     final = c.state in FINAL_STATES
     closed = c.t if final else None
     clocks = _clocks(c, opened, accepted, handling_due, escalation_level)
-    events = [tuple(e[k] for k in EVENT_COLS) for e in chain(c.id, c.rows)]
-    row = (c.id, "petition", version, c.state, final, dumps(c.data), escalation_level, c.rows[0]["at"],
-           c.t, 1 + EVENTS_PER_CASE, EVENTS_PER_CASE, events[-1][-1], dumps(clocks), False, overdue_since,
-           None, closed)
+    chained = chain(c.id, c.rows, keys)
+    events = [tuple(e[k] for k in EVENT_COLS) for e in chained]
+    unsealed = (c.id, "petition", version, c.state, final, dumps(c.data), escalation_level,
+                c.rows[0]["at"], c.t, EVENTS_PER_CASE, EVENTS_PER_CASE, chained[-1]["hash"],
+                dumps(clocks), False, overdue_since, None, closed)
+    row = (*unsealed, sealed(dict(zip(CASE_COLS, unsealed, strict=False)), keys))
     facts = Facts(c.rows[0]["at"], unit, source, by_head, c.state, closed, overdue_since,
                   any(r["name"] == "request_review" for r in c.rows), c.events, c.stays)
     return row, events, facts
@@ -511,7 +526,7 @@ class PostgresTarget:
 
 
 def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Oracle,
-             progress: Progress, seed: int = 20260301) -> dict[str, float]:
+             progress: Progress, keys: Keyring, seed: int = 20260301) -> dict[str, float]:
     """Make ``n_cases`` cases and write them to every target; seconds spent per target."""
     rng = random.Random(seed)
     spent: dict[str, float] = defaultdict(float)
@@ -521,7 +536,7 @@ def generate(n_cases: int, version: str, targets: Sequence[Target], oracle: Orac
         t = time.perf_counter()
         cases, events = [], []
         for _ in range(min(BATCH_CASES, n_cases - done)):
-            row, evs, facts = make_case(rng, version)
+            row, evs, facts = make_case(rng, version, keys)
             cases.append(row)
             events.extend(evs)
             oracle.add(facts)
@@ -697,9 +712,13 @@ def run(ctx: Ctx) -> dict[str, Any]:
     pg: Throwaway | None = None
     server: str | None = None
 
+    key_file = ctx.work / "bench.key"  # both databases under one office's key
+    keys = keyring(key_file)
+
     def add(name: str, url: str) -> None:
-        backends.append(Backend(name, url, Engine(url, [PETITION], clock=FrozenClock(NOW)),
-                                Store(url)))
+        backends.append(Backend(name, url, Engine(url, [PETITION], clock=FrozenClock(NOW),
+                                                  key_file=key_file),
+                                Store(url, keyring=keys)))
 
     try:
         targets: list[Target] = []
@@ -719,7 +738,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                          Scope("month", lo, hi)])
         ctx.progress(f"generating {cases:,} cases / {cases * EVENTS_PER_CASE:,} events "
                      f"into {', '.join(names)}")
-        load = generate(cases, version, targets, oracle, ctx.progress)
+        load = generate(cases, version, targets, oracle, ctx.progress, keys)
         ctx.progress("load seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in load.items()))
         for b in backends:
             if _count(b.store) != (cases, cases * EVENTS_PER_CASE):

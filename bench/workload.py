@@ -156,7 +156,8 @@ def floor_payloads() -> list[tuple[str, str, str]]:
 SQLITE_STAMP = "2026-01-05 09:00:00.000000"
 HASH = "ab" * 32
 EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
-              "changes", "details", "idempotency_key", "prev_hash", "hash")
+              "changes", "details", "idempotency_key", "prev_hash", "hash", "key_id",
+              "command_digest")
 _UPDATE = ("UPDATE cases SET state = ?, final = ?, data = ?, updated_at = ?, "
            "row_version = ?, last_seq = ?, last_hash = ? WHERE id = ? AND row_version = ?")
 
