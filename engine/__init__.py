@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from .scheduler import RunResult, SchedulerService
     from .settings import Settings, load_settings
     from .timers import SensitivePeriod
+    from .whatif import Outcome, Proposal, WhatIf
 
 # The runtime (the database layer, the scheduler) is imported on first use, so that a
 # command such as ``casework validate`` starts without it.
@@ -92,7 +93,8 @@ _LAZY = {
     "ImportResult": ".persistence.ledger", "RekeyResult": ".persistence.rekey",
     "shipped_workflows": ".registry", "Report": ".reports",
     "RunResult": ".scheduler", "SchedulerService": ".scheduler", "Settings": ".settings",
-    "load_settings": ".settings", "SensitivePeriod": ".timers",
+    "load_settings": ".settings", "SensitivePeriod": ".timers", "Outcome": ".whatif",
+    "Proposal": ".whatif", "WhatIf": ".whatif",
 }
 
 
@@ -119,20 +121,19 @@ def __getattr__(name: str) -> Any:
 logger.disable("casework")
 
 __all__ = [
-    "ActivityRecorded", "Actor", "Case", "CaseAltered", "CaseExists", "CaseNotFound", "CaseOpened",
-    "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame", "Deadline",
-    "DeadlineWarned",
-    "DefinitionError", "Engine", "Escalated", "Event", "EventKind", "FieldSpec", "FieldType",
-    "FlaggedAtRisk", "FrozenClock", "GuardContext", "GuardRefused", "IdempotencyKeyReused",
-    "ImportResult", "InvalidInput", "InvalidQuery", "InvalidTrigger", "LedgerRefused",
-    "LoadedDefinition", "MigrationItem", "MigrationResult", "MissingExtra", "MissingFields",
-    "Notice", "Problem", "RekeyResult", "Report", "ReportReady", "RoleRefused", "RunResult",
-    "SchedulerService",
-    "SensitivePeriod", "Settings", "SettingsError", "StoreError", "SystemClock", "Timer",
-    "TimerKind", "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
-    "UnknownWorkflow", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState", "configure_logging",
-    "load_definition", "load_definitions", "load_settings", "parse_definition",
-    "shipped_workflows",
+    "ActivityRecorded", "Actor", "Case", "CaseAltered", "CaseExists", "CaseNotFound",
+    "CaseOpened", "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame",
+    "Deadline", "DeadlineWarned", "DefinitionError", "Engine", "Escalated", "Event",
+    "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock", "GuardContext",
+    "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput", "InvalidQuery",
+    "InvalidTrigger", "LedgerRefused", "LoadedDefinition", "MigrationItem", "MigrationResult",
+    "MissingExtra", "MissingFields", "Notice", "Outcome", "Problem", "Proposal", "RekeyResult",
+    "Report", "ReportReady", "RoleRefused", "RunResult", "SchedulerService", "SensitivePeriod",
+    "Settings", "SettingsError", "StoreError", "SystemClock", "Timer", "TimerKind",
+    "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
+    "UnknownWorkflow", "WhatIf", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState",
+    "configure_logging", "load_definition", "load_definitions", "load_settings",
+    "parse_definition", "shipped_workflows",
 ]
 
 for _name in __all__:

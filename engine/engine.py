@@ -9,17 +9,18 @@ process (a web server's worker pool); close it at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from loguru import logger
+from sqlalchemy.exc import ArgumentError
 
 from .calendars import DeclaredYear, declared_disagreements
-from .clock import Clock, SystemClock
+from .clock import Clock, FrozenClock, SystemClock
 from .commands import Commands, parse_actor
-from .errors import StoreError
+from .errors import SettingsError, StoreError
 from .events import Subscribers
 from .keys import default_key_file, load_or_create
 from .ledger import Ledger
@@ -38,6 +39,7 @@ from .settings import load_settings
 from .storage import Storage
 from .timers import SensitivePeriod
 from .types import Actor, Case, Deadline, Event, Timer, TriggerOption
+from .whatif import Proposal, WhatIf, simulate
 from .workflow import Workflow
 
 ActorLike = Actor | str
@@ -73,6 +75,11 @@ class Engine:
                  key_file: str | Path | None = None, keyring: Keyring | None = None,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
+        # How this engine was built, for the throwaway engines of what-if.
+        self._built: dict[str, Any] = {"guards": guards, "actions": actions, "functions": functions,
+                       "calendars": calendars, "strict_calendar": strict_calendar,
+                       "declared_years": declared_years, "closing_times": closing_times,
+                       "sensitive_periods": tuple(sensitive_periods), "scheduler": scheduler}
         opts = dict(scheduler or {})
         self._service_options = {k: v for k, v in opts.items()
                                  if k in {"interval_seconds", "batch_size", "lease_seconds"}}
@@ -80,9 +87,13 @@ class Engine:
         if keyring is None:
             keyring = load_or_create(Path(key_file) if key_file is not None
                                      else default_key_file(database_url))
-        self._storage = Storage(Store(database_url, sqlite_synchronous=sqlite_synchronous,
-                                      busy_timeout_ms=busy_timeout_ms, pool_size=pool_size,
-                                      keyring=keyring))
+        self._keyring = keyring
+        try:
+            store = Store(database_url, sqlite_synchronous=sqlite_synchronous,
+                          busy_timeout_ms=busy_timeout_ms, pool_size=pool_size, keyring=keyring)
+        except (ValueError, TypeError, ArgumentError) as e:
+            raise SettingsError(f"the database cannot be opened: {e}") from None
+        self._storage = Storage(store)
         if create_schema:
             try:
                 with self._storage.errors():
@@ -241,6 +252,17 @@ class Engine:
         with self._storage.errors():
             return build_report(self._storage, self._registry, self.clock, workflow,
                                 start=start, end=end, by=by, where=where)
+
+    def what_if(self, case_id: str, proposals: Sequence[Proposal], *,
+                until: datetime) -> WhatIf:
+        """What the case would meet until ``until`` if ``proposals`` were sent (an extension,
+        a pause, a reassignment), beside what it meets if nothing is done: the deadlines,
+        warnings and escalations, on the real code path, with nothing written here."""
+        return simulate(self, case_id, proposals, until, self.clock.now(), self._sandbox)
+
+    def _sandbox(self, url: str, clock: FrozenClock) -> Engine:
+        return Engine(url, self._registry.loaded(), clock=clock, keyring=self._keyring,
+                      sqlite_synchronous="OFF", **self._built)
 
     # -- the scheduler -----------------------------------------------------
     def run_due(self, now: datetime | None = None, **options: Any) -> RunResult:

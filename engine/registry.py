@@ -66,6 +66,7 @@ class Registry:
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], CompiledWorkflow] = {}
         self._latest: dict[str, CompiledWorkflow] = {}
+        self._loaded: dict[str, LoadedDefinition] = {}
 
     def load(self, sources: Iterable[WorkflowSource]) -> None:
         """Compile and register definitions (files, shipped names or loaded definitions);
@@ -96,7 +97,12 @@ class Registry:
         with self._lock:
             self._versions[(wf.name, wf.version)] = wf
             self._latest[wf.name] = wf
+            self._loaded[wf.name] = d
         return wf
+
+    def loaded(self) -> list[LoadedDefinition]:
+        """The definitions handed to the engine (the newest of each name)."""
+        return list(self._loaded.values())
 
     def get(self, name: str, version: str | None = None) -> CompiledWorkflow:
         """Workflow ``name`` at ``version`` (its newest loaded version by default)."""

@@ -271,8 +271,10 @@ class Timing:
                              "calendar": cal.name, "calendar_data": calendar_data(cal),
                              "counting": "statutory" if d.statutory_days is not None else "exact"}
         if d.statutory_days is not None:
+            c["days"] = d.statutory_days
             last, p1 = statutory_last_day(cal, now, d.statutory_days)
             self._set_end(d, c, cal, last, now, p1, plan)
+            c["total"], _ = business_seconds(cal, now, _dt(c["end"]))
         return c
 
     def _set_end(self, d: _Deadline, c: dict[str, Any], cal: Calendar, last: date,
@@ -304,8 +306,8 @@ class Timing:
                 c["extended_days"] = c.get("extended_days", 0) + days
                 if c.get("last_day") and float(days).is_integer():
                     old_end = _dt(c["end"])
-                    noon = datetime.combine(date.fromisoformat(c["last_day"]), time(12), cal.tz)
-                    last, prov = statutory_last_day(cal, noon, int(days))
+                    c["days"] = int(c.get("days", d.statutory_days or 0)) + int(days)
+                    last, prov = statutory_last_day(cal, _dt(c["start"]), c["days"])
                     self._set_end(d, c, cal, last, now, prov, plan)
                     added, _ = business_seconds(cal, old_end, _dt(c["end"]))
                     c["total"] += added
@@ -455,7 +457,9 @@ class Timing:
             c["calendar_data"] = calendar_data(cal)
             if c.get("last_day"):
                 old_end = _dt(c["end"])
-                self._set_end(d, c, cal, date.fromisoformat(c["last_day"]), now, False, plan)
+                days = int(c.get("days", d.statutory_days or 0))
+                last, prov = statutory_last_day(cal, _dt(c["start"]), days)
+                self._set_end(d, c, cal, last, now, prov, plan)
                 new_end = _dt(c["end"])
                 delta, _ = (business_seconds(cal, old_end, new_end) if new_end >= old_end
                             else business_seconds(cal, new_end, old_end))
