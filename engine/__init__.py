@@ -36,6 +36,7 @@ from .errors import (
     MissingFields,
     Problem,
     RoleRefused,
+    ScopeRefused,
     SettingsError,
     StoreError,
     UnknownCalendarYear,
@@ -62,9 +63,11 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .events import (
         ActivityRecorded,
+        Assigned,
         CaseOpened,
         CycleCame,
         DeadlineWarned,
+        Delegated,
         Escalated,
         FlaggedAtRisk,
         Notice,
@@ -85,7 +88,8 @@ if TYPE_CHECKING:
 # The runtime (the database layer, the scheduler) is imported on first use, so that a
 # command such as ``casework validate`` starts without it.
 _LAZY = {
-    "Engine": ".engine", "ActivityRecorded": ".events", "CaseOpened": ".events",
+    "Engine": ".engine", "ActivityRecorded": ".events", "Assigned": ".events",
+    "Delegated": ".events", "CaseOpened": ".events",
     "CycleCame": ".events", "DeadlineWarned": ".events", "Escalated": ".events",
     "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady": ".events",
     "TransitionApplied": ".events", "configure_logging": ".log",
@@ -121,19 +125,19 @@ def __getattr__(name: str) -> Any:
 logger.disable("casework")
 
 __all__ = [
-    "ActivityRecorded", "Actor", "Case", "CaseAltered", "CaseExists", "CaseNotFound",
-    "CaseOpened", "CaseworkError", "Clock", "CommandRefused", "ConflictError", "CycleCame",
-    "Deadline", "DeadlineWarned", "DefinitionError", "Engine", "Escalated", "Event",
-    "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock", "GuardContext",
-    "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput", "InvalidQuery",
-    "InvalidTrigger", "LedgerRefused", "LoadedDefinition", "MigrationItem", "MigrationResult",
-    "MissingExtra", "MissingFields", "Notice", "Outcome", "Problem", "Proposal", "RekeyResult",
-    "Report", "ReportReady", "RoleRefused", "RunResult", "SchedulerService", "SensitivePeriod",
-    "Settings", "SettingsError", "StoreError", "SystemClock", "Timer", "TimerKind",
-    "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
-    "UnknownWorkflow", "WhatIf", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState",
-    "configure_logging", "load_definition", "load_definitions", "load_settings",
-    "parse_definition", "shipped_workflows",
+    "ActivityRecorded", "Actor", "Assigned", "Case", "CaseAltered", "CaseExists",
+    "CaseNotFound", "CaseOpened", "CaseworkError", "Clock", "CommandRefused", "ConflictError",
+    "CycleCame", "Deadline", "DeadlineWarned", "DefinitionError", "Delegated", "Engine",
+    "Escalated", "Event", "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock",
+    "GuardContext", "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput",
+    "InvalidQuery", "InvalidTrigger", "LedgerRefused", "LoadedDefinition", "MigrationItem",
+    "MigrationResult", "MissingExtra", "MissingFields", "Notice", "Outcome", "Problem",
+    "Proposal", "RekeyResult", "Report", "ReportReady", "RoleRefused", "RunResult",
+    "SchedulerService", "ScopeRefused", "SensitivePeriod", "Settings", "SettingsError",
+    "StoreError", "SystemClock", "Timer", "TimerKind", "TimerStatus", "TransitionApplied",
+    "TriggerOption", "UnknownCalendarYear", "UnknownWorkflow", "WhatIf", "WindowClosed",
+    "Workflow", "WorkflowSpec", "WrongState", "configure_logging", "load_definition",
+    "load_definitions", "load_settings", "parse_definition", "shipped_workflows",
 ]
 
 for _name in __all__:

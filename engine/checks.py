@@ -232,6 +232,8 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
                 found.append((loc + (key,), f"unknown window {window!r} (declared windows: "
                                             f"{sorted(wf.windows)})"))
 
+    _check_assignment(wf, found)
+
     rungs = [r.name for r in wf.escalation]
     if len(set(rungs)) != len(rungs):
         found.append((("escalation",), "escalation rungs must have distinct names"))
@@ -306,6 +308,58 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
         except ExpressionError as e:
             found.append((("risk", "rules", name), f"rule does not compile: {e}"
                                                    f"{_expression_hint(str(e), sorted(risk_names))}"))
+
+
+SCOPE_WORDS = frozenset({"unit", "assisting"})
+
+
+def _check_assignment(wf: WorkflowSpec, found: Found) -> None:
+    """Slots, scopes, searchable and summary fields."""
+    roles = set(wf.roles)
+    slots = wf.assignment.slots
+    leads = [n for n, s in slots.items() if s.lead]
+    if len(leads) > 1:
+        found.append((("assignment", "slots"), f"only one slot may be the lead unit, not {leads}"))
+    want = {"person": ("string",), "unit": ("string",), "units": ("list",)}
+    for name, s in slots.items():
+        loc: Loc = ("assignment", "slots", name)
+        field = s.field or name
+        spec = wf.fields.get(field)
+        if spec is None:
+            found.append((loc, f"slot {name!r} keeps its holder in field {field!r}, which the "
+                               "workflow does not declare"))
+        elif spec.type.value not in want[s.kind.value]:
+            found.append((loc, f"slot {name!r} holds {s.kind.value}: its field {field!r} must "
+                               f"be of type {' or '.join(want[s.kind.value])}"))
+        if s.lead and s.kind.value != "unit":
+            found.append((loc + ("lead",), "only a unit slot can be the lead unit"))
+    for i, r in enumerate(wf.assignment.roles):
+        if r not in roles:
+            found.append((("assignment", "roles", i), f"unknown role {r!r}"))
+    has_units = any(s.kind.value == "units" for s in slots.values())
+    steps: list[tuple[Loc, tuple[str, ...]]] = [
+        (("transitions", i, "scope"), t.scope) for i, t in enumerate(wf.transitions)]
+    steps += [(("activities", n, "scope"), a.scope) for n, a in wf.activities.items()]
+    for loc, scope in steps:
+        for j, item in enumerate(scope):
+            if item.startswith("role:"):
+                if item[5:] not in roles:
+                    found.append((loc + (j,), f"unknown role {item[5:]!r} in scope {item!r}"))
+            elif item == "unit" and not leads:
+                found.append((loc + (j,), "scope 'unit' needs a slot marked as the lead unit"))
+            elif item == "assisting" and not has_units:
+                found.append((loc + (j,), "scope 'assisting' needs a slot of kind units"))
+            elif item not in SCOPE_WORDS and item not in slots:
+                found.append((loc + (j,), f"unknown scope {item!r}: a slot "
+                                          f"({', '.join(sorted(slots)) or 'none declared'}), "
+                                          "'unit', 'assisting' or 'role:NAME'"))
+    for key in ("search", "summary"):
+        for j, f in enumerate(getattr(wf, key)):
+            if f not in wf.fields:
+                found.append(((key, j), f"unknown field {f!r}"))
+            elif key == "search" and wf.fields[f].pii:
+                found.append(((key, j), f"{f!r} is personal data (pii): it cannot be searched "
+                                        "by value"))
 
 
 def _check_states(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:

@@ -20,6 +20,7 @@ from loguru import logger
 from uuid6 import uuid7
 
 from . import risk, rules
+from .assignment import DELEGATIONS, Keeper
 from .clock import Clock, from_db, to_db
 from .convert import case_of, event_of
 from .errors import (
@@ -31,16 +32,24 @@ from .errors import (
     InvalidInput,
     StoreError,
 )
-from .events import ActivityRecorded, CaseOpened, Notice, Subscribers, TransitionApplied
+from .events import (
+    ActivityRecorded,
+    Assigned,
+    CaseOpened,
+    Delegated,
+    Notice,
+    Subscribers,
+    TransitionApplied,
+)
 from .log import case_logger
 from .machine import CompiledWorkflow
 from .outbox import Outbox
-from .persistence import CaseRecord, DatabaseUnavailable, DuplicateKey, EventRecord
+from .persistence import CaseRecord, DatabaseUnavailable, DuplicateKey, EventRecord, NewTimer
 from .persistence.tx import WriteTx
 from .registry import Registry
 from .storage import Storage, first_line
 from .timers import TimerPlan
-from .types import Actor, Case, EventKind
+from .types import Actor, Case, EventKind, TimerKind
 
 Written = tuple[Case, EventRecord, type[Notice] | None]
 
@@ -144,7 +153,10 @@ class Commands:
                                 to_state=wf.initial, actor=who.id, role=decision.role, at=at,
                                 changes=values, details=details, idempotency_key=idempotency_key,
                                 command_digest=digest)
+            keeper = Keeper(wf.spec, None)
+            keeper.derive(rec)
             tx.insert_case(rec)
+            keeper.store(tx, rec)
             write_plan(tx, rec.id, plan, now)
             tx.insert_event(ev)
             if flagged:
@@ -182,6 +194,7 @@ class Commands:
         log = case_logger(case_id, wf.name, rec.data, wf.pii)
         now = self._clock.now()
         state = rec.state
+        keeper = Keeper(wf.spec, rec)
         try:
             d = rules.decide(wf, case_id, state, rec.data, trigger, who, data, now, rec.clocks)
         except CaseworkError as e:
@@ -209,7 +222,9 @@ class Commands:
         ev = tx.chain_event(rec, kind=d.kind.value, name=trigger, from_state=state, to_state=d.state,
                             actor=who.id, role=d.role, at=at, changes=d.changes, details=details,
                             idempotency_key=key, command_digest=digest)
+        keeper.derive(rec)
         tx.update_case(rec, old_version)
+        keeper.store(tx, rec)
         write_plan(tx, rec.id, plan, now)
         tx.insert_event(ev)
         if flagged:
@@ -217,9 +232,103 @@ class Commands:
         log.info("{} {}: {} -> {} by {}", d.kind, trigger, state, d.state, who.id)
         return case_of(rec), ev, _NOTICE[d.kind]
 
-    def recompute_deadlines(self, *, provisional_only: bool = True) -> int:
+    def assign(self, case_id: str, slot: str, value: Any, actor: Actor | str, *,
+               reason: str | None = None, idempotency_key: str | None = None) -> Case:
+        """Put ``value`` (a person's id, a unit, or a list of units) in ``slot``."""
+        who = parse_actor(actor)
+        check_key(idempotency_key)
+        digest = (command_digest("assign", case_id, slot, str(who), value, reason)
+                  if idempotency_key is not None else None)
+
+        def write(tx: WriteTx) -> Written:
+            rec, wf, prior = self._locked(tx, case_id, idempotency_key, f"assign:{slot}", digest)
+            if prior is not None:
+                return prior
+            now = self._clock.now()
+            d = rules.decide_assignment(wf, case_id, rec.state, rec.data, slot, value, who,
+                                        reason, rec.final)
+            name = f"{'re' if d.details['from'] not in (None, '', []) else ''}assign:{slot}"
+            return self._record(tx, wf, rec, d, name, who, now, idempotency_key, digest,
+                                Assigned, outbox=None)
+
+        return self._run(write, idempotency_key)
+
+    def delegate(self, case_id: str, slot: str, stand_in: str, actor: Actor | str, *,
+                 until: datetime, reason: str | None = None,
+                 idempotency_key: str | None = None) -> Case:
+        """Name ``stand_in`` for the person in ``slot`` until ``until`` (代辦); the stand-in
+        loses the slot by itself then (a ``delegation_ended`` event)."""
+        who = parse_actor(actor)
+        check_key(idempotency_key)
+        if not isinstance(until, datetime) or until.tzinfo is None:
+            raise InvalidInput("until: an aware datetime (with its time zone)")
+        digest = (command_digest("delegate", case_id, slot, str(who), stand_in, until, reason)
+                  if idempotency_key is not None else None)
+
+        def write(tx: WriteTx) -> Written:
+            rec, wf, prior = self._locked(tx, case_id, idempotency_key, f"delegate:{slot}",
+                                          digest)
+            if prior is not None:
+                return prior
+            now = self._clock.now()
+            d = rules.decide_delegation(wf, case_id, rec.state, rec.data, slot, stand_in, until,
+                                        who, reason, rec.final, now)
+            rec.clocks.setdefault(DELEGATIONS, {})[slot] = {
+                "to": stand_in, "since": now.isoformat(), "until": until.isoformat(),
+                "by": who.id}
+            timer = NewTimer(rec.id, wf.name, TimerKind.DELEGATION.value, slot, None, until,
+                             {"until": until.isoformat(), "stand_in": stand_in})
+            return self._record(tx, wf, rec, d, f"delegate:{slot}", who, now, idempotency_key,
+                                digest, Delegated, outbox=None, timers=[timer])
+
+        return self._run(write, idempotency_key)
+
+    def _locked(self, tx: WriteTx, case_id: str, key: str | None, name: str,
+                digest: str | None) -> tuple[CaseRecord, CompiledWorkflow, Written | None]:
+        """The case locked, its workflow, and the first result if ``key`` was applied."""
+        rec = tx.lock_case(case_id)
+        if rec is None:
+            raise CaseNotFound(case_id)
+        wf = self._registry.get(rec.workflow, rec.version)
+        if key is not None:
+            prior = tx.event_by_key(key)
+            if prior is not None:
+                return rec, wf, (self._replay(tx, prior, case_id, name, digest), prior, None)
+        return rec, wf, None
+
+    def _record(self, tx: WriteTx, wf: CompiledWorkflow, rec: CaseRecord, d: rules.Decision,
+                name: str, who: Actor, now: datetime, key: str | None, digest: str | None,
+                notice: type[Notice], *, outbox: str | None,
+                timers: list[NewTimer] | None = None) -> Written:
+        """Write a decision that moves no state: the case's changed fields, its event."""
+        keeper = Keeper(wf.spec, rec)
+        old_version = rec.row_version
+        at = to_db(now)
+        rec.data = {**rec.data, **d.changes}
+        rec.row_version = old_version + 1
+        rec.updated_at = at
+        ev = tx.chain_event(rec, kind=d.kind.value, name=name, from_state=rec.state,
+                            to_state=rec.state, actor=who.id, role=d.role, at=at,
+                            changes=d.changes, details=d.details, idempotency_key=key,
+                            command_digest=digest)
+        keeper.derive(rec)
+        tx.update_case(rec, old_version)
+        keeper.store(tx, rec)
+        if timers:
+            for t in timers:
+                t.due_at = to_db(t.due_at)
+            tx.insert_timers(timers, at)
+        tx.insert_event(ev)
+        if outbox is not None:
+            tx.add_outbox(outbox, at, case_id=rec.id, seq=ev.seq)
+        case_logger(rec.id, wf.name, rec.data, wf.pii).info("{} {} by {}", d.kind, name, who.id)
+        return case_of(rec), ev, notice
+
+    def recompute_deadlines(self, *, provisional_only: bool = True,
+                            adopt_calendar: bool = False) -> int:
         """Reschedule running deadlines, each case in its own transaction with a
-        ``deadline`` event; how many cases changed."""
+        ``deadline`` event; how many cases changed. Each clock stays on the calendar it was
+        started with unless ``adopt_calendar`` (recorded in the event)."""
         with self._storage.read() as rtx:
             ids = rtx.case_ids()
         changed = 0
@@ -232,8 +341,10 @@ class Commands:
                     continue
                 wf = self._registry.get(rec.workflow, rec.version)
                 now = self._clock.now()
-                plan = wf.timing.recompute(rec.clocks, case_id=rec.id, now=now)
-                if not plan:
+                keeper = Keeper(wf.spec, rec)
+                plan = wf.timing.recompute(rec.clocks, case_id=rec.id, now=now,
+                                           adopt_calendar=adopt_calendar)
+                if not plan and rec.next_due_at is not None:
                     continue
                 old = rec.row_version
                 rec.row_version += 1
@@ -243,7 +354,9 @@ class Commands:
                                     role="system", at=to_db(now), changes={},
                                     details={"deadlines": sorted(plan.cancel), **plan.notes},
                                     idempotency_key=None)
+                keeper.derive(rec)
                 tx.update_case(rec, old)
+                keeper.store(tx, rec)
                 write_plan(tx, rec.id, plan, now)
                 tx.insert_event(ev)
                 changed += 1
@@ -302,8 +415,11 @@ class Commands:
         """The result of an already applied command, rebuilt from the history up to its
         event; refused when the key came with another command (nothing of the first is said:
         it may be another petitioner's)."""
-        other = ((case_id is not None and prior.case_id != case_id) or prior.name != name
-                 or (prior.command_digest is not None and prior.command_digest != digest))
+        if prior.command_digest is not None:  # what the key was sent with, exactly
+            other = prior.command_digest != digest or (
+                case_id is not None and prior.case_id != case_id)
+        else:  # written before digests were kept: the case and the step must match
+            other = (case_id is not None and prior.case_id != case_id) or prior.name != name
         if other:
             raise IdempotencyKeyReused(
                 f"idempotency key {prior.idempotency_key!r} was already used for another "

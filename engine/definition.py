@@ -100,6 +100,7 @@ class TransitionSpec(_Frozen):
     actions: Names = ()
     while_open: str | None = None     # a window that must be open (e.g. the review request)
     after_closed: str | None = None   # a window that must have closed
+    scope: Names = ()                 # who of the case may take it (see AssignmentSpec)
     label: str = ""
 
 
@@ -115,6 +116,7 @@ class ActivitySpec(_Frozen):
     set: dict[str, Any] = Field(default_factory=dict)
     while_open: str | None = None
     after_closed: str | None = None
+    scope: Names = ()
     label: str = ""
 
 
@@ -244,6 +246,39 @@ class CycleSpec(_Frozen):
     sensitive_only: bool = False
 
 
+class SlotKind(StrEnum):
+    """What an assignment slot holds: one person (an actor id), one unit, or several units."""
+
+    PERSON = "person"
+    UNIT = "unit"
+    UNITS = "units"
+
+
+class SlotSpec(_Frozen):
+    """An assignment slot of a case, kept in one of its fields (``field``, by default the
+    slot's own name), so guards read it as any field."""
+
+    kind: SlotKind = SlotKind.PERSON
+    field: str | None = None
+    lead: bool = False  # the case's lead unit (a unit slot): the unit its worklists file it under
+    description: str = ""
+    label: str = ""
+
+
+class AssignmentSpec(_Frozen):
+    """Who holds a case (包案到人): its slots, and who may assign, reassign and delegate.
+
+    A step's ``scope`` names who of the case may take it, beside its roles: a slot name (the
+    person in that slot, or who stands in for them), ``unit`` (an actor of the lead unit),
+    ``assisting`` (an actor of one of the assisting units: a ``units`` slot), or
+    ``role:NAME`` (an actor holding that role, whichever case it is, e.g. supervisors).
+    """
+
+    slots: dict[str, SlotSpec] = Field(default_factory=dict)
+    roles: Names = ()            # who may assign, reassign and delegate
+    reason_required: bool = True  # a reassignment (a slot already held) needs a reason
+
+
 class RiskSpec(_Frozen):
     """Early-warning rules; ``identity`` names the field that identifies the petitioner."""
 
@@ -322,6 +357,9 @@ class WorkflowSpec(_Frozen):
     risk: RiskSpec = Field(default_factory=RiskSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    assignment: AssignmentSpec = Field(default_factory=AssignmentSpec)
+    search: Names = ()           # fields a case search may filter on (never pii ones)
+    summary: Names = ()          # fields a case summary (search and worklist rows) carries
 
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"

@@ -199,10 +199,30 @@ class Engine:
                                    expected_version=expected_version,
                                    idempotency_key=idempotency_key)
 
-    def recompute_deadlines(self, *, provisional_only: bool = True) -> int:
+    def assign(self, case_id: str, slot: str, value: Any, *, actor: ActorLike,
+               reason: str | None = None, idempotency_key: str | None = None) -> Case:
+        """Put ``value`` in the case's assignment ``slot`` (a person's id for ``handler``, a
+        unit for ``lead_unit``, a list of units for ``assisting_units``); a slot already held
+        is reassigned, with a reason. An ``assignment`` event; the ``assigned`` notice."""
+        return self._commands.assign(case_id, slot, value, actor, reason=reason,
+                                     idempotency_key=idempotency_key)
+
+    def delegate(self, case_id: str, slot: str, stand_in: str, *, actor: ActorLike,
+                 until: datetime, reason: str | None = None,
+                 idempotency_key: str | None = None) -> Case:
+        """Name a stand-in (代辦) for the person in ``slot`` until ``until``: meanwhile the
+        stand-in may do what the slot's holder may; the period ends by itself."""
+        return self._commands.delegate(case_id, slot, stand_in, actor, until=until,
+                                       reason=reason, idempotency_key=idempotency_key)
+
+    def recompute_deadlines(self, *, provisional_only: bool = True,
+                            adopt_calendar: bool = False) -> int:
         """Reschedule running deadlines (e.g. after the holiday package learnt a new year),
-        each case in its own transaction with a ``deadline`` event; how many changed."""
-        return self._commands.recompute_deadlines(provisional_only=provisional_only)
+        each case in its own transaction with a ``deadline`` event; how many changed. Each
+        clock keeps the calendar it was started with unless ``adopt_calendar`` moves the
+        running ones onto the workflow's calendar of today (recorded in the event)."""
+        return self._commands.recompute_deadlines(provisional_only=provisional_only,
+                                                  adopt_calendar=adopt_calendar)
 
     # -- queries -----------------------------------------------------------
     def get_case(self, case_id: str, *, masked: bool = False) -> Case:

@@ -10,6 +10,7 @@
     │   ├── InvalidTrigger       404   the trigger or activity does not exist in the workflow
     │   ├── WrongState           409   the trigger is not allowed from the case's current state
     │   ├── RoleRefused          403   the actor holds none of the roles the step allows
+    │   ├── ScopeRefused         403   the actor is not whom the step's scope admits on this case
     │   ├── WindowClosed         409   the step's window (e.g. to ask for a review) is not open
     │   ├── MissingFields        422   required input fields are missing
     │   ├── InvalidInput         422   input is unknown, of the wrong type or out of range
@@ -117,6 +118,13 @@ class WrongState(CommandRefused):
 
 class RoleRefused(CommandRefused):
     rule = "role"
+
+
+class ScopeRefused(CommandRefused):
+    """The actor holds the role but is not whom the step's scope admits on this case (its
+    handler, its leader, its lead unit...); the message names the scope."""
+
+    rule = "scope"
 
 
 class WindowClosed(CommandRefused):

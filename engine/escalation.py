@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .assignment import DELEGATIONS, Keeper
 from .clock import from_db, to_db
 from .log import case_logger
 from .machine import CompiledWorkflow
@@ -33,13 +34,14 @@ def timer_key(timer: TimerRecord) -> str:
 
 
 def fire_case_timer(registry: Registry, tx: WriteTx, timer: TimerRecord, now: datetime) -> None:
-    """Fire a warning, breach or cycle timer on its case (locked by the caller)."""
+    """Fire a warning, breach, cycle or delegation timer on its case (locked by the caller)."""
     assert timer.case_id is not None
     rec = tx.lock_case(timer.case_id)
     if rec is None:
         return
     wf = registry.get(rec.workflow, rec.version)
     log = case_logger(rec.id, wf.name, rec.data, wf.pii)
+    keeper = Keeper(wf.spec, rec)
     key = timer_key(timer)
     due = from_db(timer.due_at)
     details: dict[str, Any] = {"timer": timer.id, "due": due.isoformat()}
@@ -54,6 +56,14 @@ def fire_case_timer(registry: Registry, tx: WriteTx, timer: TimerRecord, now: da
     elif timer.kind == "breach":
         kind, name, notice = _breach(wf, rec, timer, due, now, details, follow)
         log.warning("deadline {} breached; escalation level {}", timer.name, rec.escalation_level)
+    elif timer.kind == "delegation":
+        stand_in = (rec.clocks.get(DELEGATIONS) or {}).get(timer.name)
+        if stand_in is None or stand_in.get("until") != timer.payload.get("until"):
+            return  # the delegation was withdrawn or replaced: nothing ends now
+        del rec.clocks[DELEGATIONS][timer.name]
+        details.update(slot=timer.name, stand_in=stand_in["to"], since=stand_in.get("since"))
+        kind, name, notice = "delegation", "delegation_ended", "delegated"
+        log.info("the stand-in for {} ended", timer.name)
     elif timer.kind == "cycle":
         follow.append(NewTimer(rec.id, wf.name, "cycle", timer.name, timer.state,
                                wf.timing.after(due, wf.spec.cycles[timer.name].every or "0d"),
@@ -66,7 +76,9 @@ def fire_case_timer(registry: Registry, tx: WriteTx, timer: TimerRecord, now: da
     after = successor(timer)
     if after is not None:  # the deadline's next instant (its next warning, or its breach)
         follow.append(after)
+    keeper.derive(rec)
     append_system_event(tx, rec, kind, name, details, now, key)
+    keeper.store(tx, rec)
     if follow:
         for t in follow:
             t.due_at = to_db(t.due_at)

@@ -76,6 +76,21 @@ class FlaggedAtRisk(Notice):
 
 
 @dataclass(frozen=True, slots=True)
+class Assigned(Notice):
+    """A slot of the case was assigned or reassigned (``event.details``: slot, from, to,
+    reason)."""
+
+    name = "assigned"
+
+
+@dataclass(frozen=True, slots=True)
+class Delegated(Notice):
+    """A stand-in was named for a slot, or their period ended (``event.details``)."""
+
+    name = "delegated"
+
+
+@dataclass(frozen=True, slots=True)
 class ReportReady:
     """A cron cycle stored a report (e.g. the quarterly supervision report)."""
 
@@ -90,12 +105,12 @@ class ReportReady:
 
 OUTBOX_NOTICES: dict[str, type[Notice]] = {
     "warned": DeadlineWarned, "escalated": Escalated, "breached": Escalated, "cycle": CycleCame,
-    "flagged": FlaggedAtRisk,
+    "flagged": FlaggedAtRisk, "delegated": Delegated,
 }
 
 Subscriber = Callable[[Any], None]
 NOTICE_NAMES = frozenset({"opened", "transition", "activity", "warned", "escalated", "cycle",
-                          "flagged", "report", "*"})
+                          "flagged", "report", "assigned", "delegated", "*"})
 
 
 class Subscribers:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from transitions import Machine, MachineError
 
+from .assignment import slots_of
 from .calendars import DeclaredYear
 from .checks import RISK_NAMES
 from .definition import ActivitySpec, TransitionSpec, WorkflowSpec
@@ -135,6 +136,7 @@ class CompiledWorkflow:
         self.initial = self.tree.entry_leaf(spec.initial) or spec.initial
         self.open_sets = _compile_set(spec.open.set, fieldset, funcs)
         self.open_roles = frozenset(spec.open.roles)
+        self.slots = slots_of(spec)
         self.open_inputs = frozenset(spec.open.required) | frozenset(spec.open.optional)
         self.transitions: list[CompiledTransition] = []
         self._machine = Machine(model=None, states=list(self.tree.leaves), initial=self.initial,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .assignment import Keeper
 from .clock import Clock, to_db
 from .errors import CommandRefused, InvalidQuery
 from .machine import CompiledWorkflow
@@ -182,6 +183,7 @@ class Migrator:
             if refusal is not None and override is None:
                 return MigrationItem(item.case_id, item.from_version, item.from_state, dest,
                                      refusal)
+            keeper = Keeper(new.spec, rec)
             clocks, plan = new.timing.adopt(rec.clocks, case_id=rec.id, state=dest, now=now)
             old_row = rec.row_version
             state = rec.state
@@ -199,7 +201,9 @@ class Migrator:
                                 from_state=state, to_state=dest, actor=actor, role="operator",
                                 at=to_db(now), changes={}, details=details,
                                 idempotency_key=None)
+            keeper.derive(rec)
             tx.update_case(rec, old_row)
+            keeper.store(tx, rec)
             tx.cancel_all_timers(rec.id)
             for t in plan.insert:
                 t.due_at = to_db(t.due_at)

@@ -5,7 +5,8 @@ actor may do now (:func:`options`) all run the same checks in the same order, so
 what ``available_triggers`` offers is what ``fire`` accepts:
 
 1. the trigger exists and is allowed from the case's state (:class:`WrongState`);
-2. the actor holds one of the step's roles (:class:`RoleRefused`);
+2. the actor holds one of the step's roles (:class:`RoleRefused`) and is one of whom its
+   scope admits on this case (:class:`ScopeRefused`: the case's handler, its lead unit...);
 3. the step's window is open, or has closed, as it requires (:class:`WindowClosed`);
 4. the input names only fields the step takes, of the declared types
    (:class:`InvalidInput`), and carries its required fields (:class:`MissingFields`);
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from .assignment import describe_scope, in_scope
 from .errors import (
     CommandRefused,
     GuardRefused,
@@ -29,6 +31,7 @@ from .errors import (
     InvalidTrigger,
     MissingFields,
     RoleRefused,
+    ScopeRefused,
     WindowClosed,
     WrongState,
 )
@@ -38,12 +41,12 @@ from .types import Actor, EventKind, GuardContext, TriggerOption
 
 # How far a refused candidate got through the checks: the refusal of the candidate that
 # got furthest is the one reported.
-_ROLE, _WINDOW, _REQUIRED, _GUARD = 0, 1, 2, 3
+_ROLE, _SCOPE, _WINDOW, _REQUIRED, _GUARD = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
-class Windows:
-    """The windows of one case at one instant (its data and clocks)."""
+class CaseAt:
+    """One case at one instant, as its steps' scopes and windows see it."""
 
     wf: CompiledWorkflow
     data: Mapping[str, Any]
@@ -52,6 +55,14 @@ class Windows:
 
     def when(self, name: str) -> tuple[datetime, datetime] | None:
         return self.wf.timing.window(name, self.data, self.clocks)
+
+    def scope_refusal(self, scope: tuple[str, ...], actor: Actor) -> ScopeRefused | None:
+        """Why ``actor`` is not one of whom ``scope`` admits on this case (None: they are)."""
+        if not scope or in_scope(scope, self.wf.slots, self.data, self.clocks, actor, self.now):
+            return None
+        whom = describe_scope(scope, self.wf.slots, self.data)
+        return ScopeRefused(f"only {whom} may do this; {actor.id}"
+                            + (f" of {actor.unit}" if actor.unit else "") + " is not")
 
     def refusal(self, while_open: str | None, after_closed: str | None) -> WindowClosed | None:
         """Why a step bound to these windows may not be taken now (None: it may)."""
@@ -122,14 +133,18 @@ def _guard_refusal(guard: Expression, names: Mapping[str, Any]) -> GuardRefused 
 
 def _check_step(roles: frozenset[str], required: tuple[str, ...], guard: Expression | None,
                 actor: Actor, input: Mapping[str, Any], names: Mapping[str, Any],
-                check_required: bool, windows: Windows | None = None,
-                while_open: str | None = None,
-                after_closed: str | None = None) -> tuple[int, CommandRefused] | None:
+                check_required: bool, windows: CaseAt | None = None,
+                while_open: str | None = None, after_closed: str | None = None,
+                scope: tuple[str, ...] = ()) -> tuple[int, CommandRefused] | None:
     """Roles, window, required input, guard: the first that refuses, with how far the step
     got."""
     if roles and not (roles & actor.roles):
         return _ROLE, RoleRefused(f"needs one of the roles {sorted(roles)}; {actor.id} has "
                                   f"{sorted(actor.roles) or 'none'}")
+    if windows is not None and scope:
+        outside = windows.scope_refusal(scope, actor)
+        if outside is not None:
+            return _SCOPE, outside
     if windows is not None and (while_open or after_closed):
         closed = windows.refusal(while_open, after_closed)
         if closed is not None:
@@ -154,7 +169,7 @@ class Attempt:
     input: Mapping[str, Any]
     names: dict[str, Any]
     check_required: bool = True
-    windows: Windows | None = None
+    windows: CaseAt | None = None
     chosen: CompiledTransition | None = None
     refusals: list[tuple[int, CommandRefused]] = field(default_factory=list)
 
@@ -163,7 +178,7 @@ class Attempt:
         guards."""
         refused = _check_step(ct.roles, ct.spec.required, ct.guard, self.actor, self.input,
                               self.names, self.check_required, self.windows,
-                              ct.spec.while_open, ct.spec.after_closed)
+                              ct.spec.while_open, ct.spec.after_closed, ct.spec.scope)
         if refused is None:
             for name, fn in ct.conditions:
                 if not _host_guard(name, fn, ctx_factory()):
@@ -246,7 +261,7 @@ def decide(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, An
     """Whether ``trigger`` (a transition or an activity) with ``input`` is accepted on a case
     in ``state`` holding ``data`` (and ``clocks``, for its windows); the refusal names case,
     state and trigger."""
-    windows = Windows(wf, data, clocks or {}, now)
+    windows = CaseAt(wf, data, clocks or {}, now)
     try:
         activity = wf.activities.get(trigger)
         if activity is not None:
@@ -258,7 +273,7 @@ def decide(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, An
 
 def _transition(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
                 trigger: str, actor: Actor, input: Mapping[str, Any], now: datetime,
-                windows: Windows | None = None) -> Decision:
+                windows: CaseAt | None = None) -> Decision:
     accepted = wf.inputs_by_trigger.get(trigger)
     if accepted is None:
         raise InvalidTrigger(f"workflow {wf.name!r} has no trigger or activity {trigger!r}")
@@ -304,16 +319,17 @@ def _activity_names(wf: CompiledWorkflow, a: CompiledActivity, data: Mapping[str
 
 def _activity(wf: CompiledWorkflow, a: CompiledActivity, case_id: str, state: str,
               data: Mapping[str, Any], actor: Actor, input: Mapping[str, Any],
-              now: datetime, windows: Windows | None = None) -> Decision:
+              now: datetime, windows: CaseAt | None = None) -> Decision:
     if state not in a.leaves:
         raise WrongState(f"activity {a.name!r} is allowed only in {sorted(a.spec.states)}")
     if a.roles and not (a.roles & actor.roles):  # before the input: a stranger learns nothing
         raise RoleRefused(f"needs one of the roles {sorted(a.roles)}; {actor.id} has "
                           f"{sorted(actor.roles) or 'none'}")
     if windows is not None:
-        closed = windows.refusal(a.spec.while_open, a.spec.after_closed)
-        if closed is not None:
-            raise closed
+        outside = windows.scope_refusal(a.spec.scope, actor) or windows.refusal(
+            a.spec.while_open, a.spec.after_closed)
+        if outside is not None:
+            raise outside
     details = a.validate(input)
     names = _activity_names(wf, a, data, details, actor, now, state)
     refused = _check_step(a.roles, a.spec.required, a.guard, actor, details, names, True)
@@ -335,7 +351,7 @@ def options(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, A
     input it requires, and ``fire`` judges it."""
     out: list[TriggerOption] = []
     names = guard_names(wf, data, {}, actor, now, state)
-    windows = Windows(wf, data, clocks or {}, now)
+    windows = CaseAt(wf, data, clocks or {}, now)
 
     def window_of(w: str | None) -> tuple[str | None, datetime | None]:
         span = windows.when(w) if w else None
@@ -364,7 +380,7 @@ def options(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, A
     for a in wf.activities_in(state):
         a_names = _activity_names(wf, a, data, {}, actor, now, state)
         refused = _check_step(a.roles, a.spec.required, a.guard, actor, {}, a_names, False,
-                              windows, a.spec.while_open, a.spec.after_closed)
+                              windows, a.spec.while_open, a.spec.after_closed, a.spec.scope)
         on_input = refused is not None and refused[0] == _GUARD and a.guard is not None and bool(
             a.guard.names & set(a.spec.fields))
         if refused is None or on_input:
@@ -376,3 +392,70 @@ def options(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, A
             out.append(TriggerOption(a.name, "activity", False, f"[{why.rule}] {why.reason}",
                                      a.spec.required, *window_of(a.spec.while_open)))
     return out
+
+
+# -- assignment ------------------------------------------------------------------------
+def decide_assignment(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
+                      slot: str, value: Any, actor: Actor, reason: str | None,
+                      final: bool) -> Decision:
+    """Whether ``actor`` may put ``value`` in ``slot`` (assign, or reassign with a reason)."""
+    try:
+        s = wf.slots.get(slot)
+        if s is None:
+            raise InvalidInput(f"{wf.name!r} has no assignment slot {slot!r} (its slots: "
+                               f"{', '.join(sorted(wf.slots)) or 'none'})")
+        if final:
+            raise WrongState("a closed case is not assigned")
+        allowed = frozenset(wf.spec.assignment.roles)
+        if allowed and not (allowed & actor.roles):
+            raise RoleRefused(f"assigning needs one of the roles {sorted(allowed)}; {actor.id} "
+                              f"has {sorted(actor.roles) or 'none'}")
+        values = wf.validate({s.field: value})
+        if values.get(s.field) in (None, "", []):
+            raise MissingFields(f"assigning {slot!r} needs who (or which units)")
+        held = data.get(s.field)
+        again = held not in (None, "", [])
+        if again and held == values[s.field]:
+            raise InvalidInput(f"{slot!r} is held by that already")
+        if again and wf.spec.assignment.reason_required and not (reason or "").strip():
+            raise MissingFields(f"reassigning {slot!r} needs a reason")
+    except CommandRefused as e:
+        raise type(e)(e.reason, case_id=case_id, state=state, trigger=f"assign:{slot}") from None
+    role = _role_used(actor, allowed)
+    details = {"slot": slot, "from": held, "to": values[s.field], "reason": reason or None}
+    return Decision(EventKind.ASSIGNMENT, state, values, details, role)
+
+
+def decide_delegation(wf: CompiledWorkflow, case_id: str, state: str, data: Mapping[str, Any],
+                      slot: str, stand_in: str, until: datetime, actor: Actor,
+                      reason: str | None, final: bool, now: datetime) -> Decision:
+    """Whether ``actor`` may name ``stand_in`` for the person in ``slot`` until ``until``:
+    the holder of the slot may, and so may whoever may assign."""
+    try:
+        s = wf.slots.get(slot)
+        if s is None:
+            raise InvalidInput(f"{wf.name!r} has no assignment slot {slot!r}")
+        if s.kind.value != "person":
+            raise InvalidInput(f"{slot!r} holds units: only a person's slot has a stand-in")
+        if final:
+            raise WrongState("a closed case has no stand-ins")
+        holder = data.get(s.field)
+        if holder in (None, ""):
+            raise WrongState(f"{slot!r} is not assigned: there is nobody to stand in for")
+        allowed = frozenset(wf.spec.assignment.roles)
+        if actor.id != holder and not (allowed & actor.roles):
+            raise RoleRefused(f"only {slot} {holder} or one of the roles {sorted(allowed)} may "
+                              f"name a stand-in; {actor.id} is neither")
+        if not isinstance(stand_in, str) or not stand_in.strip() or len(stand_in) > 128:
+            raise InvalidInput("stand_in: an actor id (at most 128 characters)")
+        if stand_in == holder:
+            raise InvalidInput(f"{stand_in} holds {slot!r} already")
+        if until <= now:
+            raise InvalidInput("until: a stand-in's period must end in the future")
+        if until - now > timedelta(days=366):
+            raise InvalidInput("until: a stand-in may be named for a year at most")
+    except CommandRefused as e:
+        raise type(e)(e.reason, case_id=case_id, state=state, trigger=f"delegate:{slot}") from None
+    details = {"slot": slot, "holder": holder, "stand_in": stand_in,
+               "until": until.isoformat(), "reason": reason or None}
+    return Decision(EventKind.DELEGATION, state, {}, details, _role_used(actor, allowed))

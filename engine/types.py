@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     CHECK = "check"              # a cron check across all cases looked at this one
     DEADLINE = "deadline"        # the case's deadlines were recomputed
     MIGRATION = "migration"      # the case was moved to another version of its workflow
+    ASSIGNMENT = "assignment"    # a slot (leader, handler, unit...) was assigned or reassigned
+    DELEGATION = "delegation"    # a stand-in was named for a slot, or their period ended
 
 
 class TimerKind(StrEnum):
@@ -39,6 +41,7 @@ class TimerKind(StrEnum):
     BREACH = "breach"
     CYCLE = "cycle"
     CRON = "cron"
+    DELEGATION = "delegation"
 
 
 class TimerStatus(StrEnum):

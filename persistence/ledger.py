@@ -49,6 +49,7 @@ from sqlalchemy.types import TypeDecorator
 from .chain import seal, verify_chain
 from .errors import DuplicateKey, LedgerError
 from .migrate import head_revision
+from .sql import FAR_DT
 from .store import Store
 from .tx import ReadTx, WriteTx
 
@@ -503,8 +504,13 @@ def _reseal(tx: WriteTx, row: dict[str, Any],
             row["id"], row["workflow"], row["version"], row["state"], bool(row["final"]),
             row["data"], row["escalation_level"], row["opened_at"], row["updated_at"],
             row["row_version"], row["last_seq"], row["last_hash"], row["clocks"],
-            bool(row["at_risk"]), row["overdue_since"], row["party_key"], row["closed_at"]))
+            bool(row["at_risk"]), row["overdue_since"], row["party_key"], row["closed_at"],
+            row.get("unit"), _due(row.get("next_due_at")), row.get("next_deadline")))
     return row
+
+
+def _due(v: Any) -> datetime | None:
+    return None if v is None or v == FAR_DT else v
 
 
 def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],

@@ -27,11 +27,22 @@ class WorkflowVersionRow(SQLModel, table=True):
 
 
 class CaseRow(SQLModel, table=True):
-    """One case: its state, its data (JSON) and the head of its event chain."""
+    """One case: its state, its data (JSON) and the head of its event chain.
+
+    Few indexes: each costs a page write when its columns change. The open cases are
+    indexed by their next deadline, overall and per lead unit, so "due this week in my
+    unit" is an index range; a command that changes none of those columns does not touch
+    those indexes (see :data:`persistence.sql.CASE_UPDATE`).
+    """
 
     __tablename__ = "cases"
-    # Few indexes: each one costs a page write on every command. Reports scan.
-    __table_args__ = (Index("ix_cases_workflow_opened", "workflow", "opened_at"),)
+    __table_args__ = (
+        Index("ix_cases_workflow_opened", "workflow", "opened_at"),
+        Index("ix_cases_open_due", "next_due_at", "id",
+              sqlite_where=text("final = 0"), postgresql_where=text("NOT final")),
+        Index("ix_cases_unit_due", "unit", "next_due_at", "id",
+              sqlite_where=text("final = 0"), postgresql_where=text("NOT final")),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     workflow: str = Field(max_length=64)
@@ -52,6 +63,10 @@ class CaseRow(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
     # "key id:HMAC" over every other column: a row edited outside the engine is refused.
     seal: str | None = Field(default=None, max_length=100)
+    # Kept with every write, for search and worklists: the lead unit, the next deadline.
+    unit: str | None = Field(default=None, max_length=128)
+    next_due_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    next_deadline: str | None = Field(default=None, max_length=64)
 
 
 class EventRow(SQLModel, table=True):
@@ -87,6 +102,20 @@ class EventRow(SQLModel, table=True):
     key_id: str | None = Field(default=None, max_length=32)
     # A digest of the command (trigger, input, actor) sent with an idempotency key.
     command_digest: str | None = Field(default=None, max_length=64)
+
+
+class AssignmentRow(SQLModel, table=True):
+    """Who holds a case: one row per person or unit in an assignment slot, and per stand-in
+    for the time of a delegation; kept in the command's transaction."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_who", "who", "case_id"),)
+
+    case_id: str = Field(foreign_key="cases.id", primary_key=True, max_length=36)
+    slot: str = Field(primary_key=True, max_length=64)
+    who: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=16)  # person, unit, stand_in
+    until: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
 
 
 class TimerRow(SQLModel, table=True):
@@ -161,4 +190,5 @@ timers = TimerRow.__table__  # type: ignore[attr-defined]
 workflow_versions = WorkflowVersionRow.__table__  # type: ignore[attr-defined]
 reports = ReportRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+assignments = AssignmentRow.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -27,6 +27,9 @@ class CaseRecord:
     party_key: str | None = None
     closed_at: datetime | None = None
     seal: str | None = None
+    unit: str | None = None
+    next_due_at: datetime | None = None
+    next_deadline: str | None = None
 
 
 @dataclass(slots=True)

@@ -7,10 +7,11 @@ not on every execution.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, or_, select, text, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql import ClauseElement
 
@@ -29,16 +30,21 @@ O = models.outbox  # noqa: E741
 PENDING = T.c.status == literal_column("'pending'")
 CASE_COLS = (C.c.id, C.c.workflow, C.c.version, C.c.state, C.c.final, C.c.data, C.c.escalation_level,
              C.c.opened_at, C.c.updated_at, C.c.row_version, C.c.last_seq, C.c.last_hash, C.c.clocks,
-             C.c.at_risk, C.c.overdue_since, C.c.party_key, C.c.closed_at, C.c.seal)
+             C.c.at_risk, C.c.overdue_since, C.c.party_key, C.c.closed_at, C.c.seal, C.c.unit,
+             C.c.next_due_at, C.c.next_deadline)
 EVENT_COLS = (E.c.case_id, E.c.seq, E.c.kind, E.c.name, E.c.from_state, E.c.to_state, E.c.actor,
               E.c.role, E.c.at, E.c.changes, E.c.details, E.c.idempotency_key, E.c.prev_hash,
               E.c.hash, E.c.key_id, E.c.command_digest)
 TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, T.c.due_at,
               T.c.status, T.c.payload)
-# party_key is indexed: SQLite rewrites an index entry whenever its column is in the SET list,
-# even to the same value, so the usual update leaves it out (one page less per command).
-CASE_UPDATE = ("version", "state", "final", "data", "escalation_level", "updated_at", "row_version",
-               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "closed_at", "seal")
+# Indexed columns (party_key; final, unit and next_due_at of the due indexes): SQLite rewrites
+# an index entry whenever one of its columns is in the SET list, even to the same value, so
+# the usual update leaves them out and a command that changes one of them uses the full one.
+CASE_UPDATE = ("version", "state", "data", "escalation_level", "updated_at", "row_version",
+               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "closed_at", "seal",
+               "next_deadline")
+CASE_INDEXED = ("final", "party_key", "unit", "next_due_at")
+FAR_DT = datetime(9999, 12, 31)  # the next deadline of an open case that has none
 
 
 class Statement:
@@ -96,11 +102,17 @@ class Statements:
             .where(C.c.id == bindparam("b_id"), C.c.row_version == bindparam("b_expected"))
             .values({k: bindparam(k) for k in CASE_UPDATE})
         )
-        self.update_case_party = c(
+        self.update_case_full = c(
             update(C)
             .where(C.c.id == bindparam("b_id"), C.c.row_version == bindparam("b_expected"))
-            .values({k: bindparam(k) for k in (*CASE_UPDATE, "party_key")})
+            .values({k: bindparam(k) for k in (*CASE_UPDATE, *CASE_INDEXED)})
         )
+        A = models.assignments
+        self.assignments_of = c(select(A.c.slot, A.c.who, A.c.kind, A.c.until)
+                                .where(A.c.case_id == bindparam("id"))
+                                .order_by(A.c.slot, A.c.who))
+        self.delete_assignments = c(delete(A).where(A.c.case_id == bindparam("b_case")))
+        self.insert_assignment = c(_values(A, tuple(A.c)))
         self.case_ids = c(select(C.c.id).order_by(C.c.opened_at, C.c.id))
         self.case_ids_wf = c(select(C.c.id).where(C.c.workflow == bindparam("workflow"))
                              .order_by(C.c.opened_at, C.c.id))

@@ -13,7 +13,7 @@ from .chain import GENESIS, Keyring, event_hash, fold_problems, seal, seal_holds
 from .dialects import Dialect
 from .errors import RowAltered, StaleVersion
 from .records import CaseRecord, EventRecord, NewTimer, TimerRecord
-from .sql import Statement, Statements
+from .sql import FAR_DT, Statement, Statements
 
 OutboxItem = tuple[int, str, str | None, int | None, int | None]  # id, name, case, seq, report
 
@@ -51,17 +51,25 @@ class ReadTx:
                           dt(row[7]), dt(row[8]), row[9], row[10], row[11],
                           loads(clocks) if clocks and clocks != "{}" else {},
                           bool(row[13]), self._opt_dt(row[14]), row[15], self._opt_dt(row[16]),
-                          row[17])
+                          row[17], row[18], self._due_out(row[19]), row[20])
+
+    def _due_out(self, v: Any) -> datetime | None:
+        """A stored next deadline (the far sentinel: none)."""
+        if v is None:
+            return None
+        d = self._dt_out(v)
+        return None if d == FAR_DT else d
 
     def record(self, row: Sequence[Any]) -> CaseRecord:
         """A stored case row (the columns of ``lock_case``) as a record."""
         return self._case(row)
 
     def _seal_parts(self, row: Sequence[Any]) -> list[Any]:
-        """The sealed columns of a stored case row (its first 17), times as datetimes."""
-        parts = list(row[:17])
+        """The sealed columns of a stored case row (all but the seal), times as datetimes."""
+        parts = [*row[:17], *row[18:21]]
         for i in (7, 8, 14, 16):
             parts[i] = self._opt_dt(parts[i])
+        parts[18] = self._due_out(parts[18])
         for i in (4, 13):
             parts[i] = bool(parts[i])
         return parts
@@ -157,6 +165,11 @@ class ReadTx:
     def count_cases(self) -> int:
         return int(self._run(self.sql.count_cases, {}).fetchone()[0])
 
+    def assignments(self, case_id: str) -> list[tuple[str, str, str, datetime | None]]:
+        """(slot, who, kind, until) of everyone holding the case."""
+        return [(r[0], r[1], r[2], self._opt_dt(r[3]))
+                for r in self._run(self.sql.assignments_of, {"id": case_id}).fetchall()]
+
     def count_events(self) -> int:
         return int(self._run(self.sql.ledger.count_events, {}).fetchone()[0])
 
@@ -228,7 +241,11 @@ class ReadTx:
         return self._dt_in(value)
 
 
-_CASE_WIDTH = 18  # the case columns before the event columns in a chain row
+def _indexed(case: CaseRecord) -> tuple[Any, ...]:
+    return (case.final, case.party_key, case.unit, case.next_due_at)
+
+
+_CASE_WIDTH = 21  # the case columns before the event columns in a chain row
 
 
 class _RawEvent:
@@ -254,7 +271,8 @@ class WriteTx(ReadTx):
         self._pending: tuple[EventRecord, str, str] | None = None
         self.earliest_new_due: datetime | None = None  # of the timers this transaction added
         self.outbox_written = False
-        self._party_read: dict[str, str | None] = {}  # party_key of each case as last stored
+        # The indexed columns of each case as last stored (see sql.CASE_INDEXED).
+        self._indexed_read: dict[str, tuple[Any, ...]] = {}
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
         """Read the case and hold it against other writers until commit; a row whose seal
@@ -266,7 +284,7 @@ class WriteTx(ReadTx):
         if why is not None:
             raise RowAltered(case_id, why)
         rec = self._case(row)
-        self._party_read[case_id] = rec.party_key
+        self._indexed_read[case_id] = _indexed(rec)
         return rec
 
     def save_workflow_version(self, name: str, version: str, definition: str, source: str,
@@ -306,7 +324,7 @@ class WriteTx(ReadTx):
                 case.id, case.workflow, case.version, case.state, case.final, data,
                 case.escalation_level, case.opened_at, case.updated_at, case.row_version,
                 case.last_seq, case.last_hash, clocks, case.at_risk, case.overdue_since,
-                case.party_key, case.closed_at))
+                case.party_key, case.closed_at, case.unit, case.next_due_at, case.next_deadline))
         return {
             "version": case.version, "state": case.state, "final": case.final, "data": data,
             "escalation_level": case.escalation_level, "updated_at": dt(case.updated_at),
@@ -315,7 +333,9 @@ class WriteTx(ReadTx):
             "overdue_since": dt(case.overdue_since) if case.overdue_since else None,
             "party_key": case.party_key,
             "closed_at": dt(case.closed_at) if case.closed_at else None,
-            "seal": case.seal,
+            "seal": case.seal, "unit": case.unit,
+            "next_due_at": dt(case.next_due_at if case.next_due_at is not None else FAR_DT),
+            "next_deadline": case.next_deadline,
         }
 
     def seal_of(self, case: CaseRecord) -> str | None:
@@ -327,17 +347,18 @@ class WriteTx(ReadTx):
         values = self._case_values(case)
         values.update(id=case.id, workflow=case.workflow, opened_at=self._dt_in(case.opened_at))
         self._run(self.sql.insert_case, values)
-        self._party_read[case.id] = case.party_key
+        self._indexed_read[case.id] = _indexed(case)
 
     def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
         """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
         values = self._case_values(case)
         values.update(b_id=case.id, b_expected=expected_row_version)
-        if case.id in self._party_read and self._party_read[case.id] == case.party_key:
-            cur = self._run(self.sql.update_case, values)  # party_key unchanged: left out
+        now_indexed = _indexed(case)
+        if self._indexed_read.get(case.id) == now_indexed:
+            cur = self._run(self.sql.update_case, values)  # indexed columns unchanged: left out
         else:
-            cur = self._run(self.sql.update_case_party, values)
-            self._party_read[case.id] = case.party_key
+            cur = self._run(self.sql.update_case_full, values)
+            self._indexed_read[case.id] = now_indexed
         if cur.rowcount != 1:
             row = self._run(self.sql.row_version, {"id": case.id}).fetchone()
             raise StaleVersion(case.id, expected_row_version, row[0] if row else None)
@@ -354,6 +375,17 @@ class WriteTx(ReadTx):
             "idempotency_key": ev.idempotency_key, "prev_hash": ev.prev_hash, "hash": ev.hash,
             "key_id": ev.key_id, "command_digest": ev.command_digest,
         })
+
+    def set_assignments(self, case_id: str,
+                        rows: Iterable[tuple[str, str, str, datetime | None]]) -> None:
+        """Replace who holds the case: (slot, who, kind, until) rows."""
+        self._run(self.sql.delete_assignments, {"b_case": case_id})
+        st = self.sql.insert_assignment
+        params = [st.params({"case_id": case_id, "slot": s, "who": w, "kind": k,
+                             "until": self._dt_in(u) if u is not None else None})
+                  for s, w, k, u in rows]
+        if params:
+            self.cur.executemany(st.sql, params)
 
     # -- timers ----------------------------------------------------------
     def insert_timers(self, timers: Iterable[NewTimer], now: datetime) -> None:

@@ -295,5 +295,5 @@ def test_a_refused_proposal_is_reported_with_its_rule(any_engine: Engine, clock:
     answer = any_engine.what_if(cid, [Proposal("extend", "leader:ma", {
         "extension_days": 30, "extension_reason": "x"})], until=at(2025, 6, 1))
     assert answer.proposed.refused is not None
-    assert "guard" in answer.proposed.refused[1]
+    assert "[scope]" in answer.proposed.refused[1]
     assert OPEN_DATA["petitioner_name"] not in answer.proposed.refused[1]
