@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from .registry import shipped_workflows
     from .reports import Report
     from .scheduler import RunResult, SchedulerService
+    from .search import CasePage, CaseSummary
     from .settings import Settings, load_settings
     from .timers import SensitivePeriod
     from .whatif import Outcome, Proposal, WhatIf
@@ -88,17 +89,16 @@ if TYPE_CHECKING:
 # The runtime (the database layer, the scheduler) is imported on first use, so that a
 # command such as ``casework validate`` starts without it.
 _LAZY = {
-    "Engine": ".engine", "ActivityRecorded": ".events", "Assigned": ".events",
-    "Delegated": ".events", "CaseOpened": ".events",
-    "CycleCame": ".events", "DeadlineWarned": ".events", "Escalated": ".events",
-    "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady": ".events",
-    "TransitionApplied": ".events", "configure_logging": ".log",
-    "MigrationItem": ".migration", "MigrationResult": ".migration",
-    "ImportResult": ".persistence.ledger", "RekeyResult": ".persistence.rekey",
-    "shipped_workflows": ".registry", "Report": ".reports",
-    "RunResult": ".scheduler", "SchedulerService": ".scheduler", "Settings": ".settings",
-    "load_settings": ".settings", "SensitivePeriod": ".timers", "Outcome": ".whatif",
-    "Proposal": ".whatif", "WhatIf": ".whatif",
+    "Engine": ".engine", "ActivityRecorded": ".events", "Assigned": ".events", "Delegated":
+    ".events", "CaseOpened": ".events", "CycleCame": ".events", "DeadlineWarned": ".events",
+    "Escalated": ".events", "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady":
+    ".events", "TransitionApplied": ".events", "configure_logging": ".log", "MigrationItem":
+    ".migration", "MigrationResult": ".migration", "ImportResult": ".persistence.ledger",
+    "RekeyResult": ".persistence.rekey", "shipped_workflows": ".registry", "Report": ".reports",
+    "RunResult": ".scheduler", "CasePage": ".search", "CaseSummary": ".search",
+    "SchedulerService": ".scheduler", "Settings": ".settings", "load_settings": ".settings",
+    "SensitivePeriod": ".timers", "Outcome": ".whatif", "Proposal": ".whatif", "WhatIf":
+    ".whatif",
 }
 
 
@@ -126,18 +126,19 @@ logger.disable("casework")
 
 __all__ = [
     "ActivityRecorded", "Actor", "Assigned", "Case", "CaseAltered", "CaseExists",
-    "CaseNotFound", "CaseOpened", "CaseworkError", "Clock", "CommandRefused", "ConflictError",
-    "CycleCame", "Deadline", "DeadlineWarned", "DefinitionError", "Delegated", "Engine",
-    "Escalated", "Event", "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock",
-    "GuardContext", "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput",
-    "InvalidQuery", "InvalidTrigger", "LedgerRefused", "LoadedDefinition", "MigrationItem",
-    "MigrationResult", "MissingExtra", "MissingFields", "Notice", "Outcome", "Problem",
-    "Proposal", "RekeyResult", "Report", "ReportReady", "RoleRefused", "RunResult",
-    "SchedulerService", "ScopeRefused", "SensitivePeriod", "Settings", "SettingsError",
-    "StoreError", "SystemClock", "Timer", "TimerKind", "TimerStatus", "TransitionApplied",
-    "TriggerOption", "UnknownCalendarYear", "UnknownWorkflow", "WhatIf", "WindowClosed",
-    "Workflow", "WorkflowSpec", "WrongState", "configure_logging", "load_definition",
-    "load_definitions", "load_settings", "parse_definition", "shipped_workflows",
+    "CaseNotFound", "CaseOpened", "CasePage", "CaseSummary", "CaseworkError", "Clock",
+    "CommandRefused", "ConflictError", "CycleCame", "Deadline", "DeadlineWarned",
+    "DefinitionError", "Delegated", "Engine", "Escalated", "Event", "EventKind", "FieldSpec",
+    "FieldType", "FlaggedAtRisk", "FrozenClock", "GuardContext", "GuardRefused",
+    "IdempotencyKeyReused", "ImportResult", "InvalidInput", "InvalidQuery", "InvalidTrigger",
+    "LedgerRefused", "LoadedDefinition", "MigrationItem", "MigrationResult", "MissingExtra",
+    "MissingFields", "Notice", "Outcome", "Problem", "Proposal", "RekeyResult", "Report",
+    "ReportReady", "RoleRefused", "RunResult", "SchedulerService", "ScopeRefused",
+    "SensitivePeriod", "Settings", "SettingsError", "StoreError", "SystemClock", "Timer",
+    "TimerKind", "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
+    "UnknownWorkflow", "WhatIf", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState",
+    "configure_logging", "load_definition", "load_definitions", "load_settings",
+    "parse_definition", "shipped_workflows",
 ]
 
 for _name in __all__:

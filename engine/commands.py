@@ -273,13 +273,14 @@ class Commands:
             now = self._clock.now()
             d = rules.decide_delegation(wf, case_id, rec.state, rec.data, slot, stand_in, until,
                                         who, reason, rec.final, now)
+            keeper = Keeper(wf.spec, rec)  # who holds the case before the stand-in
             rec.clocks.setdefault(DELEGATIONS, {})[slot] = {
                 "to": stand_in, "since": now.isoformat(), "until": until.isoformat(),
                 "by": who.id}
             timer = NewTimer(rec.id, wf.name, TimerKind.DELEGATION.value, slot, None, until,
                              {"until": until.isoformat(), "stand_in": stand_in})
             return self._record(tx, wf, rec, d, f"delegate:{slot}", who, now, idempotency_key,
-                                digest, Delegated, outbox=None, timers=[timer])
+                                digest, Delegated, outbox=None, timers=[timer], keeper=keeper)
 
         return self._run(write, idempotency_key)
 
@@ -299,9 +300,9 @@ class Commands:
     def _record(self, tx: WriteTx, wf: CompiledWorkflow, rec: CaseRecord, d: rules.Decision,
                 name: str, who: Actor, now: datetime, key: str | None, digest: str | None,
                 notice: type[Notice], *, outbox: str | None,
-                timers: list[NewTimer] | None = None) -> Written:
+                timers: list[NewTimer] | None = None, keeper: Keeper | None = None) -> Written:
         """Write a decision that moves no state: the case's changed fields, its event."""
-        keeper = Keeper(wf.spec, rec)
+        keeper = keeper or Keeper(wf.spec, rec)
         old_version = rec.row_version
         at = to_db(now)
         rec.data = {**rec.data, **d.changes}

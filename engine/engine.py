@@ -35,6 +35,7 @@ from .queries import Queries
 from .registry import CompileOptions, Registry, WorkflowSource
 from .reports import Report, build_report
 from .scheduler import RunResult, Scheduler, SchedulerService
+from .search import CasePage, Search
 from .settings import load_settings
 from .storage import Storage
 from .timers import SensitivePeriod
@@ -116,6 +117,7 @@ class Engine:
                                     batch_size=opts.get("batch_size", 200),
                                     lease=timedelta(seconds=opts.get("lease_seconds", 60)))
         self._migrator = Migrator(self._storage, self._registry, self.clock)
+        self._search = Search(self._storage, self._registry, self.clock)
         self._ledger = Ledger(self._storage, self._registry, self.clock)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
@@ -260,6 +262,27 @@ class Engine:
     def verify(self, case_id: str | None = None) -> list[str]:
         """Problems in the hash chains of one case or of every case (empty when intact)."""
         return self._queries.verify(case_id)
+
+    def cases(self, **filters: Any) -> CasePage:
+        """Search the cases: ``workflow``, ``state`` (a compound state: all its children),
+        ``unit`` (the lead unit), ``assignee`` (a person's id, or ``@unit``), ``source``,
+        ``opened_after``/``opened_before``, ``updated_after``/``updated_before``,
+        ``due_after``/``due_before`` (the next deadline), ``overdue``, ``at_risk``,
+        ``min_escalation``, ``fields`` (those the definition declares in ``search``),
+        ``same_petitioner_as`` (a case id: that petitioner's other cases, by their keyed
+        identity), ``include_closed``; ``sort`` = ``due`` (default), ``opened`` or
+        ``updated``; ``cursor`` (from the page before), ``limit`` (up to 500); ``count``:
+        also how many match. Open cases only unless ``include_closed``."""
+        return self._search.cases(**filters)
+
+    def worklist(self, actor: ActorLike, *, of: str = "mine",
+                 units: Iterable[str] | None = None, cursor: str | None = None,
+                 limit: int = 50) -> CasePage:
+        """The cases ``actor`` can act on now, most urgent first, each with what it allows
+        (the same rules as :meth:`fire`); ``of="unit"``: the cases of the actor's unit;
+        ``of="supervised"``: the overdue and escalated cases of ``units`` (all by default)."""
+        return self._search.worklist(parse_actor(actor), of=of, units=units, cursor=cursor,
+                                     limit=limit)
 
     def report(self, workflow: str, *, start: date | datetime | str | None = None,
                end: date | datetime | str | None = None, by: str | None = None,
