@@ -645,15 +645,264 @@ def export(ctx: click.Context, workflow: str | None, unit: str | None, case_ids:
 def import_(ctx: click.Context, file: Path) -> None:
     """Import a ledger written by `export`: all of it in one transaction, or nothing
     (every problem is listed)."""
-    from .persistence.errors import LedgerError
+    from . import LedgerRefused
 
     with _engine(ctx) as engine, file.open(encoding="utf-8") as inp:
         try:
             r = engine.import_cases(inp)
-        except LedgerError as e:
+        except LedgerRefused as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(1)
         click.echo(f"imported {_n(r.cases, 'case')} with {_n(r.events, 'event')} and "
                    f"{_n(r.timers, 'pending timer')}"
                    + (f"; {_n(r.workflow_versions, 'workflow version')} added"
                       if r.workflow_versions else ""))
+
+
+# -- search and worklists --------------------------------------------------------------
+def _page_out(page: Any, fmt: str) -> None:
+    import json
+
+    from .views.tables import Column, make_table, render
+
+    if fmt == "json":
+        click.echo(json.dumps(page.to_dict(), ensure_ascii=False, indent=2))
+        return
+    cols = ["id", "workflow", "state", "next deadline", "due", "level", "flags", "summary",
+            "may do now"]
+    rows = []
+    for c in page.items:
+        flags = ",".join(f for f, on in (("overdue", c.overdue), ("at risk", c.at_risk)) if on)
+        summary = " ".join(f"{k}={v}" for k, v in c.summary.items() if v not in (None, ""))
+        allowed = " ".join(o.name for o in c.options if o.allowed)
+        rows.append([c.id, c.workflow, c.state, c.next_deadline or "",
+                     c.next_due_at.isoformat(timespec="minutes") if c.next_due_at else "",
+                     c.escalation_level, flags, summary, allowed])
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        w.writerows(rows)
+        click.echo(buf.getvalue().rstrip("\n"))
+        return
+    kinds = ["name", "name", "name", "name", "name", "number", "name", "text", "text"]
+    table = make_table([Column(h, k) for h, k in zip(cols, kinds, strict=True)], rows)
+    tail = [] if page.cursor is None else [f"more: --cursor {page.cursor}"]
+    total = [] if page.total is None else [f"{_n(page.total, 'case')} in all"]
+    click.echo(render([table, *total, *tail], _width()).rstrip("\n"))
+
+
+@cli.command()
+@click.option("--workflow", default=None)
+@click.option("--state", default=None, help="a state (a compound state: all its children)")
+@click.option("--unit", default=None, help="the lead unit")
+@click.option("--assignee", default=None, help="a person's id, or @unit")
+@click.option("--source", default=None)
+@click.option("--due-before", default=None, help="the next deadline before (ISO date or time)")
+@click.option("--due-after", default=None)
+@click.option("--overdue/--not-overdue", default=None)
+@click.option("--at-risk/--not-at-risk", default=None)
+@click.option("--min-escalation", type=click.IntRange(0, 100), default=None)
+@click.option("--where", "filters", multiple=True, help="FIELD=VALUE of a searchable field")
+@click.option("--closed", is_flag=True, help="closed cases too")
+@click.option("--sort", type=click.Choice(["due", "opened", "updated"]), default="due",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", default=None, help="the next page (printed under a full page)")
+@_FORMAT
+@click.pass_context
+def cases(ctx: click.Context, workflow: str | None, state: str | None, unit: str | None,
+          assignee: str | None, source: str | None, due_before: str | None,
+          due_after: str | None, overdue: bool | None, at_risk: bool | None,
+          min_escalation: int | None, filters: tuple[str, ...], closed: bool, sort: str,
+          limit: int, cursor: str | None, fmt: str) -> None:
+    """Search the cases (open ones unless --closed), most urgent first."""
+    with _engine(ctx) as engine:
+        fields: dict[str, Any] = {}
+        if filters:
+            wf = engine.workflow(workflow) if workflow else None
+            known = dict(wf.fields) if wf is not None else {
+                k: v for w in engine.workflows.values() for k, v in w.fields.items()}
+            fields = parse_values(filters, known, option="--where")
+        page = engine.cases(workflow=workflow, state=state, unit=unit, assignee=assignee,
+                            source=source, due_before=due_before, due_after=due_after,
+                            overdue=overdue, at_risk=at_risk, min_escalation=min_escalation,
+                            fields=fields, include_closed=closed, sort=sort, limit=limit,
+                            cursor=cursor, count=cursor is None)
+    _page_out(page, fmt)
+
+
+@cli.command()
+@click.option("--actor", required=True, help="role[,role]:id[@unit], e.g. handler:wu@court")
+@click.option("--of", "of", type=click.Choice(["mine", "unit", "supervised"]), default="mine",
+              show_default=True)
+@click.option("--unit", "units", multiple=True, help="with --of supervised: these units only")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", default=None)
+@_FORMAT
+@click.pass_context
+def worklist(ctx: click.Context, actor: str, of: str, units: tuple[str, ...], limit: int,
+             cursor: str | None, fmt: str) -> None:
+    """What ACTOR can act on now, most urgent first, with the steps each case allows."""
+    with _engine(ctx) as engine:
+        page = engine.worklist(actor, of=of, units=units or None, limit=limit, cursor=cursor)
+    _page_out(page, fmt)
+
+
+@cli.command()
+@click.argument("case_id")
+@click.argument("slot")
+@click.argument("value", nargs=-1, required=True)
+@click.option("--actor", required=True, help="role:id, e.g. leader:chen")
+@click.option("--reason", default=None, help="why (needed to reassign a slot already held)")
+@click.pass_context
+def assign(ctx: click.Context, case_id: str, slot: str, value: tuple[str, ...], actor: str,
+           reason: str | None) -> None:
+    """Assign SLOT of CASE_ID to VALUE (a person's id or a unit; several for a list of
+    units), or reassign it with --reason."""
+    with _engine(ctx) as engine:
+        case = engine.get_case(case_id)
+        spec = engine.workflow(case.workflow, case.version).definition.assignment.slots.get(slot)
+        held: Any = list(value) if spec is not None and spec.kind.value == "units" else " ".join(value)
+        case = engine.assign(case_id, slot, held, actor=actor, reason=reason)
+        click.echo(f"{case.id}: {slot} = {held} (row version {case.row_version})")
+
+
+@cli.command()
+@click.argument("case_id")
+@click.argument("slot")
+@click.argument("stand_in")
+@click.option("--actor", required=True)
+@click.option("--until", required=True, help="when the stand-in's period ends (ISO time with zone)")
+@click.option("--reason", default=None)
+@click.pass_context
+def delegate(ctx: click.Context, case_id: str, slot: str, stand_in: str, actor: str, until: str,
+             reason: str | None) -> None:
+    """Name STAND_IN for the person in SLOT of CASE_ID until --until (代辦)."""
+    from datetime import datetime
+
+    try:
+        end = datetime.fromisoformat(until)
+    except ValueError:
+        raise click.BadParameter(f"{until!r} is not an ISO time", param_hint="--until") from None
+    if end.tzinfo is None:
+        raise click.BadParameter("give the time zone, e.g. 2026-12-10T18:00+08:00",
+                                 param_hint="--until")
+    with _engine(ctx) as engine:
+        engine.delegate(case_id, slot, stand_in, actor=actor, until=end, reason=reason)
+        click.echo(f"{case_id}: {stand_in} stands in for {slot} until {end.isoformat()}")
+
+
+@cli.command("what-if")
+@click.argument("case_id")
+@click.option("--until", required=True, help="how far to look ahead (ISO date or time)")
+@click.option("--fire", "fires", multiple=True,
+              help="TRIGGER:ACTOR_ROLE:ACTOR_ID[@unit] with -d values, e.g. extend:leader:chen")
+@click.option("-d", "--data", "pairs", multiple=True, help="KEY=VALUE for the proposed commands")
+@_FORMAT
+@click.pass_context
+def what_if(ctx: click.Context, case_id: str, until: str, fires: tuple[str, ...],
+            pairs: tuple[str, ...], fmt: str) -> None:
+    """What CASE_ID would meet until --until with the proposed commands, and without."""
+    import json
+    from datetime import UTC, datetime
+
+    from . import Proposal
+
+    try:
+        end = datetime.fromisoformat(until)
+    except ValueError:
+        raise click.BadParameter(f"{until!r} is not an ISO date or time",
+                                 param_hint="--until") from None
+    end = end if end.tzinfo is not None else end.replace(tzinfo=UTC)
+    with _engine(ctx) as engine:
+        case = engine.get_case(case_id)
+        proposals = []
+        for f in fires:
+            trigger, _, actor = f.partition(":")
+            if not actor:
+                raise click.BadParameter(f"{f!r} is not TRIGGER:ACTOR", param_hint="--fire")
+            fields = dict(engine.workflow(case.workflow, case.version).fields)
+            activity = engine.workflow(case.workflow, case.version).definition.activities.get(
+                trigger)
+            if activity is not None:
+                fields.update(activity.fields)
+            proposals.append(Proposal(trigger, actor, parse_values(pairs, fields, option="-d")))
+        answer = engine.what_if(case_id, proposals, until=end)
+    if fmt == "json":
+        click.echo(json.dumps({"until": answer.until.isoformat(), **{
+            course: {"events": [e.to_dict() for e in o.events],
+                     "deadlines": [d.to_dict() for d in o.deadlines],
+                     "refused": None if o.refused is None else o.refused[1]}
+            for course, o in (("proposed", answer.proposed), ("unchanged", answer.unchanged))}},
+            ensure_ascii=False, indent=2))
+        return
+    for title, o in (("with the proposed commands", answer.proposed),
+                     ("if nothing is done", answer.unchanged)):
+        click.echo(f"{title}:")
+        if o.refused is not None:
+            click.echo(f"  refused: {o.refused[1]}")
+        for e in o.events:
+            click.echo(f"  {e.at.isoformat(timespec='minutes')}  {e.kind:<11} {e.name}")
+        for d in o.deadlines:
+            due = d.due.isoformat(timespec="minutes") if d.due else "-"
+            click.echo(f"  deadline {d.name}: {d.status}, due {due}, breaches {d.breaches}")
+
+
+# -- the office's keys and calendar -----------------------------------------------------
+@cli.command()
+@click.pass_context
+def rekey(ctx: click.Context) -> None:
+    """Re-key every case's history under the current key and seal its row (once after
+    upgrading from plain histories, or after `keys rotate`)."""
+    with _engine(ctx) as engine:
+        r = engine.rekey()
+    click.echo(f"re-keyed {_n(r.rekeyed, 'case')}; {r.current} already current")
+    for cid, problems in r.refused.items():
+        for p in problems:
+            click.echo(f"refused {cid}: {p}", err=True)
+    if r.refused:
+        ctx.exit(1)
+
+
+@cli.group()
+def keys() -> None:
+    """The office's integrity keys (a key file beside the database; never inside it)."""
+
+
+@keys.command("rotate")
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def keys_rotate(key_file: Path) -> None:
+    """Add a new current key to KEY_FILE; older keys stay to verify what they keyed."""
+    from .keys import rotate
+
+    click.echo(f"new current key {rotate(key_file)} in {key_file}; run `casework rekey` to "
+               "re-key the existing histories (optional)")
+
+
+@keys.command("add")
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("key_id")
+@click.argument("hex_key")
+def keys_add(key_file: Path, key_id: str, hex_key: str) -> None:
+    """Add another office's key (to verify its ledgers) to KEY_FILE."""
+    from .keys import add_key
+
+    add_key(key_file, key_id, hex_key)
+    click.echo(f"added key {key_id} to {key_file}")
+
+
+@cli.command("calendar-check")
+@click.pass_context
+def calendar_check(ctx: click.Context) -> None:
+    """Compare the years declared in the settings with the holiday package's data."""
+    with _engine(ctx) as engine:
+        problems = engine.calendar_problems()
+    for p in problems:
+        click.echo(p)
+    if problems:
+        ctx.exit(1)
+    click.echo("the declared years agree with the holiday package (or it does not know them yet)")

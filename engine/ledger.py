@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from .assignment import Holder, holders
 from .clock import Clock, to_db
 from .errors import CaseNotFound, CaseworkError, LedgerRefused
 from .loader import parse_definition
@@ -85,10 +86,18 @@ class Ledger:
                 return None
             return party_key(keyring.identity, wf.name, identity)
 
+        def held_by(row: dict[str, Any]) -> list[Holder]:
+            try:
+                wf = self._registry.get(row["workflow"], row["version"])
+            except CaseworkError:
+                return []
+            return holders(wf.slots, orjson.loads(row["data"]), orjson.loads(row["clocks"]))
+
         try:
             with self._storage.errors():
                 return ledger.import_cases(self._storage.store, inp, now=to_db(self._clock.now()),
-                                           check_history=check, party_key=key_of)
+                                           check_history=check, party_key=key_of,
+                                           holders=held_by)
         except LedgerError as e:
             raise LedgerRefused(str(e), e.problems) from None
 

@@ -9,8 +9,9 @@ ran on at that point, over the data folded from the events before it:
 * a transition is one the version allows from the state the case was in, to the state
   it records, for the role it records, with its required fields and its guard true;
 * an activity is allowed in that state for that role, its guard true, and moves nothing;
-* a timer's event (warning, escalation, breach, cycle, check, deadline) moves nothing and
-  changes no field;
+* a timer's event (warning, escalation, breach, cycle, check, deadline) and a delegation
+  move nothing and change no field; an assignment changes only its slot's field, by a role
+  that may assign;
 * a migration moves to the version it names, never into a final state, and into another
   state only if the data met that state's entry rules or an approved override is recorded.
 """
@@ -77,6 +78,11 @@ def replay_problems(row: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
                 why = _transition(wf, e, state, data, changes)
             elif kind == EventKind.ACTIVITY:
                 why = _activity(wf, e, state, data, changes, details)
+            elif kind == EventKind.ASSIGNMENT:
+                why = _assignment(wf, e, state, changes, details)
+            elif kind == EventKind.DELEGATION:
+                why = None if e["from_state"] == e["to_state"] == state and not changes else (
+                    "a delegation may neither move the case nor change its fields")
             elif kind in _SYSTEM:
                 why = None if e["from_state"] == e["to_state"] == state and not changes else (
                     "a timer's event may neither move the case nor change its fields")
@@ -177,6 +183,21 @@ def _activity(wf: CompiledWorkflow, e: Mapping[str, Any], state: str | None, dat
             ok = False
         if not ok:
             return f"its guard `{a.guard.source}` is false"
+    return None
+
+
+def _assignment(wf: CompiledWorkflow, e: Mapping[str, Any], state: str | None,
+                changes: dict[str, Any], details: dict[str, Any]) -> str | None:
+    if e["from_state"] != state or e["to_state"] != state:
+        return "an assignment does not move the case"
+    slot = wf.slots.get(str(details.get("slot")))
+    if slot is None:
+        return f"the workflow has no assignment slot {details.get('slot')!r}"
+    if set(changes) - {slot.field}:
+        return f"it set {', '.join(sorted(set(changes) - {slot.field}))}, not its slot's field"
+    allowed = set(wf.spec.assignment.roles)
+    if allowed and e["role"] not in allowed:
+        return f"assigned with the role {e['role']!r}; assigning needs one of {sorted(allowed)}"
     return None
 
 

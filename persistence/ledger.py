@@ -467,14 +467,17 @@ def _for_db(tx: WriteTx, row: dict[str, Any]) -> dict[str, Any]:
 
 def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
                  check_history: HistoryCheck | None = None,
-                 party_key: Callable[[dict[str, Any]], str | None] | None = None) -> ImportResult:
+                 party_key: Callable[[dict[str, Any]], str | None] | None = None,
+                 holders: Callable[[dict[str, Any]], list[tuple[str, str, str, datetime | None]]]
+                 | None = None) -> ImportResult:
     """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
     with :class:`LedgerError` (nothing written) if anything is wrong.
 
     ``check_history(row, events, definition_of)`` names the events of a case that its
     workflow's rules could not have produced (the engine replays them); ``party_key(row)``
     gives a case's key for matching the petitioner's other cases under this office's
-    secret. Each imported row is sealed anew under the target's key.
+    secret; ``holders(row)`` who holds it. Each imported row is sealed anew under the
+    target's key.
     """
     problems: list[str] = []
     ledger = _read(store, inp, problems, check_history)
@@ -487,7 +490,7 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
             missing_versions = _check_target(tx, ledger, problems)
             if problems:
                 raise LedgerError(problems)
-            return _write(tx, ledger, missing_versions, now, party_key)
+            return _write(tx, ledger, missing_versions, now, party_key, holders)
     except (DuplicateKey, dbapi.IntegrityError) as e:
         raise LedgerError([f"another process wrote one of these cases or idempotency keys while "
                            f"the file was being imported ({e})"]) from None
@@ -515,7 +518,9 @@ def _due(v: Any) -> datetime | None:
 
 def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],
            now: datetime | None,
-           party_key: Callable[[dict[str, Any]], str | None] | None = None) -> ImportResult:
+           party_key: Callable[[dict[str, Any]], str | None] | None = None,
+           holders: Callable[[dict[str, Any]], list[tuple[str, str, str, datetime | None]]]
+           | None = None) -> ImportResult:
     L = tx.sql.ledger
     result = ImportResult()
     for wv in missing_versions:
@@ -524,6 +529,11 @@ def _write(tx: WriteTx, ledger: _Ledger, missing_versions: list[dict[str, Any]],
     tx.execute_many(L.insert_case, [_for_db(tx, _reseal(tx, c.row, party_key))
                                     for c in ledger.cases])
     tx.execute_many(L.insert_event, [_for_db(tx, e) for c in ledger.cases for e in c.events])
+    if holders is not None:
+        for c in ledger.cases:
+            rows = holders(c.row)
+            if rows:
+                tx.set_assignments(c.id, rows)
     timers = [_for_db(tx, {**t, "case_id": c.id}) for c in ledger.cases for t in c.timers]
     tx.execute_many(L.insert_timer, timers)  # new row ids in the target
     result.cases = len(ledger.cases)
