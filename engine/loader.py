@@ -67,17 +67,39 @@ def _line_of(doc: Any, loc: Iterable[Any]) -> int | None:
     return line
 
 
+# What a definition file may be: a workflow is a few hundred lines, so these bounds refuse
+# only what would make reading it a way to exhaust the host (a file of megabytes, a few
+# lines of aliases that expand to millions of nodes, an alias that contains itself).
+MAX_BYTES = 512_000
+MAX_NODES = 20_000   # values once every alias is expanded
+MAX_DEPTH = 64
+
+
 def parse_definition(text: str, source: str) -> LoadedDefinition:
     """Parse and check one definition; raise :class:`DefinitionError` listing every problem."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise DefinitionError([Problem(source, None, f"the file is {size:,} bytes; a workflow "
+                                       f"definition may be at most {MAX_BYTES:,}")])
+    # Each key and item needs a colon, a comma or a dash: a quick upper bound of the values,
+    # so that a file of too many of them is refused before the (slow) YAML reader runs.
+    rough = text.count(":") + text.count(",") + text.count("- ")
+    if rough > 2 * MAX_NODES:
+        raise DefinitionError([Problem(source, None, f"the file holds about {rough:,} keys and "
+                                       f"items; a workflow definition may hold {MAX_NODES:,}")])
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(text)
     except MarkedYAMLError as e:
         raise DefinitionError([yaml_problem(e, text, source)]) from None
-    except YAMLError as e:
-        raise DefinitionError([Problem(source, None, f"malformed YAML: {e}")]) from None
+    except (YAMLError, RecursionError, AttributeError, TypeError, ValueError) as e:
+        # ruamel fails this way on some self-referencing aliases and merge keys
+        raise DefinitionError([Problem(source, None, f"malformed YAML: {_first(e)}")]) from None
     if not isinstance(doc, dict):
         raise DefinitionError([Problem(source, 1, "a workflow file must be a mapping")])
+    problem = _too_big(doc)
+    if problem is not None:
+        raise DefinitionError([Problem(source, problem[0], problem[1])])
     try:
         spec = WorkflowSpec.model_validate(_plain(doc))
     except ValidationError as e:
@@ -204,6 +226,50 @@ def load_definitions(paths: Iterable[str | Path]) -> list[LoadedDefinition]:
     if problems:
         raise DefinitionError(problems)
     return loaded
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def _too_big(doc: Any) -> tuple[int | None, str] | None:
+    """Whether the document, its aliases expanded, is too large or contains itself: the
+    size of each node is counted once (``sizes``), so a bomb is found without expanding it."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(doc, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        children = list(node.values()) if isinstance(node, dict) else list(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes.get(id(c), 1) if isinstance(c, (dict, list)) else 1
+                                 for c in children)
+            if sizes[key] > MAX_NODES:
+                return _line(node), (f"the definition expands to more than {MAX_NODES:,} "
+                                     "values (nested aliases?); it is refused")
+            if len(sizes) > MAX_NODES:
+                return _line(node), f"the definition holds more than {MAX_NODES:,} values"
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return _line(node), "an alias (or merge key) refers to the value that contains it"
+        if depth > MAX_DEPTH:
+            return _line(node), f"the definition is nested deeper than {MAX_DEPTH} levels"
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if isinstance(c, (dict, list)))
+    return None
+
+
+def _line(node: Any) -> int | None:
+    lc = getattr(node, "lc", None)
+    return lc.line + 1 if lc is not None and lc.line is not None else None
 
 
 def _plain(node: Any) -> Any:

@@ -504,3 +504,26 @@ def test_a_definition_with_an_exhausting_guard_is_refused_at_load_with_its_line(
         parse_definition(text_, "petition.yaml")
     problem = err.value.problems[0]
     assert says in problem.message and problem.line is not None and problem.line > 100
+
+
+# -- 7. a definition file cannot exhaust the host --------------------------------------------
+_BOMB = ("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n"
+    for i in range(7)) + "workflow: t\n")
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (_BOMB, "expands to more than"),
+    ("a: &m {<<: *m}\nworkflow: t\n", "malformed YAML"),
+    ("m: &m\n  k: *m\nworkflow: t\n", "m:"),
+    ("x: " + "[" * 200 + "]" * 200 + "\n", "nested deeper"),
+    ("f: 1\n" * 60_000, "keys and items"),
+    ("workflow: t\n" + "# " + "x" * 600_000 + "\n", "bytes"),
+])
+def test_a_hostile_definition_file_is_refused_quickly_with_its_line(text: str, says: str) -> None:
+    from casework import DefinitionError, parse_definition
+
+    with pytest.raises(DefinitionError) as err:
+        parse_definition(text, "hostile.yaml")
+    assert says in str(err.value)
+    assert all(p.file == "hostile.yaml" for p in err.value.problems)
