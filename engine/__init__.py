@@ -60,6 +60,7 @@ from .types import (
 from .workflow import Workflow
 
 if TYPE_CHECKING:
+    from .documents import Document, DocumentLimits
     from .engine import Engine
     from .events import (
         ActivityRecorded,
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
 # The runtime (the database layer, the scheduler) is imported on first use, so that a
 # command such as ``casework validate`` starts without it.
 _LAZY = {
+    "Document": ".documents", "DocumentLimits": ".documents",
     "Engine": ".engine", "ActivityRecorded": ".events", "Assigned": ".events", "Delegated":
     ".events", "CaseOpened": ".events", "CycleCame": ".events", "DeadlineWarned": ".events",
     "Escalated": ".events", "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady":
@@ -128,17 +130,17 @@ __all__ = [
     "ActivityRecorded", "Actor", "Assigned", "Case", "CaseAltered", "CaseExists",
     "CaseNotFound", "CaseOpened", "CasePage", "CaseSummary", "CaseworkError", "Clock",
     "CommandRefused", "ConflictError", "CycleCame", "Deadline", "DeadlineWarned",
-    "DefinitionError", "Delegated", "Engine", "Escalated", "Event", "EventKind", "FieldSpec",
-    "FieldType", "FlaggedAtRisk", "FrozenClock", "GuardContext", "GuardRefused",
-    "IdempotencyKeyReused", "ImportResult", "InvalidInput", "InvalidQuery", "InvalidTrigger",
-    "LedgerRefused", "LoadedDefinition", "MigrationItem", "MigrationResult", "MissingExtra",
-    "MissingFields", "Notice", "Outcome", "Problem", "Proposal", "RekeyResult", "Report",
-    "ReportReady", "RoleRefused", "RunResult", "SchedulerService", "ScopeRefused",
-    "SensitivePeriod", "Settings", "SettingsError", "StoreError", "SystemClock", "Timer",
-    "TimerKind", "TimerStatus", "TransitionApplied", "TriggerOption", "UnknownCalendarYear",
-    "UnknownWorkflow", "WhatIf", "WindowClosed", "Workflow", "WorkflowSpec", "WrongState",
-    "configure_logging", "load_definition", "load_definitions", "load_settings",
-    "parse_definition", "shipped_workflows",
+    "DefinitionError", "Delegated", "Document", "DocumentLimits", "Engine", "Escalated",
+    "Event", "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock",
+    "GuardContext", "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput",
+    "InvalidQuery", "InvalidTrigger", "LedgerRefused", "LoadedDefinition", "MigrationItem",
+    "MigrationResult", "MissingExtra", "MissingFields", "Notice", "Outcome", "Problem",
+    "Proposal", "RekeyResult", "Report", "ReportReady", "RoleRefused", "RunResult",
+    "SchedulerService", "ScopeRefused", "SensitivePeriod", "Settings", "SettingsError",
+    "StoreError", "SystemClock", "Timer", "TimerKind", "TimerStatus", "TransitionApplied",
+    "TriggerOption", "UnknownCalendarYear", "UnknownWorkflow", "WhatIf", "WindowClosed",
+    "Workflow", "WorkflowSpec", "WrongState", "configure_logging", "load_definition",
+    "load_definitions", "load_settings", "parse_definition", "shipped_workflows",
 ]
 
 for _name in __all__:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from . import risk, rules
 from .assignment import DELEGATIONS, Keeper
 from .clock import Clock, from_db, to_db
 from .convert import case_of, event_of
+from .documents import Document, DocumentStore
 from .errors import (
     CaseExists,
     CaseNotFound,
@@ -110,7 +111,9 @@ class Commands:
     """Runs commands, each in one write transaction."""
 
     def __init__(self, storage: Storage, registry: Registry, clock: Clock,
-                 subscribers: Subscribers, outbox: Outbox, *, retries: int = 5) -> None:
+                 subscribers: Subscribers, outbox: Outbox, *, retries: int = 5,
+                 documents: DocumentStore | None = None) -> None:
+        self._documents = documents or DocumentStore()
         self._storage = storage
         self._registry = registry
         self._clock = clock
@@ -120,16 +123,18 @@ class Commands:
 
     # -- the commands ----------------------------------------------------
     def open_case(self, workflow: str, data: Mapping[str, Any] | None, actor: Actor | str, *,
-                  case_id: str | None = None, idempotency_key: str | None = None) -> Case:
+                  case_id: str | None = None, idempotency_key: str | None = None,
+                  documents: Sequence[Document] = ()) -> Case:
         wf = self._registry.get(workflow)
         who = parse_actor(actor)
         check_key(idempotency_key)
+        refs = self._documents.check(documents)
         now = self._clock.now()
         decision = rules.decide_open(wf, who, dict(data or {}), now)
         values = decision.changes
         cid = case_id or uuid7().hex  # time-ordered: new cases sit together in the indexes
         at = to_db(now)
-        digest = (command_digest("open", workflow, case_id, str(who), dict(data or {}))
+        digest = (command_digest("open", workflow, case_id, str(who), dict(data or {}), refs)
                   if idempotency_key is not None else None)
 
         def write(tx: WriteTx) -> Written:
@@ -142,7 +147,7 @@ class Commands:
             # A fresh record on every attempt: a retried attempt starts the chain anew.
             rec = CaseRecord(cid, wf.name, wf.version, wf.initial, wf.is_final(wf.initial),
                              values, 0, at, at, 1, 0, "")
-            details: dict[str, Any] = {}
+            details: dict[str, Any] = {"documents": refs} if refs else {}
             flagged = risk.assess(tx, wf, rec) if wf.risk_rules else []
             if flagged:
                 details["flagged_at_risk"] = flagged
@@ -157,6 +162,7 @@ class Commands:
             keeper.derive(rec)
             tx.insert_case(rec)
             keeper.store(tx, rec)
+            self._documents.put(tx, documents, refs, at)
             write_plan(tx, rec.id, plan, now)
             tx.insert_event(ev)
             if flagged:
@@ -169,18 +175,22 @@ class Commands:
 
     def fire(self, case_id: str, trigger: str, actor: Actor | str, *,
              data: Mapping[str, Any] | None = None, expected_version: int | None = None,
-             idempotency_key: str | None = None) -> Case:
+             idempotency_key: str | None = None, documents: Sequence[Document] = ()) -> Case:
         who = parse_actor(actor)
         check_key(idempotency_key)
         values = dict(data or {})
-        digest = (command_digest("fire", case_id, trigger, str(who), values)
+        refs = self._documents.check(documents)
+        digest = (command_digest("fire", case_id, trigger, str(who), values, refs)
                   if idempotency_key is not None else None)
         return self._run(lambda tx: self._fire(tx, case_id, trigger, who, values,
-                                               expected_version, idempotency_key, digest),
+                                               expected_version, idempotency_key, digest,
+                                               documents, refs),
                          idempotency_key)
 
     def _fire(self, tx: WriteTx, case_id: str, trigger: str, who: Actor, data: dict[str, Any],
-              expected_version: int | None, key: str | None, digest: str | None) -> Written:
+              expected_version: int | None, key: str | None, digest: str | None,
+              documents: Sequence[Document] = (),
+              refs: list[dict[str, Any]] | None = None) -> Written:
         rec = tx.lock_case(case_id)
         if rec is None:
             raise CaseNotFound(case_id)
@@ -210,6 +220,8 @@ class Commands:
         rec.row_version = old_version + 1
         rec.updated_at = at
         details = dict(d.details)
+        if refs:
+            details["documents"] = refs
         plan = (plan_timing(wf, rec, state, trigger, d.changes, now)
                 if d.kind is EventKind.TRANSITION or wf.timing.opens_windows(trigger) else None)
         if plan is not None:
@@ -225,6 +237,8 @@ class Commands:
         keeper.derive(rec)
         tx.update_case(rec, old_version)
         keeper.store(tx, rec)
+        if refs:
+            self._documents.put(tx, documents, refs, at)
         write_plan(tx, rec.id, plan, now)
         tx.insert_event(ev)
         if flagged:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from .calendars import DeclaredYear, declared_disagreements
 from .clock import Clock, FrozenClock, SystemClock
 from .commands import Commands, parse_actor
+from .documents import Document, DocumentLimits, DocumentStore
 from .errors import SettingsError, StoreError
 from .events import Subscribers
 from .keys import default_key_file, load_or_create
@@ -74,10 +75,12 @@ class Engine:
                  scheduler: Mapping[str, Any] | None = None,
                  retries: int = 5,
                  key_file: str | Path | None = None, keyring: Keyring | None = None,
+                 documents: DocumentLimits | None = None,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
         # How this engine was built, for the throwaway engines of what-if.
-        self._built: dict[str, Any] = {"guards": guards, "actions": actions, "functions": functions,
+        self._built: dict[str, Any] = {"documents": documents, "guards": guards,
+                                       "actions": actions, "functions": functions,
                        "calendars": calendars, "strict_calendar": strict_calendar,
                        "declared_years": declared_years, "closing_times": closing_times,
                        "sensitive_periods": tuple(sensitive_periods), "scheduler": scheduler}
@@ -110,15 +113,16 @@ class Engine:
         self._subscribers = Subscribers(lambda name, version: registry.get(name, version).pii)
         self._outbox = Outbox(self._storage, self._subscribers, self.clock, lease=timedelta(
             seconds=opts.get("notice_lease_seconds", NOTICE_LEASE.total_seconds())))
+        docs = DocumentStore(documents)
         self._commands = Commands(self._storage, self._registry, self.clock, self._subscribers,
-                                  self._outbox, retries=retries)
-        self._queries = Queries(self._storage, self._registry, self.clock)
+                                  self._outbox, retries=retries, documents=docs)
+        self._queries = Queries(self._storage, self._registry, self.clock, docs)
         self._scheduler = Scheduler(self._storage, self._registry, self.clock, self._outbox,
                                     batch_size=opts.get("batch_size", 200),
                                     lease=timedelta(seconds=opts.get("lease_seconds", 60)))
         self._migrator = Migrator(self._storage, self._registry, self.clock)
         self._search = Search(self._storage, self._registry, self.clock)
-        self._ledger = Ledger(self._storage, self._registry, self.clock)
+        self._ledger = Ledger(self._storage, self._registry, self.clock, docs)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
         for problem in self.calendar_problems():
@@ -136,6 +140,7 @@ class Engine:
             "strict_calendar": s.calendars.strict,
             "declared_years": s.calendars.declared(),
             "closing_times": dict(s.calendars.closing),
+            "documents": s.document_limits(),
             "sensitive_periods": [SensitivePeriod(p.name, p.start, p.end, p.warn_factor)
                                   for p in s.sensitive_periods],
             "scheduler": s.scheduler.model_dump(),
@@ -184,14 +189,17 @@ class Engine:
     # -- commands ----------------------------------------------------------
     def open_case(self, workflow: str, data: Mapping[str, Any] | None = None, *,
                   actor: ActorLike, case_id: str | None = None,
-                  idempotency_key: str | None = None) -> Case:
-        """Open a case of ``workflow`` in its initial state, with ``data``."""
+                  idempotency_key: str | None = None,
+                  documents: Sequence[Document] = ()) -> Case:
+        """Open a case of ``workflow`` in its initial state, with ``data`` (and the
+        ``documents`` it arrived with: a scanned letter)."""
         return self._commands.open_case(workflow, data, actor, case_id=case_id,
-                                        idempotency_key=idempotency_key)
+                                        idempotency_key=idempotency_key, documents=documents)
 
     def fire(self, case_id: str, trigger: str, *, actor: ActorLike,
              data: Mapping[str, Any] | None = None, expected_version: int | None = None,
-             idempotency_key: str | None = None) -> Case:
+             idempotency_key: str | None = None,
+             documents: Sequence[Document] = ()) -> Case:
         """Fire ``trigger`` (a transition or an activity) on a case; the case after it.
 
         ``expected_version`` is the case's ``row_version`` as the caller last read it: a
@@ -199,7 +207,7 @@ class Engine:
         """
         return self._commands.fire(case_id, trigger, actor, data=data,
                                    expected_version=expected_version,
-                                   idempotency_key=idempotency_key)
+                                   idempotency_key=idempotency_key, documents=documents)
 
     def assign(self, case_id: str, slot: str, value: Any, *, actor: ActorLike,
                reason: str | None = None, idempotency_key: str | None = None) -> Case:
@@ -260,8 +268,15 @@ class Engine:
         return self._queries.stored_counts()
 
     def verify(self, case_id: str | None = None) -> list[str]:
-        """Problems in the hash chains of one case or of every case (empty when intact)."""
+        """Problems in the history of one case or of every case (empty when intact): its
+        keyed chain, its row against the chain and the fold of its events, its documents
+        against their digests."""
         return self._queries.verify(case_id)
+
+    def document(self, sha256: str) -> tuple[str, bytes]:
+        """(media type, content) of a document of the case file, by its digest (as the
+        events that brought it name it)."""
+        return self._queries.document(sha256)
 
     def cases(self, **filters: Any) -> CasePage:
         """Search the cases: ``workflow``, ``state`` (a compound state: all its children),

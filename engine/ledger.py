@@ -19,13 +19,14 @@ import orjson
 
 from .assignment import Holder, holders
 from .clock import Clock, to_db
+from .documents import DocumentStore
 from .errors import CaseNotFound, CaseworkError, LedgerRefused
 from .loader import parse_definition
 from .machine import CompiledWorkflow
 from .persistence import ledger
 from .persistence.errors import LedgerError
 from .persistence.ledger import ImportResult
-from .persistence.tx import dumps
+from .persistence.tx import ReadTx, WriteTx, dumps
 from .registry import Registry
 from .replay import replay_problems
 from .risk import party_key
@@ -36,7 +37,9 @@ from .types import MASK
 class Ledger:
     """Exports and imports whole cases with their histories."""
 
-    def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
+    def __init__(self, storage: Storage, registry: Registry, clock: Clock,
+                 documents: DocumentStore | None = None) -> None:
+        self._documents = documents or DocumentStore()
         self._storage = storage
         self._registry = registry
         self._clock = clock
@@ -47,9 +50,17 @@ class Ledger:
             with self._storage.errors():
                 return ledger.export_cases(self._storage.store, out, workflow=workflow, unit=unit,
                                            case_ids=case_ids, now=to_db(self._clock.now()),
-                                           mask=self._mask if masked else None)
+                                           mask=self._mask if masked else None,
+                                           read_document=self._read)
         except LookupError as e:
             raise CaseNotFound(str(e.args[0])) from None
+
+    def _read(self, tx: ReadTx, sha256: str) -> bytes | None:
+        got = self._documents.read(tx, sha256)
+        return got[1] if got is not None else None
+
+    def _keep(self, tx: WriteTx, sha256: str, media_type: str, content: bytes) -> None:
+        self._documents.keep(tx, sha256, media_type, content, to_db(self._clock.now()))
 
     def _mask(self, row: dict[str, Any], events: list[dict[str, Any]]) -> None:
         try:
@@ -97,7 +108,7 @@ class Ledger:
             with self._storage.errors():
                 return ledger.import_cases(self._storage.store, inp, now=to_db(self._clock.now()),
                                            check_history=check, party_key=key_of,
-                                           holders=held_by)
+                                           holders=held_by, keep_document=self._keep)
         except LedgerError as e:
             raise LedgerRefused(str(e), e.problems) from None
 

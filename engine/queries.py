@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from . import rules
 from .clock import Clock
 from .convert import case_of, event_of, timer_of
-from .errors import CaseNotFound
+from .documents import DocumentStore
+from .errors import CaseNotFound, InvalidQuery
 from .registry import Registry
 from .storage import Storage
 from .timers import instants
@@ -17,7 +19,9 @@ from .types import Actor, Case, Deadline, Event, Timer, TriggerOption
 class Queries:
     """Read-only questions about stored cases."""
 
-    def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
+    def __init__(self, storage: Storage, registry: Registry, clock: Clock,
+                 documents: DocumentStore | None = None) -> None:
+        self._documents = documents or DocumentStore()
         self._storage = storage
         self._registry = registry
         self._clock = clock
@@ -82,5 +86,20 @@ class Queries:
     def verify(self, case_id: str | None = None) -> list[str]:
         with self._storage.read() as tx:
             if case_id is not None:
-                return tx.verify_case(case_id)
-            return [p for _, found in tx.verify_all() for p in found]
+                found = tx.verify_case(case_id)
+            else:
+                found = [p for _, problems in tx.verify_all() for p in problems]
+            by_case: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+            for cid, seq, ref in tx.document_refs(case_id):
+                by_case.setdefault(cid, []).append((seq, ref))
+            for cid, refs in by_case.items():
+                found += self._documents.problems(tx, cid, refs)
+        return found
+
+    def document(self, sha256: str) -> tuple[str, bytes]:
+        """(media type, content) of a document of the case file."""
+        with self._storage.read() as tx:
+            got = self._documents.read(tx, sha256)
+        if got is None:
+            raise InvalidQuery(f"no document {sha256!r}")
+        return got

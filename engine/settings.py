@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .calendars import DeclaredYear
+from .documents import DEFAULT_TYPES, DocumentLimits
 from .errors import SettingsError
 
 
@@ -107,6 +108,15 @@ class CalendarSettings(_Section):
                 for year, y in self.years.items()}
 
 
+class DocumentSettings(_Section):
+    """The case file's documents: where their content is kept, how large, which types."""
+
+    folder: str | None = None          # relative to the settings file; none: in the database
+    max_bytes: int = Field(default=20_000_000, ge=1, le=2_000_000_000)
+    max_count: int = Field(default=20, ge=0, le=1000)
+    types: tuple[str, ...] = tuple(sorted(DEFAULT_TYPES))
+
+
 class SensitivePeriodSettings(_Section):
     name: str
     start: date
@@ -129,6 +139,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     calendars: CalendarSettings = Field(default_factory=CalendarSettings)
     sensitive_periods: tuple[SensitivePeriodSettings, ...] = ()
+    documents: DocumentSettings = Field(default_factory=DocumentSettings)
     base_dir: Path = Path(".")
 
     def workflow_files(self) -> list[Path]:
@@ -140,6 +151,13 @@ class Settings(_Section):
                 raise SettingsError(f"workflows.paths: {pattern!r} matches no file")
             out.extend(Path(m).resolve() for m in matches)
         return out
+
+    def document_limits(self) -> DocumentLimits:
+        d = self.documents
+        folder = None
+        if d.folder is not None:
+            folder = Path(d.folder) if Path(d.folder).is_absolute() else self.base_dir / d.folder
+        return DocumentLimits(d.max_bytes, d.max_count, frozenset(d.types), folder)
 
     def database_url(self) -> str:
         url = make_url(self.database.url)

@@ -35,6 +35,9 @@ This module is storage-level: it knows the tables, not the engine.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,13 +96,17 @@ def _as_stored(tx: ReadTx, cols: Sequence[Column[Any]], row: Sequence[Any]) -> d
 
 
 Masker = Callable[[dict[str, Any], list[dict[str, Any]]], None]  # (case row, events), in place
+# A document's content by its digest (None: not kept), for an export.
+DocumentReader = Callable[[ReadTx, str], bytes | None]
+# Keep a document of an import: (transaction, digest, media type, content).
+DocumentKeeper = Callable[[WriteTx, str, str, bytes], None]
 HistoryCheck = Callable[[dict[str, Any], list[dict[str, Any]],
                          Callable[[str, str], str | None]], list[str]]
 
 
 def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit: str | None = None,
                  case_ids: Iterable[str] | None = None, now: datetime | None = None,
-                 mask: Masker | None = None) -> int:
+                 mask: Masker | None = None, read_document: DocumentReader | None = None) -> int:
     """Write the ledger of the chosen cases to ``out``; how many cases it holds.
 
     ``workflow`` keeps the cases of one workflow, ``unit`` those whose data field ``unit`` has
@@ -138,13 +145,34 @@ def export_cases(store: Store, out: TextIO, *, workflow: str | None = None, unit
         for name, version in dict.fromkeys((c["workflow"], c["version"]) for c in cases):
             for r in tx.fetch(L.wf_row, {"name": name, "version": version}):
                 out.write(_line({"workflow_version": _as_stored(tx, L.wf_cols, r)}))
+        written: set[str] = set()
         for c in cases:
             events = [_as_stored(tx, L.event_cols, r) for r in tx.fetch(L.event_rows, {"id": c["id"]})]
             timers = [_as_stored(tx, L.timer_cols, r) for r in tx.fetch(L.timer_rows, {"id": c["id"]})]
             if mask is not None:
                 mask(c, events)
+            elif read_document is not None:
+                _write_documents(tx, out, events, read_document, written)
             out.write(_line({"case": c, "events": events, "timers": timers}))
     return len(cases)
+
+
+def _write_documents(tx: ReadTx, out: TextIO, events: list[dict[str, Any]],
+                     read: DocumentReader, written: set[str]) -> None:
+    """The documents the events carry, each once in the file, before the case that uses
+    them."""
+    for e in events:
+        for ref in orjson.loads(e["details"]).get("documents") or []:
+            sha = ref.get("sha256") if isinstance(ref, dict) else None
+            if not isinstance(sha, str) or sha in written:
+                continue
+            content = read(tx, sha)
+            if content is None:
+                continue  # missing here: the import names it
+            written.add(sha)
+            out.write(_line({"document": {"sha256": sha, "media_type": ref.get("media_type"),
+                                          "size": len(content),
+                                          "content": base64.b64encode(content).decode()}}))
 
 
 # -- import: reading and checking the file -----------------------------------------------
@@ -163,6 +191,7 @@ class _Case:
 @dataclass
 class _Ledger:
     versions: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    documents: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # digest -> (type, bytes)
     cases: list[_Case] = field(default_factory=list)
     keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (case, seq)
 
@@ -325,6 +354,20 @@ def _check_case(store: Store, n: int, obj: dict[str, Any], ledger: _Ledger,
     ledger.cases.append(_Case(n, row, good_events, [t for t in timers if t is not None]))
 
 
+def _read_document(n: int, obj: dict[str, Any], ledger: _Ledger, problems: list[str]) -> None:
+    d = obj["document"]
+    try:
+        sha, media, content = d["sha256"], d["media_type"], base64.b64decode(d["content"],
+                                                                               validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        problems.append(f"line {n}: a document line needs sha256, media_type and base64 content")
+        return
+    if not isinstance(media, str) or hashlib.sha256(content).hexdigest() != sha:
+        problems.append(f"line {n}: document {sha!r}: its content does not match its digest")
+        return
+    ledger.documents[sha] = (media, content)
+
+
 def _definition(ledger: _Ledger, store: Store, name: str, version: str) -> str | None:
     """A workflow version's definition: from the file, or else from the target database."""
     found = ledger.versions.get((name, version))
@@ -407,6 +450,8 @@ def _read(store: Store, inp: TextIO, problems: list[str],
                                     f"(first on line {ledger.versions[key][0]})")
                 else:
                     ledger.versions[key] = (n, wv)
+        elif "document" in obj:
+            _read_document(n, obj, ledger, problems)
         elif "case" in obj:
             case_lines += 1
             pending.append((n, obj))
@@ -461,6 +506,19 @@ def _check_target(tx: WriteTx, ledger: _Ledger, problems: list[str]) -> list[dic
     return missing_versions
 
 
+def _check_documents(tx: WriteTx, ledger: _Ledger, problems: list[str]) -> None:
+    """Every document an imported event names is in the file or in the target already."""
+    for c in ledger.cases:
+        for e in c.events:
+            for ref in orjson.loads(e["details"]).get("documents") or []:
+                sha = ref.get("sha256") if isinstance(ref, dict) else None
+                if sha not in ledger.documents and (not isinstance(sha, str)
+                                                    or tx.document(sha) is None):
+                    problems.append(f"line {c.line}, case {c.id}: event {e['seq']}'s document "
+                                    f"{ref.get('name') if isinstance(ref, dict) else ref!r} is "
+                                    "neither in the file nor in the target database")
+
+
 def _for_db(tx: WriteTx, row: dict[str, Any]) -> dict[str, Any]:
     return {k: tx.datetime_in(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
@@ -469,7 +527,7 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
                  check_history: HistoryCheck | None = None,
                  party_key: Callable[[dict[str, Any]], str | None] | None = None,
                  holders: Callable[[dict[str, Any]], list[tuple[str, str, str, datetime | None]]]
-                 | None = None) -> ImportResult:
+                 | None = None, keep_document: DocumentKeeper | None = None) -> ImportResult:
     """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
     with :class:`LedgerError` (nothing written) if anything is wrong.
 
@@ -488,8 +546,12 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
     try:
         with store.write() as tx:
             missing_versions = _check_target(tx, ledger, problems)
+            _check_documents(tx, ledger, problems)
             if problems:
                 raise LedgerError(problems)
+            if keep_document is not None:
+                for sha, (media, content) in ledger.documents.items():
+                    keep_document(tx, sha, media, content)
             return _write(tx, ledger, missing_versions, now, party_key, holders)
     except (DuplicateKey, dbapi.IntegrityError) as e:
         raise LedgerError([f"another process wrote one of these cases or idempotency keys while "

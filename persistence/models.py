@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -192,3 +192,20 @@ reports = ReportRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 assignments = AssignmentRow.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata
+
+
+class DocumentRow(SQLModel, table=True):
+    """A document of a case file (一案一檔), kept once by its SHA-256; the events that
+    carry it name it by that digest, so the hash chain covers it. Its content is here, or
+    in a folder of the office's choosing (then ``content`` is empty)."""
+
+    __tablename__ = "documents"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    media_type: str = Field(max_length=128)
+    size: int
+    content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+documents = DocumentRow.__table__  # type: ignore[attr-defined]

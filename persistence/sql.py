@@ -107,6 +107,18 @@ class Statements:
             .where(C.c.id == bindparam("b_id"), C.c.row_version == bindparam("b_expected"))
             .values({k: bindparam(k) for k in (*CASE_UPDATE, *CASE_INDEXED)})
         )
+        self.events_with_documents = c(
+            select(E.c.case_id, E.c.seq, E.c.details)
+            .where(E.c.details.like('%"documents":%')).order_by(E.c.case_id, E.c.seq))
+        self.case_events_with_documents = c(
+            select(E.c.case_id, E.c.seq, E.c.details)
+            .where(E.c.case_id == bindparam("id"), E.c.details.like('%"documents":%'))
+            .order_by(E.c.seq))
+        D = models.documents
+        self.insert_document = c(dialect.insert_ignore(D).values(
+            {k.name: bindparam(k.name) for k in D.c}))
+        self.get_document = c(select(D.c.sha256, D.c.media_type, D.c.size, D.c.content)
+                              .where(D.c.sha256 == bindparam("sha")))
         A = models.assignments
         self.assignments_of = c(select(A.c.slot, A.c.who, A.c.kind, A.c.until)
                                 .where(A.c.case_id == bindparam("id"))

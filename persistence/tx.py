@@ -170,6 +170,27 @@ class ReadTx:
         return [(r[0], r[1], r[2], self._opt_dt(r[3]))
                 for r in self._run(self.sql.assignments_of, {"id": case_id}).fetchall()]
 
+    def document_refs(self, case_id: str | None = None
+                      ) -> list[tuple[str, int, dict[str, Any]]]:
+        """(case, event seq, document reference) of every document events carry (of one
+        case, or of all)."""
+        rows = (self._run(self.sql.events_with_documents, {}) if case_id is None
+                else self._run(self.sql.case_events_with_documents, {"id": case_id})).fetchall()
+        out = []
+        for cid, seq, details in rows:
+            for ref in loads(details).get("documents") or []:
+                if isinstance(ref, dict):
+                    out.append((cid, int(seq), ref))
+        return out
+
+    def document(self, sha256: str) -> tuple[str, str, int, bytes | None] | None:
+        """(digest, media type, size, content or None) of a stored document."""
+        row = self._run(self.sql.get_document, {"sha": sha256}).fetchone()
+        if row is None:
+            return None
+        content = bytes(row[3]) if row[3] is not None else None
+        return row[0], row[1], int(row[2]), content
+
     def count_events(self) -> int:
         return int(self._run(self.sql.ledger.count_events, {}).fetchone()[0])
 
@@ -386,6 +407,13 @@ class WriteTx(ReadTx):
                   for s, w, k, u in rows]
         if params:
             self.cur.executemany(st.sql, params)
+
+    def put_document(self, sha256: str, media_type: str, size: int, content: bytes | None,
+                     at: datetime) -> None:
+        """Keep a document once (a second copy of the same content is not stored again)."""
+        self._run(self.sql.insert_document, {"sha256": sha256, "media_type": media_type,
+                                             "size": size, "content": content,
+                                             "created_at": self._dt_in(at)})
 
     # -- timers ----------------------------------------------------------
     def insert_timers(self, timers: Iterable[NewTimer], now: datetime) -> None:
