@@ -111,10 +111,16 @@ def typecheck(ctx: click.Context) -> None:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def test(ctx: click.Context) -> None:
-    """Run the whole test suite (extra arguments go to pytest)."""
+    """Get the services the suite needs (PostgreSQL, Graphviz, Chromium) where the machine
+    allows, say what could not be got, then run the whole test suite (extra arguments go
+    to pytest)."""
     import pytest
 
     os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    from tests.services import prepare
+
+    prepare()
     raise SystemExit(pytest.main(["-q", *ctx.args]))
 
 
