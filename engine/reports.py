@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from .calendars import WorkdayIndex
 from .clock import Clock, from_db, to_db
 from .definition import FigureSpec
 from .errors import InvalidQuery
@@ -44,6 +45,9 @@ class Report:
     escalations: Mapping[str, int] = field(default_factory=dict)
     time_in_state: Mapping[str, tuple[int, float, float]] = field(default_factory=dict)
     ratios: frozenset[str] = frozenset()
+    # Cases closed in the period per group: (cases, mean calendar days, mean working days).
+    resolution: Mapping[str, tuple[int, float, float]] = field(default_factory=dict)
+    reassignments: Mapping[str, int] = field(default_factory=dict)  # per lead unit
 
     def value(self, figure: str, group: str | None = None) -> float | None:
         return self.totals[figure] if group is None else self.rows[group][figure]
@@ -62,6 +66,10 @@ class Report:
             "time_in_state": {s: {"stays": n, "average_days": round(a / DAY, 2),
                                   "p90_days": round(p / DAY, 2)}
                               for s, (n, a, p) in self.time_in_state.items()},
+            "time_to_resolve": {g: {"cases": n, "average_calendar_days": round(cal, 2),
+                                    "average_working_days": round(work, 2)}
+                                for g, (n, cal, work) in self.resolution.items()},
+            "reassignments_by_unit": dict(self.reassignments),
         }
 
     def to_json(self) -> str:
@@ -174,6 +182,8 @@ def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: s
         overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
         esc = q.escalations(Scope(wf.name, base), lo, hi)
         tis = q.time_in_state(Scope(wf.name, base), lo, hi)
+        closed = q.resolution(Scope(wf.name, base, by), lo, hi)
+        moved = q.reassignments(Scope(wf.name, base), lo, hi)
     tz = wf.timing.calendar.tz
     return Report(
         workflow=wf.name, start=from_db(lo).astimezone(tz) if lo else None,
@@ -182,4 +192,29 @@ def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: s
         labels={n: f.label or n.replace("_", " ") for n, f in spec.figures.items()},
         totals=totals, rows=rows, overdue=overdue,
         escalations={rung: n for (_, rung), n in esc.items()}, time_in_state=tis,
+        resolution=_resolution(wf, closed, by is not None),
+        reassignments={str(u) if u is not None else "(none)": n for u, n in moved.items()},
         ratios=frozenset(n for n, f in spec.figures.items() if f.ratio is not None))
+
+
+def _resolution(wf: CompiledWorkflow, closed: list[tuple[Any, datetime, datetime]],
+                by_group: bool) -> dict[str, tuple[int, float, float]]:
+    """Mean time from opening to closing, in calendar days and in working days on the
+    official calendar, overall (``all``) and per group."""
+    if not closed:
+        return {}
+    cal = wf.timing.calendars.official
+    tz = cal.tz
+    first = min(from_db(o) for _, o, _ in closed).astimezone(tz).date()
+    last = max(from_db(c) for _, _, c in closed).astimezone(tz).date()
+    index = WorkdayIndex(cal, first, last)
+    sums: dict[str, list[float]] = {}
+    for g, opened, shut in closed:
+        a, b = from_db(opened), from_db(shut)
+        keys = ["all"] + ([str(g) if g is not None else "(none)"] if by_group else [])
+        for k in keys:
+            s = sums.setdefault(k, [0, 0.0, 0.0])
+            s[0] += 1
+            s[1] += (b - a).total_seconds() / DAY
+            s[2] += index.seconds(a, b) / DAY
+    return {k: (int(n), cal_days / n, work / n) for k, (n, cal_days, work) in sums.items()}

@@ -146,6 +146,26 @@ class ReportQueries:
                          .group_by(g, E.c.name))
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    def resolution(self, scope: Scope, start: datetime | None, end: datetime | None
+                   ) -> list[tuple[str | None, datetime, datetime]]:
+        """(group, opened, closed) of the cases closed in the period."""
+        g = self._group(scope)
+        rows = self._run(select(g, C.c.opened_at, C.c.closed_at).where(
+            *self._cases(scope), C.c.closed_at.is_not(None),
+            *self._period(C.c.closed_at, start, end)))
+        dt = self.d.datetime_out
+        return [(r[0], dt(r[1]), dt(r[2])) for r in rows]
+
+    def reassignments(self, scope: Scope, start: datetime | None, end: datetime | None
+                      ) -> dict[str | None, int]:
+        """Reassignments (a slot already held given to another) in the period, per lead unit."""
+        rows = self._run(select(C.c.unit, func.count())
+                         .select_from(E.join(C, C.c.id == E.c.case_id))
+                         .where(*self._cases(scope), E.c.kind == "assignment",
+                                E.c.name.like("reassign:%"), *self._period(E.c.at, start, end))
+                         .group_by(C.c.unit))
+        return {r[0]: int(r[1]) for r in rows}
+
     def time_in_state(self, scope: Scope, start: datetime | None, end: datetime | None
                       ) -> dict[str, tuple[int, float, float]]:
         """Completed stays that ended in the period, per state: (stays, mean s, 90th pct s).

@@ -297,3 +297,34 @@ def test_a_refused_proposal_is_reported_with_its_rule(any_engine: Engine, clock:
     assert answer.proposed.refused is not None
     assert "[scope]" in answer.proposed.refused[1]
     assert OPEN_DATA["petitioner_name"] not in answer.proposed.refused[1]
+
+
+def test_reports_give_the_time_to_resolve_in_calendar_and_working_days(
+        sqlite_url: str) -> None:
+    clock = FrozenClock(at(2025, 9, 26, 9))  # Friday; the National Day week follows
+    with Engine(sqlite_url, [PETITION], clock=clock) as e:
+        case = open_petition(e)
+        clock.set(at(2025, 10, 10, 9))  # two weeks later, National Day week in between
+        e.fire(case.id, "not_accept", actor="triage:zhao",
+               data={"triage_reason": "already concluded"})
+        rep = e.report("petition").as_dict()["time_to_resolve"]["all"]
+    assert rep["cases"] == 1
+    assert rep["average_calendar_days"] == 14.0
+    # Working days: 26 Sep (from 09:00), 28 Sep and 29-30 Sep, 9 Oct and 10 Oct to 09:00;
+    # 1-8 October are days off, 11 October a make-up working day not yet reached.
+    assert rep["average_working_days"] == pytest.approx(15 / 24 + 3 + 1 + 9 / 24)
+
+
+def test_the_workday_index_agrees_with_the_calendar_to_the_second() -> None:
+    import random
+
+    from casework.calendars import WorkdayIndex, business_seconds, make_calendar
+
+    cal = make_calendar("cn_workdays")
+    index = WorkdayIndex(cal, date(2025, 1, 1), date(2026, 12, 31))
+    rng = random.Random(7)
+    start = at(2025, 1, 1)
+    for _ in range(300):
+        a = start + timedelta(seconds=rng.randrange(0, 600 * 86400))
+        b = a + timedelta(seconds=rng.randrange(0, 90 * 86400))
+        assert index.seconds(a, b) == pytest.approx(business_seconds(cal, a, b)[0])

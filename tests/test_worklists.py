@@ -273,3 +273,13 @@ def test_the_command_line_lists_cases_and_worklists(tmp_path: Any) -> None:
     assert found.code == 0 and cid in found.out
     bad = run_cli("--db", db, "cases", "--where", "petitioner_name=A")
     assert bad.code == 1 and "personal data" in bad.err
+
+
+def test_reports_count_reassignments_per_unit(any_engine: Engine) -> None:
+    a = case_in(any_engine, "handling.investigating")
+    b = case_in(any_engine, "handling.investigating")
+    any_engine.assign(a.id, "handler", "qin", actor=LEADER, reason="moved")
+    any_engine.assign(a.id, "handler", "wu", actor=LEADER, reason="back")
+    any_engine.assign(b.id, "lead_unit", "police", actor=LEADER, reason="jurisdiction")
+    counts = any_engine.report("petition").reassignments
+    assert counts == {FOUR_FIXES["unit"]: 2, "police": 1}
