@@ -11,7 +11,7 @@ def case_of(rec: CaseRecord) -> Case:
     return Case(rec.id, rec.workflow, rec.version, rec.state, rec.data, rec.row_version,
                 rec.escalation_level, from_db(rec.opened_at), from_db(rec.updated_at), rec.final,
                 rec.at_risk, from_db(rec.overdue_since) if rec.overdue_since else None,
-                rec.clocks)
+                {k: v for k, v in rec.clocks.items() if not k.startswith("_")})
 
 
 def event_of(e: EventRecord) -> Event:

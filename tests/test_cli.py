@@ -243,7 +243,7 @@ def test_report_and_show_tables_align_chinese_and_keep_long_names_whole(db: str)
     r = run_cli("--db", db, "show", case_id, "--actor", "leader:王建國")
     assert r.code == 0, r.output
     tables = _tables(r.out)
-    assert len(tables) == 4  # data, history, what each event set, the options
+    assert len(tables) == 5  # data, history, what each event set, the deadlines, the options
     for table in tables:
         _assert_aligned(table)
     assert _row(r.out, "unit") == ["unit", "縣法院"]

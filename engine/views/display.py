@@ -20,7 +20,7 @@ from rich.console import RenderableType
 from .tables import DEFAULT_WIDTH, Column, make_table, render
 
 if TYPE_CHECKING:
-    from .. import Case, Engine, Event, TriggerOption
+    from .. import Case, Deadline, Engine, Event, TriggerOption
     from ..workflow import Workflow
 
 __all__ = ["CaseView", "format_case"]
@@ -49,6 +49,7 @@ class CaseView:
     history: list[Event]
     actor: str | None = None
     options: list[TriggerOption] | None = None
+    deadlines: list[Deadline] | None = None
 
     @classmethod
     def load(cls, engine: Engine, case_id: str, *, actor: str | None = None) -> CaseView:
@@ -57,12 +58,13 @@ class CaseView:
         wf = engine.workflow(case.workflow, case.version)
         history = [ev.masked(wf.pii) for ev in engine.history(case.id)]
         options = engine.available_triggers(case.id, actor) if actor is not None else None
-        return cls(case.masked(wf.pii), wf, history, actor, options)
+        return cls(case.masked(wf.pii), wf, history, actor, options, engine.deadlines(case.id))
 
     def to_dict(self) -> dict[str, Any]:
         """The case, its events and the options as JSON-ready values (PII masked)."""
         out: dict[str, Any] = {"case": self.case.to_dict(),
-                               "history": [ev.to_dict() for ev in self.history]}
+                               "history": [ev.to_dict() for ev in self.history],
+                               "deadlines": [d.to_dict() for d in self.deadlines or []]}
         if self.options is not None:
             out["actor"] = self.actor
             out["options"] = [o.to_dict() for o in self.options]
@@ -108,6 +110,22 @@ class CaseView:
                         for k, v in (*ev.changes.items(), *ev.details.items())],
                        title="what each event set or recorded"),
         ]
+        if self.deadlines:
+            items.append("")
+            items.append(make_table(
+                [Column("deadline"), Column("status"), Column("counting"), Column("due"),
+                 Column("business elapsed", "number"), Column("actual elapsed", "number"),
+                 Column("time left", "number"), Column("paused", "text")],
+                [[d.name, d.status + (" (provisional)" if d.provisional else ""),
+                  f"{d.counting} on {d.calendar}",
+                  f"{d.due.astimezone(tz):%Y-%m-%d %H:%M}" if d.due else "-",
+                  _span(d.business_elapsed.total_seconds()),
+                  _span(d.actual_elapsed.total_seconds()),
+                  _span(d.time_left.total_seconds()) if d.time_left is not None else "-",
+                  "; ".join(f"{a.astimezone(tz):%m-%d %H:%M} to "
+                            + (f"{b.astimezone(tz):%m-%d %H:%M}" if b else "now")
+                            for a, b in d.paused)] for d in self.deadlines],
+                title="deadlines"))
         if self.options is not None:
             items.append("")
             items.append(make_table(
@@ -117,6 +135,14 @@ class CaseView:
                   o.reason or ""] for o in self.options],
                 title=f"what {self.actor} may do now"))
         return render(items, width)
+
+
+def _span(seconds: float) -> str:
+    """A duration as days and hours (negative: overdue)."""
+    sign = "-" if seconds < 0 else ""
+    s = abs(int(seconds))
+    days, rest = divmod(s, 86_400)
+    return f"{sign}{days}d {rest // 3600:02d}h"
 
 
 def format_case(engine: Engine, case_id: str, *, actor: str | None = None,

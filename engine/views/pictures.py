@@ -203,15 +203,30 @@ def _deadline_lane(ax: Any, x: Any, y: int, name: str, c: dict[str, Any],
     start = _aware(c["start"])
     stop = _aware(c["stopped_at"]) if c.get("stopped_at") else end
     due = _aware(c["due"]) if c.get("due") else None
-    paused = _aware(c["paused_at"]) if c.get("paused_at") else None
-    ran_to = min(stop, due) if due is not None else (paused or stop)
-    ax.broken_barh([(x(start), x(ran_to) - x(start))], (y - 0.12, 0.24), facecolors="#bdc3c7",
-                   zorder=2)
-    if paused is not None:
-        ax.broken_barh([(x(paused), x(stop) - x(paused))], (y - 0.12, 0.24), facecolors="none",
+    stretches = [(_aware(a), _aware(b) if b else stop) for a, b in c.get("paused") or []]
+    if not stretches and c.get("paused_at"):  # a clock kept before stretches were recorded
+        stretches = [(_aware(c["paused_at"]), stop)]
+    ran_to = min(stop, due) if due is not None else stop
+    # Running time is drawn between the paused stretches, never under them.
+    running, at = [], start
+    for a, b in stretches:
+        if a > at:
+            running.append((at, min(a, ran_to)))
+        at = max(at, b)
+    if at < ran_to:
+        running.append((at, ran_to))
+    ax.broken_barh([(x(a), x(b) - x(a)) for a, b in running if b > a], (y - 0.12, 0.24),
+                   facecolors="#bdc3c7", zorder=2)
+    for a, b in stretches:
+        ax.broken_barh([(x(a), x(b) - x(a))], (y - 0.12, 0.24), facecolors="none",
                        edgecolor=_GREY, hatch="///", zorder=2)
-        ax.annotate("paused", (x(stop), y), xytext=(4, -3), textcoords="offset points",
-                    fontsize=8, color=_GREY)
+        ax.annotate("paused", (x(a), y), xytext=(2, 8), textcoords="offset points",
+                    fontsize=7, color=_GREY)
+    business = float(c.get("elapsed") or 0.0)
+    actual = (stop - start).total_seconds()
+    ax.annotate(f"{business / 86_400:.1f}d business / {actual / 86_400:.1f}d actual",
+                (x(start), y), xytext=(0, 9), textcoords="offset points", fontsize=7,
+                color=_GREY)
     if due is not None and stop > due:
         ax.broken_barh([(x(due), x(stop) - x(due))], (y - 0.12, 0.24), facecolors=_ESC,
                        alpha=0.75, zorder=2)
