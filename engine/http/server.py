@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_CONFIG = "CASEWORK_HTTP_CONFIG"
+READY = "casework-http: ready"
 ENV_DB = "CASEWORK_HTTP_DB"
 
 
@@ -34,10 +35,33 @@ def build(config: Path, database_url: str | None = None) -> Any:
     return app
 
 
+class Announce:
+    """Says on stderr when the app has started (its lifespan is done), so that whoever started
+    the process can wait for that line: ``casework-http: ready pid=<pid>``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def announcing(message: Any) -> None:
+            await send(message)
+            if message.get("type") == "lifespan.startup.complete":
+                import sys
+
+                print(f"{READY} pid={os.getpid()}", file=sys.stderr, flush=True)
+
+        await self.app(scope, receive, announcing)
+
+
 def app_from_environment() -> Any:
     """uvicorn's factory in each worker process: the settings from ``$CASEWORK_HTTP_CONFIG``,
     the database from ``$CASEWORK_HTTP_DB`` if set."""
-    return build(Path(os.environ[ENV_CONFIG]), os.environ.get(ENV_DB) or None)
+    return Announce(build(Path(os.environ[ENV_CONFIG]), os.environ.get(ENV_DB) or None))
 
 
 def serve(config: Path, database_url: str | None = None, *, host: str | None = None,
@@ -70,7 +94,7 @@ def serve(config: Path, database_url: str | None = None, *, host: str | None = N
     engine = Engine.from_settings(config, **overrides)
     try:
         app = create_app(engine, http, base_dir=load_settings(config).base_dir)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+        uvicorn.run(Announce(app), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
     finally:
         app.state.casework.close()
         engine.close()
