@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from casework import Engine
+from casework import Engine, FrozenClock
 
 from tests.petition_steps import (
     CLERK,
@@ -23,15 +24,16 @@ from tests.petition_steps import (
     STANDARD,
     TRIAGE,
 )
-from tests.test_http_support import (  # noqa: F401  (http is a fixture)
-    SERVICE_TOKEN,
-    Live,
-    auth,
-    http,
-    token_for,
-)
+from tests.test_http_support import SERVICE_TOKEN, Live, auth, live, token_for
 
 PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def http(db_url: str, clock: FrozenClock) -> Iterator[Live]:
+    """uvicorn on 127.0.0.1 serving an engine on each backend."""
+    with live(db_url, clock) as got:
+        yield got
 
 
 def opened(http: Live, actor: str = CLERK, **headers: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
 from casework import Actor, Engine, FrozenClock
 from casework.http import (
     HttpJwtSettings,
@@ -91,12 +90,6 @@ def live(db_url: str, clock: FrozenClock | None = None, **overrides: Any) -> Ite
     finally:
         app.state.casework.close()
         engine.close()
-
-
-@pytest.fixture
-def http(db_url: str, clock: FrozenClock) -> Iterator[Live]:
-    with live(db_url, clock) as got:
-        yield got
 
 
 def write_config(tmp: Path, db_url: str, extra: str = "", workflows: str | None = None) -> Path:

@@ -46,7 +46,7 @@ from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -83,7 +83,9 @@ def _actor(request: Request, _: Any = Depends(_bearer)) -> Actor:
 Who = Annotated[Actor, Depends(_actor)]
 
 
-class JSON(Response):
+class JSON(JSONResponse):
+    """JSON by orjson."""
+
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
