@@ -58,6 +58,7 @@ from . import models as M
 from .auth import Authenticator, AuthError
 from .docs import docs_page
 from .guard import Guard
+from .notices import with_id
 from .problems import PROBLEM_JSON, from_error, problem, validation_errors
 from .service import Service
 
@@ -614,7 +615,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
                 for nid, name, wf, payload in rows:
                     last = nid
                     if ("*" in wanted or name in wanted) and (workflow is None or wf == workflow):
-                        body = payload[:-1] + f',"id":{nid}}}' if payload.endswith("}") else payload
+                        body = with_id(payload, nid)
                         yield f"id: {nid}\nevent: {name}\ndata: {body}\n\n".encode()
                         quiet_since = loop.time()
                 if rows:

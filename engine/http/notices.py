@@ -155,6 +155,11 @@ def verify_signature(secret: str, header: str, body: bytes, *, tolerance: float 
     return hmac.compare_digest(want, parts.get("v1", ""))
 
 
+def with_id(payload: str, notice_id: int) -> str:
+    """A stored payload (a JSON object) with the notice's id added."""
+    return payload[:-1] + f',"id":{notice_id}}}' if payload.endswith("}") else payload
+
+
 def store_url(database_url: str) -> str:
     """Where this package's tables live: the engine's PostgreSQL, or a SQLite file beside
     the engine's."""
@@ -475,7 +480,7 @@ class Dispatcher:
 
     def _deliver(self, client: Any, row: Any, hook: Webhook, payload: str) -> None:
         attempt = int(row.attempts) + 1
-        body = payload.encode("utf-8")
+        body = with_id(payload, int(row.notice_id)).encode("utf-8")
         ts = int(time.time())
         headers = {"Content-Type": "application/json", "Casework-Signature": sign(hook.secret, ts, body),
                    "Casework-Delivery": str(row.id), "Casework-Notice": row.notice,
