@@ -107,7 +107,6 @@ def _drive(clients: int, requests: int, call: Callable[[int, int], None]) -> dic
 
 def _backend(ctx: Ctx, name: str, url: str, cfg: Config) -> dict[str, Any]:
     import httpx
-
     from casework.http.testing import ServerProcess
 
     n = max(cfg.clients)
