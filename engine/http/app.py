@@ -307,8 +307,9 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
 
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    metrics_doc = {200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                         "description": "Prometheus text format"}}
+    metrics_doc: dict[int | str, dict[str, Any]] = {200: {
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "description": "Prometheus text format"}}
     if settings.metrics_public:
         @app.get("/metrics", tags=["operations"], response_class=Response,
                  responses=metrics_doc)
@@ -435,7 +436,8 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         args = {"workflow": workflow, "state": state, "unit": unit, "due_before": due_before,
                 "cursor": cursor, "limit": limit}
         try:
-            page = call(find, **{k: v for k, v in args.items() if v is not None})
+            given = {k: v for k, v in args.items() if v is not None}
+            page = call(lambda: find(**given))
         except TypeError:
             raise Unsupported("this engine's cases() takes other arguments") from None
         return _page(page, who)
@@ -699,6 +701,6 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(Guard, max_body=settings.max_body_bytes,  # type: ignore[arg-type]
+    app.add_middleware(Guard, max_body=settings.max_body_bytes,
                        max_depth=settings.max_json_depth, metrics=svc.metrics)
     return app

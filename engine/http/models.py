@@ -35,6 +35,19 @@ CASE_EXAMPLE = {
 }
 
 
+NoticeName = Literal["opened", "transition", "activity", "warned", "escalated", "cycle",
+                     "flagged", "report", "*"]
+
+
+def _examples(*examples: Any) -> Any:
+    """``json_schema_extra`` with examples for the OpenAPI schema."""
+    return {"examples": list(examples)}
+
+
+def _every_notice() -> list[NoticeName]:
+    return ["*"]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +60,7 @@ class _Out(BaseModel):
 class OpenCase(_Body):
     """Open a case: its data (the actor comes from the credential)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [OPEN_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples(OPEN_EXAMPLE))
 
     data: dict[str, Any] = Field(default_factory=dict, description="the case's fields")
     case_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$",
@@ -57,7 +70,7 @@ class OpenCase(_Body):
 class Fire(_Body):
     """Fire a trigger or an activity: its input."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ASSIGN_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples(ASSIGN_EXAMPLE))
 
     data: dict[str, Any] = Field(default_factory=dict,
                                  description="the input (an activity's own fields)")
@@ -72,10 +85,10 @@ class ProposalIn(_Body):
 class WhatIfIn(_Body):
     """Proposed commands (sent as the authenticated actor) and how far to look ahead."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples({
         "proposals": [{"trigger": "extend",
                        "data": {"extension_days": 20, "extension_reason": "complex case"}}],
-        "until": "2026-06-30T00:00:00+00:00"}]})
+        "until": "2026-06-30T00:00:00+00:00"}))
 
     proposals: list[ProposalIn] = Field(default_factory=list, max_length=20)
     until: datetime
@@ -84,21 +97,19 @@ class WhatIfIn(_Body):
 class WebhookIn(_Body):
     """A webhook subscription: where notices are posted, and which."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples({
         "url": "https://hooks.example.org/casework", "notices": ["escalated", "warned"],
-        "workflow": "petition"}]})
+        "workflow": "petition"}))
 
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
-    notices: list[Literal["opened", "transition", "activity", "warned", "escalated", "cycle",
-                          "flagged", "report", "*"]] = Field(default_factory=lambda: ["*"],
-                                                             min_length=1, max_length=9)
+    notices: list[NoticeName] = Field(default_factory=_every_notice, min_length=1, max_length=9)
     workflow: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=500)
 
 
 # -- responses -----------------------------------------------------------------------------
 class CaseOut(_Out):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CASE_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples(CASE_EXAMPLE))
 
     id: str
     workflow: str
@@ -116,11 +127,11 @@ class CaseOut(_Out):
 
 
 class EventOut(_Out):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples({
         "case_id": CASE_ID, "seq": 2, "kind": "transition", "name": "accept",
         "from_state": "registered", "to_state": "accepted", "actor": "zhao", "role": "triage",
         "at": _T, "changes": {"accepted_at": _T}, "details": {}, "idempotency_key": None,
-        "hash": "9c1f..."}]})
+        "hash": "9c1f..."}))
 
     case_id: str
     seq: int
@@ -138,10 +149,10 @@ class EventOut(_Out):
 
 
 class TriggerOptionOut(_Out):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_examples({
         "name": "archive", "kind": "transition", "allowed": False,
         "reason": "[role] the actor holds none of the roles archivist, clerk", "requires": [],
-        "window": None, "window_closes": None}]})
+        "window": None, "window_closes": None}))
 
     name: str
     kind: str
@@ -334,12 +345,12 @@ class HealthOut(_Out):
 class ProblemOut(BaseModel):
     """An RFC 9457 problem: ``rule`` names the rule that refused."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="allow", json_schema_extra=_examples({
         "type": "urn:casework:problem:guard-refused", "title": "The step's guard refused it",
         "status": 409, "rule": "guard", "case_id": CASE_ID, "state": "follow_up.visited",
         "trigger": "archive",
         "detail": "[guard] case ..., state 'follow_up.visited', trigger 'archive': guard "
-                  "satisfaction == \"satisfied\" is false"}]})
+                  "satisfaction == \"satisfied\" is false"}))
 
     type: str
     title: str

@@ -281,9 +281,11 @@ class NoticeStore:
         hooks = [w for w in self.webhooks(active_only=True) if w.wants(name, workflow)]
         try:
             with self._errors(), self.engine.begin() as conn:
-                nid = conn.execute(insert(notices_t).values(
+                pk = conn.execute(insert(notices_t).values(
                     key=key, name=name, workflow=workflow, case_id=case_id, at=at_db,
-                    payload=orjson.dumps(payload).decode())).inserted_primary_key[0]
+                    payload=orjson.dumps(payload).decode())).inserted_primary_key
+                assert pk is not None
+                nid = pk[0]
                 if hooks:
                     now = utcnow()
                     conn.execute(insert(deliveries_t), [

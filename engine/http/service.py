@@ -133,6 +133,7 @@ class Service:
         """Record a notice the engine hands over (after commit, or from the outbox)."""
         if not self._listening:
             return
+        payload: dict[str, Any]
         if isinstance(notice, ReportReady):
             payload = {"notice": "report", "at": notice.at.isoformat(), "workflow": notice.workflow,
                        "case_id": None, "event": None, "case": None,
