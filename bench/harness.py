@@ -47,6 +47,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "pages": ("pages", "WAL pages each step writes, by table and index"),
     "timers": ("timers", "finding and firing due timers among many pending ones (SQLite)"),
     "reports": ("reports", "reports and verify over a large history, SQLite and PostgreSQL"),
+    "http": ("http_api", "the HTTP API: requests/s, p50/p99 at 1, 4, 16 clients beside the "
+                         "Python API in-process, SQLite and PostgreSQL"),
 }
 DEFAULT = ("core", "memory", "bulk", "cold", "peers", "pg")
 
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=at_least(1), default=None,
                    help="cases per run (default: core 300, quick 30; peers 100, quick 20; pg 100 "
                         "per process, quick 20; pages 200 counted, quick 20; reports 100,000, "
-                        "quick 10,000)")
+                        "quick 10,000; http 480 requests per run, quick 64)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"where the JSON results go (default {DEFAULT_OUT})")
     p.add_argument("--record", type=Path, nargs="?", const=DEFAULT_RECORD, default=None,

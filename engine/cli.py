@@ -1,7 +1,7 @@
 """casework's command line: the console script ``casework``.
 
 Cases: open, fire, show, timeline. Definitions: validate, schema, diagram, migrate.
-The scheduler: serve, recompute-deadlines. Operators: report, verify, export,
+The scheduler: serve, recompute-deadlines. The HTTP API: serve-http. Operators: report, verify, export,
 import, db upgrade / db current. And the demo.
 
 Settings come from ``--config``, else the file named by ``$CASEWORK_CONFIG``, else
@@ -577,6 +577,32 @@ def serve(ctx: click.Context, once: bool) -> None:
     click.echo("stopping: finishing the batch in hand", err=True)
     engine.close()
     click.echo("stopped", err=True)
+
+
+@cli.command("serve-http")
+@click.option("--host", default=None, help="address to bind (default: the settings' http.host, 127.0.0.1)")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="port (default: the settings' http.port, 8080)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="worker processes (default: the settings' http.workers, 1)")
+@click.option("--scheduler/--no-scheduler", default=None,
+              help="run the scheduler in the server's process(es) (default: the settings' "
+                   "http.scheduler, on)")
+@click.pass_context
+def serve_http(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+               scheduler: bool | None) -> None:
+    """Serve the HTTP API (the server extra) with uvicorn until SIGTERM or Ctrl-C."""
+    from . import MissingExtra, configure_logging
+
+    try:
+        from .http.server import serve
+    except ImportError as e:
+        raise MissingExtra("the HTTP service", "server", e.name or "fastapi") from None
+    opts = _options(ctx)
+    configure_logging(opts.log_level)
+    db = opts.database_url() if (opts.db or opts.packaged) else None
+    serve(opts.config, db, host=host, port=port, workers=workers, scheduler=scheduler,
+          log_level=opts.log_level.lower())
 
 
 @cli.command("recompute-deadlines")

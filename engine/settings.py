@@ -130,6 +130,61 @@ class SensitivePeriodSettings(_Section):
         return self
 
 
+class HttpTokenSettings(_Section):
+    """An API token for a service: its SHA-256 (hex), never the token itself, and the actor
+    it stands for (``role[,role]:id[@unit]``)."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    actor: str
+
+
+class HttpJwtSettings(_Section):
+    """Bearer JWTs: verified against ``key`` (a shared secret for HS*, a PEM public key), a
+    ``key_file`` holding one, or a ``jwks_file``; claims mapped onto the actor."""
+
+    algorithms: tuple[str, ...] = ("RS256",)
+    key: str | None = None
+    key_file: str | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: float = Field(default=0.0, ge=0, le=600)
+    actor_claim: str = "sub"
+    roles_claim: str = "roles"
+    unit_claim: str = "unit"
+
+
+class HttpWebhookSettings(_Section):
+    max_attempts: int = Field(default=12, ge=1, le=100)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    # Hosts a subscription may name; empty: any host.
+    allowed_hosts: tuple[str, ...] = ()
+
+
+class HttpSettings(_Section):
+    """The HTTP service (``casework serve-http``, :mod:`casework.http`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # Run the scheduler (timers, cycles, the outbox) in the server's process(es).
+    scheduler: bool = True
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2, le=256)
+    docs: bool = True
+    metrics_public: bool = False
+    # Roles that may read each workflow's personal (pii) fields in responses.
+    pii_readers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    jwt: HttpJwtSettings | None = None
+    tokens: tuple[HttpTokenSettings, ...] = ()
+    webhooks: HttpWebhookSettings = Field(default_factory=HttpWebhookSettings)
+
+
 class Settings(_Section):
     """All settings of one engine."""
 
@@ -140,6 +195,7 @@ class Settings(_Section):
     calendars: CalendarSettings = Field(default_factory=CalendarSettings)
     sensitive_periods: tuple[SensitivePeriodSettings, ...] = ()
     documents: DocumentSettings = Field(default_factory=DocumentSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     base_dir: Path = Path(".")
 
     def workflow_files(self) -> list[Path]:
