@@ -199,7 +199,7 @@ def test_refusals_map_to_their_status_and_name_their_rule(http: Live) -> None:
          412, "precondition-failed"),
         (http.client.post(f"/cases/{cid}/triggers/accept", headers={**auth(TRIAGE), "If-Match": "x"}),
          422, "invalid-input"),
-        (http.client.get("/cases", headers=auth(CLERK)), 501, "not-implemented"),
+        (http.client.get("/cases?cursor=nonsense", headers=auth(CLERK)), 422, "invalid-query"),
         (http.client.get("/nowhere", headers=auth(CLERK)), 404, "not-found"),
         (http.client.put("/workflows", headers=auth(CLERK)), 405, "method-not-allowed"),
     ]

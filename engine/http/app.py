@@ -105,6 +105,18 @@ class Refusal(Exception):
         self.if_match = if_match
 
 
+def _pairs(items: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+    """``FIELD=VALUE`` query parameters, each value read by its field's type."""
+    out: dict[str, Any] = {}
+    for item in items:
+        field, eq, value = item.partition("=")
+        if not eq or not field:
+            raise Refusal(InvalidInput(f"where: {item[:80]!r} is not FIELD=VALUE"), False)
+        spec = fields.get(field)
+        out[field] = _typed(value, spec.type.value) if spec is not None else value
+    return out
+
+
 class Unsupported(Exception):
     """A route the engine cannot serve yet (501)."""
 
@@ -395,13 +407,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         """The figures the workflow declares for [start, end), as ``engine.report`` computes
         them (``where``: FIELD=VALUE, a value or a declared group)."""
         wf = call(engine.workflow, workflow)
-        filters: dict[str, Any] = {}
-        for item in where or []:
-            field, eq, value = item.partition("=")
-            if not eq or not field:
-                raise Refusal(InvalidInput(f"where: {item[:80]!r} is not FIELD=VALUE"), False)
-            spec = wf.fields.get(field)
-            filters[field] = _typed(value, spec.type.value) if spec is not None else value
+        filters = _pairs(where or [], dict(wf.fields))
         rep = call(engine.report, workflow, start=start, end=end, by=by, where=filters)
         if format == "csv":
             return Response(rep.to_csv(), media_type="text/csv; charset=utf-8")
@@ -420,44 +426,48 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             {"casework.workflow": workflow, "casework.actor": who.id})
         return case_json(case, who, 201, {"Location": f"/cases/{case.id}"})
 
-    @app.get("/cases", response_model=list[M.CaseOut], tags=["cases"],
-             responses={**READ, **_problems(501)})
+    @app.get("/cases", response_model=M.CasePageOut, tags=["cases"], responses=READ)
     def search(who: Who,
-               workflow: Annotated[str | None, Query(max_length=200)] = None,
-               state: Annotated[str | None, Query(max_length=200)] = None,
-               unit: Annotated[str | None, Query(max_length=200)] = None,
-               due_before: datetime | None = None,
+               workflow: Annotated[str | None, Query(max_length=64)] = None,
+               state: Annotated[str | None, Query(max_length=128)] = None,
+               unit: Annotated[str | None, Query(max_length=128)] = None,
+               assignee: Annotated[str | None, Query(max_length=128)] = None,
+               source: Annotated[str | None, Query(max_length=128)] = None,
+               due_after: datetime | None = None, due_before: datetime | None = None,
+               opened_after: datetime | None = None, opened_before: datetime | None = None,
+               overdue: bool | None = None, at_risk: bool | None = None,
+               min_escalation: Annotated[int | None, Query(ge=0, le=100)] = None,
+               where: Annotated[list[str] | None, Query(max_length=20)] = None,
+               include_closed: bool = False,
+               sort: Annotated[str, Query(pattern="^(due|opened|updated)$")] = "due",
                cursor: Annotated[str | None, Query(max_length=500)] = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-        """Search cases, keyset-paged (``cursor`` from the ``Next-Cursor`` header)."""
-        find = getattr(engine, "cases", None)
-        if find is None:
-            raise Unsupported("case search needs engine.cases(), which this engine lacks")
-        args = {"workflow": workflow, "state": state, "unit": unit, "due_before": due_before,
-                "cursor": cursor, "limit": limit}
-        try:
-            given = {k: v for k, v in args.items() if v is not None}
-            page = call(lambda: find(**given))
-        except TypeError:
-            raise Unsupported("this engine's cases() takes other arguments") from None
-        return _page(page, who)
+               limit: Annotated[int, Query(ge=1, le=500)] = 50,
+               count: bool = False) -> Response:
+        """Search the cases (open ones unless ``include_closed``), keyset-paged: ``cursor``
+        from the page before. ``where=FIELD=VALUE`` filters on a field the definition
+        declares searchable; personal fields are never searched by value."""
+        known = (dict(call(engine.workflow, workflow).fields) if workflow else
+                 {k: v for w in engine.workflows.values() for k, v in w.fields.items()})
+        fields = _pairs(where or [], known)
+        page = call(lambda: engine.cases(
+            workflow=workflow, state=state, unit=unit, assignee=assignee, source=source,
+            due_after=due_after, due_before=due_before, opened_after=opened_after,
+            opened_before=opened_before, overdue=overdue, at_risk=at_risk,
+            min_escalation=min_escalation, fields=fields, include_closed=include_closed,
+            sort=sort, cursor=cursor, limit=limit, count=count))
+        return JSON(page.to_dict(), headers={"Next-Cursor": page.cursor} if page.cursor else None)
 
-    @app.get("/worklist", response_model=list[M.CaseOut], tags=["cases"],
-             responses={**READ, **_problems(501)})
-    def worklist(who: Who) -> Response:
-        """What the actor can do now, most urgent first."""
-        fn = getattr(engine, "worklist", None)
-        if fn is None:
-            raise Unsupported("worklists need engine.worklist(), which this engine lacks")
-        return _page(call(fn, who), who)
-
-    def _page(page: Any, who: Actor) -> Response:
-        items = list(getattr(page, "items", None) or getattr(page, "cases", None) or
-                     (page if isinstance(page, list | tuple) else []))
-        cases = [getattr(i, "case", i) for i in items]
-        nxt = getattr(page, "next_cursor", None) or getattr(page, "cursor", None)
-        return JSON([svc.case_out(c, who) for c in cases if isinstance(c, Case)],
-                    headers={"Next-Cursor": str(nxt)} if nxt else None)
+    @app.get("/worklist", response_model=M.CasePageOut, tags=["cases"], responses=READ)
+    def worklist(who: Who,
+                 of: Annotated[str, Query(pattern="^(mine|unit|supervised)$")] = "mine",
+                 unit: Annotated[list[str] | None, Query(max_length=50)] = None,
+                 cursor: Annotated[str | None, Query(max_length=500)] = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+        """What the credential's actor can act on now, most urgent first, each with the
+        steps it allows (``of=unit``: the actor's unit; ``of=supervised``: overdue and
+        escalated cases of ``unit``)."""
+        page = call(lambda: engine.worklist(who, of=of, units=unit, cursor=cursor, limit=limit))
+        return JSON(page.to_dict(), headers={"Next-Cursor": page.cursor} if page.cursor else None)
 
     @app.get("/cases/{case_id}", response_model=M.CaseOut, tags=["cases"],
              responses={**READ, 200: {"headers": ETAG}})

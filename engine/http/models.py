@@ -252,6 +252,12 @@ class TimeInStateOut(_Out):
     p90_days: float
 
 
+class ResolutionOut(_Out):
+    cases: int
+    average_calendar_days: float
+    average_working_days: float
+
+
 class ReportOut(_Out):
     workflow: str
     start: str | None
@@ -263,6 +269,36 @@ class ReportOut(_Out):
     overdue: OverdueOut
     escalations_by_rung: dict[str, int]
     time_in_state: dict[str, TimeInStateOut]
+    time_to_resolve: dict[str, ResolutionOut]
+    reassignments_by_unit: dict[str, int]
+
+
+class CaseSummaryOut(_Out):
+    """A case as a list shows it (personal fields of the summary masked)."""
+
+    id: str
+    workflow: str
+    version: str
+    state: str
+    summary: dict[str, Any]
+    next_deadline: str | None
+    next_due_at: datetime | None
+    escalation_level: int
+    at_risk: bool
+    overdue_since: datetime | None
+    overdue: bool
+    final: bool
+    opened_at: datetime
+    updated_at: datetime
+    options: list[TriggerOptionOut]
+
+
+class CasePageOut(_Out):
+    """One page of a search or a worklist; ``cursor`` asks for the next (None: the last)."""
+
+    items: list[CaseSummaryOut]
+    cursor: str | None
+    total: int | None
 
 
 class VerifyOut(_Out):
