@@ -66,9 +66,9 @@ def parse_actor(actor: Actor | str) -> Actor:
 
 def check_key(key: str | None) -> None:
     """Keys starting ``timer:`` or ``cron:`` belong to the scheduler."""
-    if key is not None and key.startswith(("timer:", "cron:")):
-        raise InvalidInput(f"idempotency key {key!r}: keys starting 'timer:' or 'cron:' are "
-                           "the scheduler's")
+    if key is not None and key.startswith(("timer:", "cron:", "retry:")):
+        raise InvalidInput(f"idempotency key {key!r}: keys starting 'timer:', 'cron:' or "
+                           "'retry:' are the scheduler's")
 
 
 def command_digest(*parts: Any) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from .calendars import DeclaredYear, declared_disagreements
 from .clock import Clock, FrozenClock, SystemClock
 from .commands import Commands, parse_actor
+from .convert import timer_of
 from .documents import Document, DocumentLimits, DocumentStore
 from .errors import SettingsError, StoreError
 from .events import Subscribers
@@ -344,6 +345,16 @@ class Engine:
         """Stop the background scheduler; the batch in hand is finished first."""
         if self._service is not None:
             self._service.stop(wait=wait)
+
+    def failed_timers(self, limit: int = 500) -> list[Timer]:
+        """Timers set aside because they raised when they fired (nothing fires them again
+        until :meth:`retry_timer`)."""
+        return [timer_of(t) for t in self._scheduler.failed(limit)]
+
+    def retry_timer(self, timer_id: int, *, actor: ActorLike) -> bool:
+        """Put a failed timer back, to fire at the next sweep; the retry is recorded on its
+        case. False if the timer was not failed."""
+        return self._scheduler.retry(timer_id, str(parse_actor(actor)))
 
     def deliver_notices(self, limit: int = 500) -> int:
         """Hand the outbox's undelivered notices to this engine's subscribers; how many."""

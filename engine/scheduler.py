@@ -28,13 +28,13 @@ from loguru import logger
 from .clock import Clock, to_db
 from .cycles import cron_trigger, ensure_cron_timers, fire_cron
 from .errors import StoreError
-from .escalation import fire_case_timer
+from .escalation import append_system_event, fire_case_timer
 from .outbox import Outbox, default_owner
-from .persistence import DuplicateKey
+from .persistence import DuplicateKey, TimerRecord
 from .registry import Registry
 from .storage import Storage
 from .timers import successor
-from .types import TimerStatus
+from .types import EventKind, TimerStatus
 
 
 @dataclass
@@ -65,6 +65,30 @@ class Scheduler:
     def ensure_cron_timers(self, now: datetime) -> int:
         """Store the next firing of each loaded cron cycle that has none."""
         return ensure_cron_timers(self._storage, self._registry, now)
+
+    def failed(self, limit: int = 500) -> list[TimerRecord]:
+        with self._storage.read() as tx:
+            return tx.failed_timers(limit)
+
+    def retry(self, timer_id: int, actor: str) -> bool:
+        """Put a failed timer back to fire at the next sweep, with a ``deadline`` event on its
+        case saying who did (the retry is part of the history); False if it was not failed."""
+        now = self.clock.now()
+        with self._storage.write() as tx:
+            case_id = tx.timer_case(timer_id)
+            rec = tx.lock_case(case_id) if case_id is not None else None
+            got = tx.lock_timer(timer_id)
+            if got is None or got[0].status != TimerStatus.FAILED.value:
+                return False
+            tx.retry_timer(timer_id)
+            if rec is not None:
+                timer = got[0]
+                append_system_event(tx, rec, EventKind.DEADLINE, "timer_retried",
+                                    {"timer": timer_id, "kind": timer.kind, "name": timer.name,
+                                     "by": actor}, now, f"retry:{timer_id}:{now.isoformat()}")
+        logger.bind(case_id=case_id or "-", workflow="-").info(
+            "failed timer {} put back by {}", timer_id, actor)
+        return True
 
     def cron_jobs(self) -> list[tuple[str, str, str]]:
         """(job id, cron expression, time zone) of every loaded cron cycle."""

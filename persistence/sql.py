@@ -180,6 +180,12 @@ class Statements:
         self.timer_case = c(select(T.c.case_id).where(T.c.id == bindparam("id")))
         self.finish_timer = c(update(T).where(T.c.id == bindparam("b_id"))
                               .values(status=bindparam("status"), fired_at=bindparam("at")))
+        self.failed_timers = c(select(*TIMER_COLS).where(T.c.status == literal_column("'failed'"))
+                               .order_by(T.c.due_at, T.c.id).limit(bindparam("limit")))
+        self.retry_timer = c(update(T).where(T.c.id == bindparam("b_id"),
+                                             T.c.status == literal_column("'failed'"))
+                             .values(status="pending", claimed_by=None, lease_until=None,
+                                     fired_at=None))
         self.pending_timers = c(select(*TIMER_COLS).where(T.c.case_id == bindparam("id"),
                                                           PENDING)
                                 .order_by(T.c.due_at, T.c.id))

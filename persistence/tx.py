@@ -227,6 +227,11 @@ class ReadTx:
     def pending_timers(self, case_id: str) -> list[TimerRecord]:
         return [self._timer(r) for r in self._run(self.sql.pending_timers, {"id": case_id}).fetchall()]
 
+    def failed_timers(self, limit: int = 500) -> list[TimerRecord]:
+        """Timers set aside because they raised when they fired, oldest due first."""
+        return [self._timer(r) for r in self._run(self.sql.failed_timers,
+                                                  {"limit": limit}).fetchall()]
+
     def count_pending_due(self, now: datetime) -> int:
         return int(self._run(self.sql.count_pending_due, {"now": self._dt_in(now)}).fetchone()[0])
 
@@ -466,6 +471,10 @@ class WriteTx(ReadTx):
     def lock_timer(self, timer_id: int) -> tuple[TimerRecord, str | None] | None:
         row = self._run(self.sql.lock_timer, {"id": timer_id}).fetchone()
         return (self._timer(row), row[9]) if row is not None else None
+
+    def retry_timer(self, timer_id: int) -> bool:
+        """Put a failed timer back to be fired (True if it was failed)."""
+        return int(self._run(self.sql.retry_timer, {"b_id": timer_id}).rowcount) == 1
 
     def finish_timer(self, timer_id: int, status: str, at: datetime) -> None:
         self._run(self.sql.finish_timer, {"b_id": timer_id, "status": status, "at": self._dt_in(at)})

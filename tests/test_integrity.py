@@ -527,3 +527,23 @@ def test_a_hostile_definition_file_is_refused_quickly_with_its_line(text: str, s
         parse_definition(text, "hostile.yaml")
     assert says in str(err.value)
     assert all(p.file == "hostile.yaml" for p in err.value.problems)
+
+
+def test_a_failed_timer_can_be_put_back_and_the_retry_is_recorded(
+        any_engine: Engine, clock: FrozenClock) -> None:
+    case = open_petition(any_engine)
+    (timer,) = {t.id: t for t in any_engine.pending_timers(case.id)}.values()
+    _sql(any_engine, "UPDATE timers SET payload = '{\"then\": \"broken\"}' WHERE id = :id",
+         id=timer.id)
+    clock.advance(days=30)
+    assert any_engine.run_due().failed == 1
+    assert [t.id for t in any_engine.failed_timers()] == [timer.id]
+    _sql(any_engine, "UPDATE timers SET payload = '{\"deadline\": \"triage\", \"share\": 0.5}' "
+                     "WHERE id = :id", id=timer.id)
+    assert any_engine.retry_timer(timer.id, actor="supervisor:sun")
+    retried = any_engine.history(case.id)[-1]
+    assert (retried.name, retried.details["by"]) == ("timer_retried", "supervisor:sun")
+    assert any_engine.failed_timers() == []
+    assert any_engine.run_due().fired >= 1
+    assert not any_engine.retry_timer(timer.id, actor="supervisor:sun")  # not failed any more
+    assert any_engine.verify() == []
