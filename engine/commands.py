@@ -112,7 +112,8 @@ class Commands:
 
     def __init__(self, storage: Storage, registry: Registry, clock: Clock,
                  subscribers: Subscribers, outbox: Outbox, *, retries: int = 5,
-                 documents: DocumentStore | None = None) -> None:
+                 documents: DocumentStore | None = None, durable_notices: bool = False) -> None:
+        self._durable = durable_notices
         self._documents = documents or DocumentStore()
         self._storage = storage
         self._registry = registry
@@ -397,6 +398,9 @@ class Commands:
             try:
                 with self._storage.write(retryable=True) as tx:
                     case, ev, notice_cls = write(tx)
+                    if self._durable and notice_cls is not None:
+                        # The notice is kept with its event; the outbox hands it over.
+                        tx.add_outbox(notice_cls.name, ev.at, case_id=case.id, seq=ev.seq)
                     outbox = tx.outbox_written
                 break
             except DuplicateKey:
@@ -415,6 +419,10 @@ class Commands:
                     raise StoreError(f"the database is unavailable (locked or unreachable)"
                                      f"{tries}; try again") from None
                 time.sleep(min(0.1 * 2 ** attempt, 2.0))  # ~6 s in all: a server restart
+        if self._durable:
+            if outbox:
+                self._outbox.poke()
+            return case
         if notice_cls is not None and self._subscribers.wants(notice_cls.name):
             self._subscribers.publish(notice_cls(case, event_of(ev)))
         if outbox:

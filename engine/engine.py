@@ -57,7 +57,10 @@ class Engine:
     ``clock``: where time comes from (a :class:`FrozenClock` in tests). ``guards``,
     ``actions``, ``functions``: named Python hooks the definitions may call.
     ``scheduler``: ``interval_seconds``, ``batch_size``, ``lease_seconds``,
-    ``notice_lease_seconds``. ``key_file``: the office's keys for the keyed history
+    ``notice_lease_seconds``. ``durable_notices``: every notice (commands' too) is written
+    to the outbox with its event and handed to subscribers from a thread of the engine's,
+    at least once (a web service's webhooks), instead of right after each command.
+    ``key_file``: the office's keys for the keyed history
     (default: ``<database>.key`` beside a SQLite file, created on first use; see
     :mod:`casework.keys`), or a ``keyring`` directly.
     """
@@ -76,7 +79,7 @@ class Engine:
                  scheduler: Mapping[str, Any] | None = None,
                  retries: int = 5,
                  key_file: str | Path | None = None, keyring: Keyring | None = None,
-                 documents: DocumentLimits | None = None,
+                 documents: DocumentLimits | None = None, durable_notices: bool = False,
                  create_schema: bool = True) -> None:
         self.clock: Clock = clock or SystemClock()
         # How this engine was built, for the throwaway engines of what-if.
@@ -116,7 +119,8 @@ class Engine:
             seconds=opts.get("notice_lease_seconds", NOTICE_LEASE.total_seconds())))
         docs = DocumentStore(documents)
         self._commands = Commands(self._storage, self._registry, self.clock, self._subscribers,
-                                  self._outbox, retries=retries, documents=docs)
+                                  self._outbox, retries=retries, documents=docs,
+                                  durable_notices=durable_notices)
         self._queries = Queries(self._storage, self._registry, self.clock, docs)
         self._scheduler = Scheduler(self._storage, self._registry, self.clock, self._outbox,
                                     batch_size=opts.get("batch_size", 200),
@@ -126,6 +130,8 @@ class Engine:
         self._ledger = Ledger(self._storage, self._registry, self.clock, docs)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
+        if durable_notices:
+            self._outbox.start_background()
         for problem in self.calendar_problems():
             logger.bind(case_id="-", workflow="-").warning("declared calendar: {}", problem)
 
@@ -182,10 +188,13 @@ class Engine:
         """The versions of ``workflow`` stored in the database, oldest first."""
         return self._registry.stored_versions(workflow)
 
-    def on(self, name: str, fn: Callable[[Any], None]) -> None:
-        """Call ``fn`` after each committed ``name`` notice (``transition``, ``opened``,
-        ``activity``, ``warned``, ``escalated``, ``cycle``, ``flagged``, ``report``, ``*``)."""
-        self._subscribers.add(name, fn)
+    def on(self, name: str, fn: Callable[[Any], None], *, durable: bool = False) -> None:
+        """Call ``fn`` after each committed ``name`` notice (``opened``, ``transition``,
+        ``activity``, ``assigned``, ``delegated``, ``warned``, ``escalated``, ``cycle``,
+        ``flagged``, ``report``, ``*``). A ``durable`` subscriber that raises on a notice
+        from the outbox leaves it to be handed over again (with ``durable_notices``, every
+        notice comes from the outbox: at least once, never lost)."""
+        self._subscribers.add(name, fn, durable=durable)
 
     # -- commands ----------------------------------------------------------
     def open_case(self, workflow: str, data: Mapping[str, Any] | None = None, *,
@@ -404,8 +413,10 @@ class Engine:
 
     # -- life --------------------------------------------------------------
     def close(self) -> None:
-        """Stop the scheduler if it runs, and release database connections."""
+        """Stop the scheduler and the notice deliverer if they run, and release database
+        connections."""
         self.stop_scheduler()
+        self._outbox.stop_background()
         self._storage.dispose()
 
     def __enter__(self) -> Engine:

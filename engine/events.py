@@ -105,7 +105,8 @@ class ReportReady:
 
 OUTBOX_NOTICES: dict[str, type[Notice]] = {
     "warned": DeadlineWarned, "escalated": Escalated, "breached": Escalated, "cycle": CycleCame,
-    "flagged": FlaggedAtRisk, "delegated": Delegated,
+    "flagged": FlaggedAtRisk, "delegated": Delegated, "opened": CaseOpened,
+    "transition": TransitionApplied, "activity": ActivityRecorded, "assigned": Assigned,
 }
 
 Subscriber = Callable[[Any], None]
@@ -122,28 +123,38 @@ class Subscribers:
 
     def __init__(self, pii_of: Callable[[str, str], frozenset[str]] | None = None) -> None:
         self._subs: dict[str, list[Subscriber]] = defaultdict(list)
+        self._durable: set[int] = set()  # ids of subscribers whose failure keeps a notice
         self._lock = threading.Lock()
         self._pii_of = pii_of
 
-    def add(self, name: str, fn: Subscriber) -> None:
+    def add(self, name: str, fn: Subscriber, *, durable: bool = False) -> None:
+        """Call ``fn`` with each ``name`` notice. A ``durable`` subscriber that raises on a
+        notice from the outbox leaves it undelivered, to be handed over again later."""
         if name not in NOTICE_NAMES:
             raise InvalidQuery(f"unknown notice {name!r}; one of {sorted(NOTICE_NAMES)}")
         if not callable(fn):
             raise InvalidQuery(f"a subscriber to {name!r} must be callable")
         with self._lock:
             self._subs[name].append(fn)
+            if durable:
+                self._durable.add(id(fn))
 
     def wants(self, name: str) -> bool:
         """Whether anyone listens to notices called ``name``."""
         return bool(self._subs.get(name) or self._subs.get("*"))
 
-    def publish(self, notice: Notice | ReportReady) -> None:
+    def publish(self, notice: Notice | ReportReady) -> bool:
+        """Hand ``notice`` to its subscribers; False if a durable one raised."""
         fns = self._subs.get(notice.name, []) + self._subs.get("*", [])
+        handed = True
         for fn in fns:
             try:
                 fn(notice)
             except Exception as e:
                 self._failed(fn, notice, e)
+                if id(fn) in self._durable:
+                    handed = False
+        return handed
 
     def _failed(self, fn: Subscriber, notice: Notice | ReportReady, error: Exception) -> None:
         """Log a subscriber's failure: the traceback goes into the message, where the case's

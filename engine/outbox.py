@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from datetime import timedelta
+
+from loguru import logger
 
 from .clock import Clock, from_db, to_db
 from .convert import case_of, event_of
@@ -39,6 +42,44 @@ class Outbox:
         self._subscribers = subscribers
         self._clock = clock
         self.lease = lease
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- delivery in the background --------------------------------------------
+    def start_background(self, interval: float = 0.5) -> None:
+        """Deliver from a thread of its own: when poked after a commit, and every
+        ``interval`` seconds (notices of other processes, retries)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                try:
+                    self.deliver()
+                except Exception:  # the database is gone for now: try again later
+                    logger.bind(case_id="-", workflow="-").warning(
+                        "notices not delivered yet; trying again")
+                    self._stop.wait(interval)
+
+        self._thread = threading.Thread(target=loop, name="casework-notices", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Something was written to the outbox: deliver soon."""
+        self._wake.set()
+
+    def stop_background(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout=30)
 
     def deliver(self, limit: int = 500) -> int:
         """Hand the undelivered notices to the subscribers; how many were handed over."""
@@ -64,19 +105,25 @@ class Outbox:
             # delivered is marked and the rest given back, to be claimed anew.
             started = time.monotonic()
             done: list[int] = []
+            kept: list[int] = []  # a durable subscriber refused them: handed over again later
+            handled = 0
             for oid, notice in notices:
                 if time.monotonic() - started > self.lease.total_seconds() / 2:
                     break
-                if notice is not None:
-                    self._subscribers.publish(notice)
+                handled += 1
+                if notice is not None and not self._subscribers.publish(notice):
+                    kept.append(oid)
+                    continue
                 done.append(oid)
-            rest = [oid for oid, _ in notices[len(done):]]
+            rest = [oid for oid, _ in notices[handled:]]
             with self._storage.write() as tx:
                 at = to_db(self._clock.now())
                 for oid in done:
                     tx.mark_delivered(oid, at)
                 tx.release_outbox(rest, owner)
             delivered += len(done)
+            if kept:
+                return delivered  # their claim lapses after the lease; then they go again
             if not rest and len(claimed) < limit:
                 return delivered
 

@@ -547,3 +547,29 @@ def test_a_failed_timer_can_be_put_back_and_the_retry_is_recorded(
     assert any_engine.run_due().fired >= 1
     assert not any_engine.retry_timer(timer.id, actor="supervisor:sun")  # not failed any more
     assert any_engine.verify() == []
+
+
+# -- notices kept with their events ------------------------------------------------------------
+def test_with_durable_notices_a_refusing_subscriber_gets_each_notice_again_until_it_takes_it(
+        db_url: str, clock: FrozenClock, tmp_path: Path) -> None:
+    import time as _time
+
+    heard: list[Any] = []
+    fail = {"left": 2}
+
+    def picky(notice: Any) -> None:
+        if fail["left"]:
+            fail["left"] -= 1
+            raise RuntimeError("the receiver is down")
+        heard.append(notice)
+
+    with Engine(db_url, [PETITION], clock=clock, key_file=tmp_path / "k.key",
+                durable_notices=True, scheduler={"notice_lease_seconds": 0.2}) as e:
+        e.on("opened", picky, durable=True)
+        case = open_petition(e)
+        deadline = _time.monotonic() + 30
+        while not heard and _time.monotonic() < deadline:
+            clock.advance(seconds=1)  # the refused notices' lease runs out
+            e.deliver_notices()
+            _time.sleep(0.05)
+        assert [n.case.id for n in heard] == [case.id]

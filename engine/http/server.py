@@ -28,8 +28,9 @@ def build(config: Path, database_url: str | None = None) -> Any:
     flag = os.environ.get("CASEWORK_HTTP_SCHEDULER")
     if flag in ("0", "1"):
         http = http.model_copy(update={"scheduler": flag == "1"})
-    overrides = {"database_url": database_url} if database_url else {}
-    engine = Engine.from_settings(config, **overrides)
+    overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    # Every notice through the outbox, written with its event: webhooks lose none.
+    engine = Engine.from_settings(config, durable_notices=True, **overrides)
     app = create_app(engine, http, base_dir=settings.base_dir)
     app.state.engine_owned = engine
     return app
@@ -90,8 +91,8 @@ def serve(config: Path, database_url: str | None = None, *, host: str | None = N
     from .. import Engine
     from .app import create_app
 
-    overrides = {"database_url": database_url} if database_url else {}
-    engine = Engine.from_settings(config, **overrides)
+    overrides: dict[str, Any] = {"database_url": database_url} if database_url else {}
+    engine = Engine.from_settings(config, durable_notices=True, **overrides)
     try:
         app = create_app(engine, http, base_dir=load_settings(config).base_dir)
         uvicorn.run(Announce(app), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

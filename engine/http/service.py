@@ -45,7 +45,8 @@ class Service:
         self._listening = True
         self._started = False
         self._lock = threading.Lock()
-        engine.on("*", self._relay)
+        # Durable: a notice the log could not take stays in the engine's outbox, to come again.
+        engine.on("*", self._relay, durable=True)
 
     # -- life ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,7 +158,7 @@ class Service:
             try:
                 self.store.record(key, payload["notice"], workflow, case_id, at, payload)
             except CaseworkError:
-                # The outbox gives it again after its lease; a command's notice is logged lost.
+                # The engine keeps it in its outbox and hands it over again after the lease.
                 logger.bind(case_id=case_id or "-", workflow=workflow).error(
                     "notice {} not recorded for webhooks: the notice store is unavailable", key)
                 raise
