@@ -643,14 +643,18 @@ def verify(ctx: click.Context, case_id: str | None) -> None:
 @click.option("--case", "case_ids", multiple=True, help="only this case (repeat for more)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="the file to write (default: stdout)")
+@click.option("--masked", is_flag=True,
+              help="personal data masked, for readers outside the office (cannot be imported)")
 @click.pass_context
 def export(ctx: click.Context, workflow: str | None, unit: str | None, case_ids: tuple[str, ...],
-           out: Path | None) -> None:
-    """Write a ledger (個案臺帳) of whole cases as JSON lines, for `import` elsewhere."""
+           out: Path | None, masked: bool) -> None:
+    """Write a ledger (個案臺帳) of whole cases as JSON lines, for `import` elsewhere. It
+    holds personal data in clear unless --masked."""
     ids = case_ids or None
     with _engine(ctx) as engine:
         if out is None:
-            n = engine.export_cases(sys.stdout, workflow=workflow, unit=unit, case_ids=ids)
+            n = engine.export_cases(sys.stdout, workflow=workflow, unit=unit, case_ids=ids,
+                                    masked=masked)
             sys.stdout.flush()
             click.echo(f"exported {_n(n, 'case')}", err=True)
             return
@@ -658,7 +662,8 @@ def export(ctx: click.Context, workflow: str | None, unit: str | None, case_ids:
         part = out.with_name(out.name + ".part")
         try:
             with part.open("w", encoding="utf-8") as f:
-                n = engine.export_cases(f, workflow=workflow, unit=unit, case_ids=ids)
+                n = engine.export_cases(f, workflow=workflow, unit=unit, case_ids=ids,
+                                        masked=masked)
             part.replace(out)
         finally:
             part.unlink(missing_ok=True)

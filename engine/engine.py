@@ -148,6 +148,7 @@ class Engine:
             "declared_years": s.calendars.declared(),
             "closing_times": dict(s.calendars.closing),
             "documents": s.document_limits(),
+            "key_file": s.key_file(),
             "sensitive_periods": [SensitivePeriod(p.name, p.start, p.end, p.warn_factor)
                                   for p in s.sensitive_periods],
             "scheduler": s.scheduler.model_dump(),

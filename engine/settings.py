@@ -108,6 +108,13 @@ class CalendarSettings(_Section):
                 for year, y in self.years.items()}
 
 
+class IntegritySettings(_Section):
+    """Where the office's keys are (relative to the settings file). None: beside a SQLite
+    database (``<database>.key``), or ``./casework.key`` for a server database."""
+
+    key_file: str | None = None
+
+
 class DocumentSettings(_Section):
     """The case file's documents: where their content is kept, how large, which types."""
 
@@ -195,6 +202,7 @@ class Settings(_Section):
     calendars: CalendarSettings = Field(default_factory=CalendarSettings)
     sensitive_periods: tuple[SensitivePeriodSettings, ...] = ()
     documents: DocumentSettings = Field(default_factory=DocumentSettings)
+    integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     base_dir: Path = Path(".")
 
@@ -207,6 +215,12 @@ class Settings(_Section):
                 raise SettingsError(f"workflows.paths: {pattern!r} matches no file")
             out.extend(Path(m).resolve() for m in matches)
         return out
+
+    def key_file(self) -> Path | None:
+        k = self.integrity.key_file
+        if k is None:
+            return None
+        return Path(k) if Path(k).is_absolute() else (self.base_dir / k).resolve()
 
     def document_limits(self) -> DocumentLimits:
         d = self.documents
