@@ -19,7 +19,7 @@ from typing import Any
 
 from casework import Engine
 
-from tests.petition_steps import CLERK, OPEN_DATA, TRIAGE
+from tests.petition_steps import CLERK, FOUR_FIXES, LEADER, OPEN_DATA, TRIAGE
 
 from .base import Ctx, Table, percentile, ratios, spread, target
 from .db import PETITION, Throwaway
@@ -39,12 +39,14 @@ class Config:
 
 
 def _prepare(url: str, n: int) -> list[str]:
-    """``n`` accepted petitions, one per client (an activity may be recorded on each)."""
+    """``n`` petitions being handled by wu, one per client (an activity may be recorded on
+    each)."""
     with Engine(url, [PETITION], sqlite_synchronous="FULL") as engine:
         ids = []
         for _ in range(n):
             case = engine.open_case("petition", OPEN_DATA, actor=CLERK)
             engine.fire(case.id, "accept", actor=TRIAGE)
+            engine.fire(case.id, "assign", actor=LEADER, data=FOUR_FIXES)  # wu handles it
             ids.append(case.id)
     return ids
 

@@ -24,6 +24,7 @@ TABLE: tuple[tuple[type[E.CaseworkError], int, str, str], ...] = (
     (E.InvalidTrigger, 404, "unknown-trigger", "No such trigger or activity"),
     (E.WrongState, 409, "wrong-state", "Not allowed in the case's current state"),
     (E.RoleRefused, 403, "role-refused", "The actor holds none of the roles the step allows"),
+    (E.ScopeRefused, 403, "scope-refused", "The actor is not whom the step's scope admits"),
     (E.WindowClosed, 409, "window-closed", "The step's window is not open"),
     (E.MissingFields, 422, "missing-fields", "Required input fields are missing"),
     (E.InvalidInput, 422, "invalid-input", "Input is unknown, of the wrong type or out of range"),
