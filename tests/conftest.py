@@ -51,7 +51,8 @@ def pg_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _pg_schema_url(db: str) -> str:
+def new_pg_schema(db: str) -> str:
+    """A new, empty schema in PostgreSQL database ``db``: the engine URL that uses it."""
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:10]}"
@@ -66,7 +67,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file, or a new schema on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'cases.db'}"
-    return _pg_schema_url(request.getfixturevalue("pg_database"))
+    return new_pg_schema(request.getfixturevalue("pg_database"))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Shared helpers for the scheduler tests: moving the clock, reading timers and events,
-and an independent model of China's working days.
+"""Shared helpers for the scheduler tests: moving the clock, reading the scheduler's events,
+and an independent model of China's working days (the rows of the timers and events
+tables are read with ``tests.helpers``).
 
 Not a test module (pytest does not collect it); imported as ``tests.scheduler_steps``.
 The working-day model here deliberately does not call ``engine.calendars``: it builds
@@ -11,13 +12,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 from casework import Engine, Event, FrozenClock
-from casework.persistence import models
-from sqlalchemy import select
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 US = timedelta(microseconds=1)
@@ -28,11 +26,6 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # the FrozenClock's default start
 def local(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0, us: int = 0) -> datetime:
     """An instant given as Asia/Shanghai wall time, as aware UTC."""
     return datetime(y, m, d, hh, mm, ss, us, tzinfo=SHANGHAI).astimezone(UTC)
-
-
-def naive(when: datetime) -> datetime:
-    """An aware instant as stored in ``timers.due_at`` (naive UTC)."""
-    return when.astimezone(UTC).replace(tzinfo=None)
 
 
 # -- events and timers ---------------------------------------------------------------
@@ -59,36 +52,6 @@ def fires_exactly_at(engine: Engine, clock: FrozenClock, case_id: str,
     got = fire_at(engine, clock, when, case_id)
     assert got, f"nothing fired at {when}"
     return got
-
-
-def timer_rows(engine: Engine, case_id: str | None = None, **where: Any) -> list[Any]:
-    """Rows of the timers table (every column), oldest id first."""
-    t = models.timers
-    q = select(t).order_by(t.c.id)
-    if case_id is not None:
-        q = q.where(t.c.case_id == case_id)
-    for col, value in where.items():
-        q = q.where(t.c[col] == value)
-    with engine.store.engine.connect() as conn:
-        return list(conn.execute(q).all())
-
-
-def event_rows(engine: Engine, **where: Any) -> list[Any]:
-    """Rows of the events table (every column): those with a notice in the order their
-    transactions wrote the notices (the outbox's ids), then the rest by case and number."""
-    e, o = models.events, models.outbox
-    q = (select(e).outerjoin(o, (o.c.case_id == e.c.case_id) & (o.c.seq == e.c.seq))
-         .order_by(o.c.id.is_(None), o.c.id, e.c.case_id, e.c.seq))
-    for col, value in where.items():
-        q = q.where(e.c[col] == value)
-    with engine.store.engine.connect() as conn:
-        return list(conn.execute(q).all())
-
-
-def report_rows(engine: Engine) -> list[Any]:
-    r = models.reports
-    with engine.store.engine.connect() as conn:
-        return list(conn.execute(select(r).order_by(r.c.id)).all())
 
 
 # -- an independent model of China's working days ---------------------------------------

@@ -1,10 +1,11 @@
 """The audit: tampering with the stored events is found, and named by case and event.
 
-Rows are changed directly in SQL, behind the engine's back, on SQLite and on
-PostgreSQL (``any_engine``): an event's changes, details or actor edited (with
-and without its hash recomputed), an event deleted in the middle and at the
-end, a forged event added after the last, inserted in the middle (the later
-events renumbered to make room) or given the number of an existing one.
+Rows are changed directly in SQL, behind the engine's back (on a connection of the
+test's own, ``tests.helpers``), on SQLite and on PostgreSQL (``any_engine``): an
+event's changes, details or actor edited (with and without its hash recomputed), an
+event deleted in the middle and at the end, a forged event added after the last,
+inserted in the middle (the later events renumbered to make room) or given the number
+of an existing one.
 ``Engine.verify`` and ``run.py verify`` must name exactly what was done.
 """
 
@@ -18,10 +19,9 @@ import pytest
 from casework import Engine, FrozenClock
 from casework.persistence.chain import GENESIS, event_hash, verify_chain
 from casework.persistence.tx import dumps
-from sqlalchemy import text
 
 from tests.conftest import COMPLAINT, PETITION
-from tests.helpers import run_cli
+from tests.helpers import naive, run_cli, sql
 from tests.petition_steps import drive, open_petition
 
 STEPS = ("accept", "assign", "extend", "decide", "reply", "visit_unsatisfied")  # 7 events
@@ -41,9 +41,9 @@ def cases(any_engine: Engine, clock: FrozenClock) -> tuple[str, str]:
     return ids[0], ids[1]
 
 
-def _sql(engine: Engine, sql: str, **params: Any) -> None:
-    with engine.store.engine.begin() as conn:
-        conn.execute(text(sql), params)
+def _sql(engine: Engine, statement: str, **params: Any) -> None:
+    """Change the stored rows behind the engine's back."""
+    sql(engine, statement, **params)
 
 
 def _forge(engine: Engine, case_id: str, seq: int, prev_hash: str, *, valid: bool = True,
@@ -58,7 +58,7 @@ def _forge(engine: Engine, case_id: str, seq: int, prev_hash: str, *, valid: boo
                  "at, changes, details, idempotency_key, prev_hash, hash) VALUES (:c, :s, "
                  "'transition', 'forged', 'handling', 'handling', :a, 'leader', :at, :ch, :d, NULL, "
                  ":p, :h)",
-         c=case_id, s=seq, a=actor, at=engine.store.dialect.datetime_in(at), ch=changes, d=details,
+         c=case_id, s=seq, a=actor, at=at, ch=changes, d=details,
          p=prev_hash, h=h if valid else "f" * 64)
     return h
 
@@ -83,8 +83,7 @@ def test_an_edited_event_is_named_as_altered(any_engine: Engine, cases: tuple[st
                                              column: str, value: Any) -> None:
     tampered, other = cases
     if column == "at":
-        at = any_engine.history(tampered)[4].at.replace(tzinfo=None) + timedelta(minutes=1)
-        value = any_engine.store.dialect.datetime_in(at)
+        value = naive(any_engine.history(tampered)[4].at + timedelta(minutes=1))
     _sql(any_engine, f"UPDATE events SET {column} = :v WHERE case_id = :c AND seq = 5",
          v=value, c=tampered)
     assert any_engine.verify() == [
@@ -179,7 +178,7 @@ def test_a_forged_event_in_the_middle_is_named_inserted(any_engine: Engine,
 def test_a_forged_event_with_a_taken_number_is_named_inserted(any_engine: Engine,
                                                               cases: tuple[str, str]) -> None:
     """A second event 5 (possible only without the (case, seq) primary key)."""
-    if any_engine.store.backend != "postgresql":
+    if any_engine.backend != "postgresql":
         pytest.skip("SQLite cannot drop the primary key; see the chain tests below")
     tampered, _ = cases
     _sql(any_engine, "ALTER TABLE events DROP CONSTRAINT events_pkey")

@@ -13,25 +13,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
-from casework import Engine, Event, FrozenClock
-from casework.calendars import UnknownCalendarYear
+from casework import Engine, Event, FrozenClock, Timer, TimerKind, TimerStatus, UnknownCalendarYear
 
 from tests.conftest import PETITION
+from tests.helpers import event_rows, naive, timer_rows
 from tests.petition_steps import LEADER, count_cases, drive, open_petition, run
 from tests.scheduler_steps import (
     DAY,
     SHANGHAI,
     T0,
     business_offset,
-    event_rows,
     fire_at,
     fires_exactly_at,
     local,
-    naive,
     scheduler_events,
-    timer_rows,
     working_days_after,
 )
 
@@ -124,16 +122,23 @@ def test_handling_warnings_breach_and_each_rung_fire_at_the_exact_calendar_insta
     assert engine.pending_timers(case_id) == []
 
 
-def test_timers_are_stored_as_naive_utc_at_the_due_instant(engine: Engine, clock: FrozenClock) -> None:
+def test_timers_are_listed_in_aware_utc_and_stored_as_naive_utc_at_the_due_instant(
+        engine: Engine, clock: FrozenClock) -> None:
     accepted = T0 + timedelta(microseconds=1)
     case_id = _accepted(engine, clock, accepted)
     pending = engine.pending_timers(case_id)
-    assert [(t.kind, t.name, t.due_at) for t in pending] == [
-        ("warning", "handling", naive(accepted + 30 * DAY)),
-        ("warning", "handling", naive(accepted + 48 * DAY)),
-        ("breach", "handling", naive(accepted + 60 * DAY)),
+    assert all(isinstance(t, Timer) for t in pending)
+    assert [(t.kind, t.name, t.due_at, t.status) for t in pending] == [
+        (TimerKind.WARNING, "handling", accepted + 30 * DAY, TimerStatus.PENDING),
+        (TimerKind.WARNING, "handling", accepted + 48 * DAY, TimerStatus.PENDING),
+        (TimerKind.BREACH, "handling", accepted + 60 * DAY, TimerStatus.PENDING),
     ]
-    assert all(t.due_at.tzinfo is None for t in pending)
+    assert all(t.due_at.utcoffset() == timedelta(0) for t in pending)
+    assert [t.details["share"] for t in pending if t.kind == "warning"] == [0.5, 0.8]
+    # The deadline's three instants are one stored row, due at the first, as naive UTC.
+    [row] = timer_rows(engine, case_id, name="handling", status="pending")
+    assert row.due_at == naive(accepted + 30 * DAY) and row.due_at.tzinfo is None
+    assert {t.id for t in pending} == {row.id}
 
 
 # -- China's working days across National Day 2026 ------------------------------------
@@ -217,9 +222,9 @@ def test_an_extension_moves_the_breach_by_exactly_its_days_and_cancels_the_old_t
     assert [t.status for t in timer_rows(engine, case_id, name="handling")][:len(old)] == \
         ["cancelled"] * len(old)
     assert [(t.kind, t.due_at) for t in engine.pending_timers(case_id)] == [
-        ("warning", naive(accepted + 40 * DAY)),
-        ("warning", naive(accepted + 64 * DAY)),
-        ("breach", naive(new_due)),
+        ("warning", accepted + 40 * DAY),
+        ("warning", accepted + 64 * DAY),
+        ("breach", new_due),
     ]
     # At the old due instant only the new 50% warning (day 40) has fired; no breach.
     assert [(e.name, e.details["share"]) for e in fire_at(engine, clock, accepted + 60 * DAY, case_id)] \
@@ -241,10 +246,10 @@ def test_an_extension_after_a_warning_fired_does_not_fire_that_warning_again(
     run(engine, case_id, "extend", actor=LEADER, extension_days=20)
     # The new 50% mark (day 40) lies ahead; nothing is due now, nothing is scheduled in the past.
     now = clock.now()
-    assert all(t.due_at > naive(now) for t in engine.pending_timers(case_id))
+    assert all(t.due_at > now for t in engine.pending_timers(case_id))
     assert fire_at(engine, clock, now, case_id) == []
     assert [t.due_at for t in engine.pending_timers(case_id) if t.kind == "breach"] == [
-        naive(accepted + 80 * DAY)]
+        accepted + 80 * DAY]
 
 
 def test_an_extension_after_the_50_percent_mark_of_the_new_total_skips_that_warning(
@@ -298,8 +303,8 @@ def test_a_warning_passed_before_the_pause_is_not_repeated_after_resume(
     clock.set(accepted + 50 * DAY)
     run(engine, case_id, "resume")
     assert [(t.kind, t.due_at) for t in engine.pending_timers(case_id)] == [
-        ("warning", naive(accepted + 63 * DAY)),  # 80%: 13 days of the 25 left
-        ("breach", naive(accepted + 75 * DAY)),
+        ("warning", accepted + 63 * DAY),  # 80%: 13 days of the 25 left
+        ("breach", accepted + 75 * DAY),
     ]
 
 
@@ -476,26 +481,32 @@ def test_recomputing_a_running_deadline_does_not_repeat_fired_warnings(
     case_id = _accepted(engine, clock, T0)
     fire_at(engine, clock, T0 + 35 * DAY, case_id)
     assert engine.recompute_deadlines(provisional_only=False) == 1
-    assert all(t.due_at > naive(clock.now()) for t in engine.pending_timers(case_id))
+    assert all(t.due_at > clock.now() for t in engine.pending_timers(case_id))
     assert fire_at(engine, clock, clock.now(), case_id) == []
     assert [t.due_at for t in engine.pending_timers(case_id) if t.kind == "breach"] == [
-        naive(T0 + 60 * DAY)]
+        T0 + 60 * DAY]
 
 
 
 def test_a_clock_kept_by_a_migration_outside_its_state_stops_at_the_next_command(
-        engine: Engine, clock: FrozenClock) -> None:
+        sqlite_url: str, clock: FrozenClock, tmp_path: Path) -> None:
     """A case migrated while triage runs into a state triage does not cover keeps the clock;
     the next command, whatever it is, stops it and cancels its timer."""
-    timing = engine._compiled("petition").timing
-    now = clock.now()
-    clocks: dict[str, object] = {}
-    timing.on_command(clocks, case_id="c", old_state=None, new_state="registered",
-                      trigger="open", changes={}, now=now)
-    kept, _ = timing.adopt(clocks, case_id="c", state="handling.investigating", now=now)
-    assert kept["triage"]["status"] == "running"
-    plan = timing.on_command(kept, case_id="c", old_state="handling.investigating",
-                             new_state="handling.suspended", trigger="suspend", changes={},
-                             now=now + timedelta(days=1))
-    assert kept["triage"]["status"] == "stopped"
-    assert "triage" in plan.cancel
+    with Engine(sqlite_url, [PETITION], clock=clock) as engine:
+        case = open_petition(engine)  # registered: the triage clock runs
+    v2 = tmp_path / "petition.yaml"  # another version: the same rules, another title
+    text = PETITION.read_text(encoding="utf-8")
+    v2.write_text(text.replace("\ntitle: ", "\ntitle: v2 ", 1), encoding="utf-8")
+    with Engine(sqlite_url, [v2], clock=clock) as engine:
+        result = engine.migrate("petition", "latest", {"registered": "handling.investigating"},
+                                dry_run=False)
+        assert [i.case_id for i in result.moved] == [case.id]
+        kept = engine.get_case(case.id)
+        assert kept.state == "handling.investigating"
+        assert kept.clocks["triage"]["status"] == "running"
+        assert {t.name for t in engine.pending_timers(case.id)} == {"triage"}
+        clock.advance(days=1)
+        run(engine, case.id, "suspend")
+        assert engine.get_case(case.id).clocks["triage"]["status"] == "stopped"
+        assert engine.pending_timers(case.id) == []
+        assert [t.status for t in timer_rows(engine, case.id, name="triage")][-1] == "cancelled"

@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from casework import Engine, FrozenClock
+from casework import Engine, FrozenClock, LedgerRefused
 from casework.demo import DAYS, START, WORKFLOWS, run_demo
-from casework.persistence import models
-from casework.persistence.errors import LedgerError
-from sqlalchemy import func, select
 
-from tests.helpers import run_cli
+from tests.helpers import count, row_dicts, run_cli
 
 END = START + timedelta(days=DAYS)
 UNIT = "county_court"
@@ -54,43 +51,37 @@ def ledger(source: Engine) -> str:
 
 
 # -- reading both databases independently of the ledger's code --------------------------
-def _rows(engine: Engine, table: Any, *order: str, where: Any = None) -> list[dict[str, Any]]:
-    """The rows of ``table`` as SQLAlchemy reads them (the same types from either database),
-    without the databases' own row ids (events and timers)."""
-    stmt = select(table).order_by(*(table.c[o] for o in order))
-    if where is not None:
-        stmt = stmt.where(where)
-    own_id = table.name in {"events", "timers"}
-    with engine.store.engine.connect() as conn:
-        return [{k: v for k, v in r._mapping.items() if not (own_id and k == "id")}
-                for r in conn.execute(stmt)]
+def _rows(engine: Engine, name: str, /, *order: str, **where: Any) -> list[dict[str, Any]]:
+    """The rows of table ``name`` as SQLAlchemy reads them (the same types from either
+    database), without the databases' own row ids (events and timers)."""
+    own_id = name in {"events", "timers"}
+    return [{k: v for k, v in r.items() if not (own_id and k == "id")}
+            for r in row_dicts(engine, name, *order, **where)]
 
 
 def _cases(engine: Engine) -> list[dict[str, Any]]:
-    return _rows(engine, models.cases, "id")
+    return _rows(engine, "cases", "id")
 
 
 def _events(engine: Engine) -> list[dict[str, Any]]:
-    return _rows(engine, models.events, "case_id", "seq")
+    return _rows(engine, "events", "case_id", "seq")
 
 
 def _pending(engine: Engine) -> list[dict[str, Any]]:
-    T = models.timers
     return [{k: v for k, v in r.items() if k not in {"claimed_by", "lease_until"}}
-            for r in _rows(engine, T, "case_id", "due_at",
-                           where=T.c.case_id.is_not(None) & (T.c.status == "pending"))]
+            for r in _rows(engine, "timers", "case_id", "due_at", status="pending")
+            if r["case_id"] is not None]
 
 
 def _counts(engine: Engine) -> dict[str, int]:
     """How many rows each table holds: the target must not change when a file is refused."""
-    with engine.store.engine.connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in (models.cases, models.events, models.timers, models.workflow_versions)}
+    return {name: count(engine, name)
+            for name in ("cases", "events", "timers", "workflow_versions")}
 
 
 def _refused(target: Engine, text: str) -> list[str]:
     before = _counts(target)
-    with pytest.raises(LedgerError) as e:
+    with pytest.raises(LedgerRefused) as e:
         target.import_cases(io.StringIO(text))
     assert "nothing was imported" in str(e.value)
     assert _counts(target) == before
@@ -156,8 +147,8 @@ def test_an_import_brings_the_workflow_versions_the_target_lacks(
     with Engine(db_url, [], clock=clock) as target:  # no workflow loaded at all
         result = target.import_cases(io.StringIO(ledger))
         assert result.workflow_versions == 1
-        assert _rows(target, models.workflow_versions, "name") == _rows(
-            source, models.workflow_versions, "name", where=models.workflow_versions.c.name == "petition")
+        assert _rows(target, "workflow_versions", "name") == _rows(
+            source, "workflow_versions", "name", name="petition")
         assert target.verify() == []
         cid = result.case_ids[0]
         case = target.get_case(cid)
@@ -321,7 +312,7 @@ def test_imported_histories_never_take_the_keys_of_the_targets_timers(
                 if e.name == "campaign_daily_check"]
         assert dues and len(dues) == len(set(dues)), cid  # checked once per instant
     assert not [t for t in any_engine.pending_timers(overdue[0])
-                if t.due_at <= clock.now().replace(tzinfo=None)]
+                if t.due_at <= clock.now()]
     cycling = [c for c in _cases(any_engine) if c["state"] == "follow_up.continued_work"]
     assert cycling and any(e.name == "return_visits" and e.at.year == 2027
                            for e in any_engine.history(cycling[0]["id"]))
@@ -332,7 +323,7 @@ def test_imported_histories_never_take_the_keys_of_the_targets_timers(
 
 # -- the command line -------------------------------------------------------------------
 def test_cli_export_and_import(source: Engine, tmp_path: Path) -> None:
-    src = str(source.store.url)
+    src = source.database_url
     target = f"sqlite:///{tmp_path / 'target.db'}"
     out = tmp_path / "ledger" / "county_court.jsonl"
     code, said, _ = run_cli("--db", src, "export", "--unit", UNIT, "--out", str(out))

@@ -9,27 +9,24 @@ from alembic.runtime.migration import MigrationContext
 from casework import Engine, StoreError
 from casework.persistence import models
 from casework.persistence.migrate import alembic_config, current_revision, head_revision, upgrade
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from tests.conftest import PETITION
-from tests.helpers import run_cli
+from tests.helpers import connection, database, run_cli, sql
 
 
 def test_migrations_build_exactly_the_schema_of_the_models(db_url: str) -> None:
     upgrade(db_url)
-    eng = create_engine(db_url)
-    try:
-        with eng.connect() as conn:
+    with database(db_url) as db:
+        with db.connect() as conn:
             diffs = compare_metadata(MigrationContext.configure(conn), models.metadata)
         assert diffs == []
-        assert current_revision(eng) == head_revision()
-    finally:
-        eng.dispose()
+        assert current_revision(db) == head_revision()
 
 
 def test_an_empty_database_is_created_at_the_newest_revision(db_url: str) -> None:
-    with Engine(db_url, [PETITION]) as e:
-        assert current_revision(e.store.engine) == head_revision()
+    with Engine(db_url, [PETITION]) as e, database(e) as db:
+        assert current_revision(db) == head_revision()
 
 
 def test_a_database_upgraded_by_the_command_is_accepted_by_the_engine(db_url: str) -> None:
@@ -42,19 +39,15 @@ def test_a_database_upgraded_by_the_command_is_accepted_by_the_engine(db_url: st
 
 
 def test_tables_without_a_revision_are_refused_with_the_command_to_run(sqlite_url: str) -> None:
-    eng = create_engine(sqlite_url)
-    models.metadata.create_all(eng)
-    eng.dispose()
+    with database(sqlite_url) as db:
+        models.metadata.create_all(db)
     with pytest.raises(StoreError, match=r"run: python run.py db upgrade"):
         Engine(sqlite_url, [PETITION])
 
 
 def test_a_schema_newer_than_the_code_is_refused(db_url: str) -> None:
     upgrade(db_url)
-    eng = create_engine(db_url)
-    with eng.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_from_the_future'"))
-    eng.dispose()
+    sql(db_url, "UPDATE alembic_version SET version_num = 'ffff_from_the_future'")
     with pytest.raises(StoreError, match="upgraded by newer code"):
         Engine(db_url, [PETITION])
 
@@ -68,8 +61,7 @@ def test_db_current_reports_both_revisions(sqlite_url: str) -> None:
 
 def test_an_older_schema_is_refused_until_upgraded_and_keeps_its_cases(db_url: str) -> None:
     upgrade(db_url, "0001")
-    eng = create_engine(db_url)
-    with eng.begin() as conn:  # a case written by the code of revision 0001
+    with connection(db_url) as conn:  # a case written by the code of revision 0001
         conn.execute(text(
             "INSERT INTO cases (id, workflow, version, state, final, data, escalation_level, "
             "opened_at, updated_at, row_version, last_seq, last_hash, clocks, at_risk) VALUES "
@@ -78,14 +70,12 @@ def test_an_older_schema_is_refused_until_upgraded_and_keeps_its_cases(db_url: s
         conn.execute(text(
             "INSERT INTO events (case_id, seq, kind, name, at, changes, details, prev_hash, hash) "
             "VALUES ('c1', 1, 'transition', 'archive', '2026-02-01 00:00:00', '{}', '{}', 'p', 'h')"))
-    eng.dispose()
     with pytest.raises(StoreError, match=r"older than this code.*run: python run.py db upgrade"):
         Engine(db_url, [PETITION])
     upgrade(db_url)
-    with Engine(db_url, [PETITION]) as e:
-        assert current_revision(e.store.engine) == head_revision()
-        with e.store.engine.connect() as conn:
-            closed = conn.execute(text("SELECT closed_at FROM cases WHERE id = 'c1'")).scalar()
+    with Engine(db_url, [PETITION]) as e, database(e) as db:
+        assert current_revision(db) == head_revision()
+        [(closed,)] = sql(e, "SELECT closed_at FROM cases WHERE id = 'c1'")
         assert str(closed).startswith("2026-02-01")
 
 
@@ -100,13 +90,8 @@ def test_rekeying_events_keeps_every_event_and_chain_both_ways(db_url: str) -> N
         before = {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids}
     cfg = alembic_config(db_url)
     command.downgrade(cfg, "0005")
-    eng = create_engine(db_url)
-    try:
-        with eng.connect() as conn:
-            rows = conn.execute(text("SELECT id, case_id, seq FROM events ORDER BY id")).all()
-        assert len(rows) == 4 and len({r[0] for r in rows}) == 4
-    finally:
-        eng.dispose()
+    rows = sql(db_url, "SELECT id, case_id, seq FROM events ORDER BY id")
+    assert len(rows) == 4 and len({r[0] for r in rows}) == 4
     command.upgrade(cfg, "head")
     with Engine(db_url, [PETITION]) as e:
         assert {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids} == before

@@ -33,7 +33,7 @@ import pytest
 from casework import CommandRefused, ConflictError, Engine, GuardContext, StoreError
 from casework.clock import to_db
 
-from tests.conftest import PETITION, _pg_schema_url
+from tests.conftest import PETITION, new_pg_schema
 from tests.petition_steps import CLERK, FOUR_FIXES, HANDLER, LEADER, OPEN_DATA, TRIAGE
 
 pytestmark = pytest.mark.postgres
@@ -245,7 +245,7 @@ def _commands_worker(barrier: Any, url: str, n: int, case_ids: list[str]) -> dic
 
 @pytest.mark.slow
 def test_eight_processes_send_commands_to_the_same_cases(pg_database: str, tmp_path: Path) -> None:
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     with Engine(url, [PETITION]) as engine:
         case_ids = [_to_handling(engine) for _ in range(N_CASES)]
         barrier = SPAWN.Barrier(PROCS + 1)
@@ -351,7 +351,7 @@ def test_processes_opening_cases_with_shared_keys_open_each_once(pg_database: st
                                                                   tmp_path: Path) -> None:
     """Several processes open the same intakes (same idempotency keys) at once: one case each,
     and every process gets that case back."""
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     Engine(url, [PETITION]).close()
     barrier = SPAWN.Barrier(OPENERS + 1)
     procs, outs = _start(tmp_path, "_open_worker", [(url, n) for n in range(OPENERS)], barrier)
@@ -441,7 +441,7 @@ def _open_in_handling(engine: Engine, n: int, threads: int = 4) -> list[str]:
 @pytest.mark.slow
 def test_three_schedulers_fire_ten_thousand_timers_each_once(pg_database: str,
                                                              tmp_path: Path) -> None:
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     now = datetime.now(UTC).replace(microsecond=0)
     with Engine(url, [PETITION], pool_size=4) as engine:
         t = time.perf_counter()
@@ -565,7 +565,7 @@ def _row_locked(url: str, case_id: str) -> bool:
 @pytest.mark.slow
 def test_a_process_killed_holding_a_case_lock_leaves_nothing_and_blocks_no_one(
         pg_database: str, tmp_path: Path) -> None:
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     wf = tmp_path / "holdcase.yaml"
     wf.write_text(HOLD_WORKFLOW, encoding="utf-8")
     with Engine(url, [wf], guards={"hold": lambda ctx: True}) as engine:
@@ -623,7 +623,7 @@ def _claimer_worker(barrier: Any, url: str, now_iso: str, lease_s: float, n: int
 @pytest.mark.slow
 def test_a_scheduler_killed_holding_a_claim_is_taken_over_after_its_lease(
         pg_database: str, tmp_path: Path) -> None:
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     now = datetime.now(UTC).replace(microsecond=0)
     lease = timedelta(seconds=60)
     with Engine(url, [PETITION]) as engine:
@@ -696,7 +696,7 @@ def test_a_command_and_the_scheduler_on_one_case_both_go_through(pg_database: st
     """The scheduler fires a case's due timer while a command on that case cancels the case's
     timers (``suspend`` pauses the handling deadline). Whichever goes first, both must go
     through: the timer fired once (or cancelled unfired), the command applied, no error."""
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     now = datetime.now(UTC).replace(microsecond=0)
     with Engine(url, [PETITION]) as engine:
         cid = _to_handling(engine)
@@ -786,7 +786,7 @@ def test_engines_started_at_once_by_several_processes(pg_database: str, tmp_path
     the version is stored but its cron cycle has no pending timer (the engine that stored it
     died before adding it). The children make their checks in step (see ``_in_step``).
     """
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     if database == "new_version":
         Engine(url, []).close()
     elif database == "cron_missing":
@@ -857,7 +857,7 @@ RESTART_CASES = 6
 
 @pytest.mark.slow
 def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluster: str) -> None:
-    url = _pg_schema_url(pg_database)
+    url = new_pg_schema(pg_database)
     with Engine(url, [PETITION], pool_size=RESTART_THREADS, retries=3) as engine:
         case_ids = [_to_handling(engine) for _ in range(RESTART_CASES)]
         stop = threading.Event()

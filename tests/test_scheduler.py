@@ -11,26 +11,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from casework import Engine, FrozenClock
-from casework.events import CycleCame, DeadlineWarned, Escalated, FlaggedAtRisk, ReportReady
-from casework.persistence import models
-from casework.timers import SensitivePeriod
+from casework import (
+    CycleCame,
+    DeadlineWarned,
+    Engine,
+    Escalated,
+    FlaggedAtRisk,
+    FrozenClock,
+    ReportReady,
+    SensitivePeriod,
+)
 
 from tests.conftest import PETITION
+from tests.helpers import (
+    connection,
+    event_rows,
+    naive,
+    report_rows,
+    row_dicts,
+    table,
+    timer_rows,
+)
 from tests.petition_steps import case_in, open_petition, run
 from tests.scheduler_steps import (
     DAY,
     SHANGHAI,
     T0,
     US,
-    event_rows,
     fire_at,
     fires_exactly_at,
     local,
-    naive,
-    report_rows,
     scheduler_events,
-    timer_rows,
     working_days_after,
 )
 
@@ -297,9 +308,9 @@ def test_outside_sensitive_periods_the_warning_comes_at_its_share(
 
 # -- early warning -------------------------------------------------------------------
 
-def _at_risk_ids(engine: Engine) -> list[str]:
-    with engine.store.read() as tx:
-        return tx.open_case_ids("petition", "at_risk")
+def _at_risk_ids(engine: Engine, *cases: Any) -> list[str]:
+    """The ones of ``cases`` the engine holds as flagged at risk."""
+    return [c.id for c in cases if engine.get_case(c.id).at_risk]
 
 
 def test_a_petitioner_with_three_petitions_is_flagged_at_risk_at_open(engine: Engine) -> None:
@@ -307,7 +318,7 @@ def test_a_petitioner_with_three_petitions_is_flagged_at_risk_at_open(engine: En
     plain = open_petition(engine, petition_count=2)
     assert engine.history(flagged.id)[0].details["flagged_at_risk"] == ["repeat_petition"]
     assert "flagged_at_risk" not in engine.history(plain.id)[0].details
-    assert _at_risk_ids(engine) == [flagged.id]
+    assert _at_risk_ids(engine, flagged, plain) == [flagged.id]
 
 
 def test_the_third_case_of_the_same_petitioner_is_flagged(engine: Engine) -> None:
@@ -319,7 +330,7 @@ def test_the_third_case_of_the_same_petitioner_is_flagged(engine: Engine) -> Non
     details = {c.id: engine.history(c.id)[0].details for c in (first, second, other, third)}
     assert details[third.id]["flagged_at_risk"] == ["repeat_petition"]
     assert all("flagged_at_risk" not in details[c.id] for c in (first, second, other))
-    assert _at_risk_ids(engine) == [third.id]
+    assert _at_risk_ids(engine, first, second, other, third) == [third.id]
 
 
 def test_group_petitions_and_threats_are_flagged(engine: Engine) -> None:
@@ -379,9 +390,8 @@ def test_timers_due_while_no_engine_ran_fire_when_the_background_scheduler_start
         service = b.start_scheduler(interval_seconds=3600)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with b.store.read() as tx:
-                if tx.count_pending_due(naive(later)) == 0:
-                    break
+            if not any(t.due_at <= later for cid in ids for t in b.pending_timers(cid)):
+                break
             time.sleep(0.02)
         b.stop_scheduler()
         assert service.last is not None and service.last.fired == 12
@@ -394,14 +404,14 @@ def test_a_chained_timer_that_already_fired_still_hands_on_its_later_instants(
     its event exists, so it is only marked fired, and the deadline's next instants go on."""
     case = open_petition(engine)
     fire_at(engine, clock, T0 + 8 * DAY, case.id)  # triage's first warning (50% of 15 days)
-    first, successor = timer_rows(engine, case.id, name="triage")
-    assert (first.status, successor.status) == ("fired", "pending")
-    with engine.store.engine.begin() as conn:
-        conn.execute(models.timers.delete().where(models.timers.c.id == successor.id))
-        conn.execute(models.timers.insert().values(
-            {k: v for k, v in first._mapping.items() if k not in ("id", "fired_at", "claimed_by",
-                                                                  "lease_until")}
-            | {"status": "pending"}))
+    first, successor = row_dicts(engine, "timers", "id", case_id=case.id, name="triage")
+    assert (first["status"], successor["status"]) == ("fired", "pending")
+    copy = {k: v for k, v in first.items() if k not in ("id", "fired_at", "claimed_by",
+                                                        "lease_until")} | {"status": "pending"}
+    with connection(engine) as conn:
+        timers = table(conn, "timers")
+        conn.execute(timers.delete().where(timers.c.id == successor["id"]))
+        conn.execute(timers.insert().values(copy))
     fire_at(engine, clock, T0 + 30 * DAY, case.id)
     names = [e.name for e in scheduler_events(engine, case.id)]
     assert names == ["triage_warning", "triage_warning", "supervision_notice"]
