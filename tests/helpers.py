@@ -56,8 +56,9 @@ Database = Engine | str  # an engine, or a database URL (an engine's ``database_
 
 
 def url_of(target: Database) -> str:
-    """The database URL of ``target``."""
-    return target.database_url if isinstance(target, Engine) else target
+    """The SQLAlchemy URL of ``target`` (a plain ``postgresql://`` URL goes through psycopg)."""
+    url = target.database_url if isinstance(target, Engine) else target
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @contextmanager

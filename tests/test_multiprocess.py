@@ -30,10 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from casework import CommandRefused, ConflictError, Engine, GuardContext, StoreError
-from casework.clock import to_db
+from casework import (
+    CommandRefused,
+    ConflictError,
+    Engine,
+    GuardContext,
+    StoreError,
+    configure_logging,
+)
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import PETITION, new_pg_schema
+from tests.helpers import database, naive, sql
 from tests.petition_steps import CLERK, FOUR_FIXES, HANDLER, LEADER, OPEN_DATA, TRIAGE
 
 pytestmark = pytest.mark.postgres
@@ -44,20 +53,6 @@ START_TIMEOUT = 120  # seconds for the children to import and build their engine
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _libpq(url: str) -> str:
-    """The engine's SQLAlchemy URL as a plain libpq URL (the search_path option is kept)."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _sql(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run one statement with plain psycopg in the URL's schema; its rows."""
-    import psycopg
-
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return list(cur.fetchall()) if cur.description else []
 
 
 def _to_handling(engine: Engine) -> str:
@@ -126,15 +121,15 @@ def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
 
 def _events(url: str) -> list[tuple[Any, ...]]:
     """(case_id, seq, name, to_state, idempotency_key) of every event, in order."""
-    return _sql(url, "SELECT case_id, seq, name, to_state, idempotency_key FROM events "
-                     "ORDER BY case_id, seq")
+    return sql(url, "SELECT case_id, seq, name, to_state, idempotency_key FROM events "
+                    "ORDER BY case_id, seq")
 
 
 def _timer_events(url: str) -> Counter[int]:
     """How many events each timer wrote. A timer's event carries the timer's id in its
     details and an idempotency key ``timer:...``; no key may be written twice."""
-    rows = _sql(url, "SELECT idempotency_key, details::jsonb ->> 'timer' FROM events "
-                     "WHERE idempotency_key LIKE %s", ["timer:%"])
+    rows = sql(url, "SELECT idempotency_key, details::jsonb ->> 'timer' FROM events "
+                    "WHERE idempotency_key LIKE 'timer:%'")
     keys = [r[0] for r in rows]
     assert len(keys) == len(set(keys)), "a timer's idempotency key was written twice"
     return Counter(int(r[1]) for r in rows)
@@ -146,7 +141,7 @@ def _assert_cases_consistent(url: str, engine: Engine) -> dict[str, list[tuple[A
     by_case: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for ev in _events(url):
         by_case[ev[0]].append(ev)
-    cases = {r[0]: r[1:] for r in _sql(url, "SELECT id, state, row_version, last_seq FROM cases")}
+    cases = {r[0]: r[1:] for r in sql(url, "SELECT id, state, row_version, last_seq FROM cases")}
     assert set(by_case) == set(cases)
     for cid, evs in by_case.items():
         seqs = [e[1] for e in evs]
@@ -313,7 +308,7 @@ def test_eight_processes_send_commands_to_the_same_cases(pg_database: str, tmp_p
                 "decide", "reply"]
 
         # Each final state is the one the successful commands lead to.
-        final = {r[0]: r[1] for r in _sql(url, "SELECT id, state FROM cases")}
+        final = {r[0]: r[1] for r in sql(url, "SELECT id, state FROM cases")}
         for k, cid in enumerate(case_ids):
             if k in RACE_CASES:
                 assert final[cid] == "replied"
@@ -363,9 +358,9 @@ def test_processes_opening_cases_with_shared_keys_open_each_once(pg_database: st
     for o in outcomes:
         ids[o["key"]].add(o["id"])
     assert all(len(v) == 1 for v in ids.values()), ids
-    stored = dict(_sql(url, "SELECT idempotency_key, case_id FROM events WHERE name = 'open'"))
+    stored = dict(sql(url, "SELECT idempotency_key, case_id FROM events WHERE name = 'open'"))
     assert stored == {k: next(iter(v)) for k, v in ids.items()}
-    assert _sql(url, "SELECT count(*) FROM cases") == [(INTAKES,)]
+    assert sql(url, "SELECT count(*) FROM cases") == [(INTAKES,)]
 
 
 # -- b. three schedulers, 10,000 due timers --------------------------------------------------------
@@ -396,20 +391,15 @@ def _insert_warning_timers(url: str, case_ids: list[str], n: int, due: datetime,
     plus up to ``spread`` (evenly), spread round-robin over ``case_ids``; their ids. Timers of
     one case at one due instant count as one timer (they make one idempotency key), so give
     a ``spread`` when a case gets several."""
-    import psycopg
-
     payload = json.dumps({"deadline": "handling", "share": 0.5,
                           "due": (due + timedelta(days=30)).replace(tzinfo=UTC).isoformat()})
     step = spread / n
-    with psycopg.connect(_libpq(url)) as conn:
-        rows = conn.execute(
-            "INSERT INTO timers (case_id, workflow, kind, name, state, due_at, status, payload, "
-            "created_at) "
-            "SELECT (%(ids)s::text[])[1 + g %% %(m)s], 'petition', 'warning', 'handling', "
-            "'handling', %(due)s + g * %(step)s, 'pending', %(payload)s, %(due)s "
-            "FROM generate_series(0, %(n)s - 1) AS g RETURNING id",
-            {"ids": case_ids, "m": len(case_ids), "due": due, "step": step, "payload": payload,
-             "n": n}).fetchall()
+    rows = sql(url, "INSERT INTO timers (case_id, workflow, kind, name, state, due_at, status, "
+                    "payload, created_at) "
+                    "SELECT (CAST(:ids AS text[]))[1 + g % :m], 'petition', 'warning', 'handling', "
+                    "'handling', :due + g * :step, 'pending', :payload, :due "
+                    "FROM generate_series(0, :n - 1) AS g RETURNING id",
+               ids=case_ids, m=len(case_ids), due=due, step=step, payload=payload, n=n)
     return [r[0] for r in rows]
 
 
@@ -446,12 +436,12 @@ def test_three_schedulers_fire_ten_thousand_timers_each_once(pg_database: str,
     with Engine(url, [PETITION], pool_size=4) as engine:
         t = time.perf_counter()
         case_ids = _open_in_handling(engine, TIMER_CASES)
-        ids = _insert_warning_timers(url, case_ids, TIMERS, to_db(now - timedelta(hours=2)),
+        ids = _insert_warning_timers(url, case_ids, TIMERS, naive(now - timedelta(hours=2)),
                                      spread=timedelta(hours=1))
         setup = time.perf_counter() - t
         assert len(set(ids)) == TIMERS
-        with engine.store.read() as tx:
-            assert tx.count_pending_due(to_db(now)) == TIMERS
+        assert sql(url, "SELECT count(*) FROM timers WHERE status = 'pending' AND due_at <= :now",
+                   now=naive(now)) == [(TIMERS,)]
 
         barrier = SPAWN.Barrier(SCHEDULERS + 1)
         procs, outs = _start(tmp_path, "_scheduler_worker",
@@ -464,11 +454,11 @@ def test_three_schedulers_fire_ten_thousand_timers_each_once(pg_database: str,
         fired = {r["owner"]: r["fired"] for r in results}
         assert sum(fired.values()) == TIMERS, results
         assert all(r["by_kind"] == {"warning": r["fired"]} for r in results if r["fired"])
-        status = dict(_sql(url, "SELECT status, count(*) FROM timers WHERE id = ANY(%s) "
-                                "GROUP BY status", [ids]))
+        status = dict(sql(url, "SELECT status, count(*) FROM timers WHERE id = ANY(:ids) "
+                               "GROUP BY status", ids=ids))
         assert status == {"fired": TIMERS}
-        claimed = dict(_sql(url, "SELECT claimed_by, count(*) FROM timers WHERE id = ANY(%s) "
-                                 "GROUP BY claimed_by", [ids]))
+        claimed = dict(sql(url, "SELECT claimed_by, count(*) FROM timers WHERE id = ANY(:ids) "
+                                "GROUP BY claimed_by", ids=ids))
         # Each timer was fired by the process that claimed it; the work was shared.
         assert claimed == fired
         assert all(n > 0 for n in claimed.values()), claimed
@@ -556,9 +546,11 @@ def _row_locked(url: str, case_id: str) -> bool:
     import psycopg
 
     try:
-        _sql(url, "SELECT id FROM cases WHERE id = %s FOR UPDATE NOWAIT", [case_id])
-    except psycopg.errors.LockNotAvailable:
-        return True
+        sql(url, "SELECT id FROM cases WHERE id = :id FOR UPDATE NOWAIT", id=case_id)
+    except OperationalError as e:
+        if isinstance(e.orig, psycopg.errors.LockNotAvailable):
+            return True
+        raise
     return False
 
 
@@ -607,17 +599,24 @@ def test_a_process_killed_holding_a_case_lock_leaves_nothing_and_blocks_no_one(
         assert [e.idempotency_key for e in engine.history(case.id)].count("hold-1") == 1
 
 
+def _log_sink_pausing_in_timers(holding: str, seconds: float, message: str) -> None:
+    """A log sink that, when the scheduler logs the timer it is firing (inside that timer's
+    transaction, the case and the timer locked), says so in the file ``holding`` and
+    pauses ``seconds``: a busy machine, or (a long pause) a process that dies there."""
+    if "deadline" in message:
+        Path(holding).write_text(message, encoding="utf-8")
+        time.sleep(seconds)
+
+
 def _claimer_worker(barrier: Any, url: str, now_iso: str, lease_s: float, n: int,
-                    ids_file: str) -> dict[str, Any]:
+                    holding: str) -> dict[str, Any]:
+    """A scheduler that claims a batch of ``n`` due timers and stops in the first one's
+    transaction (until it is killed there)."""
     engine = Engine(url, [PETITION], pool_size=1)
-    now = datetime.fromisoformat(now_iso)
-    with engine.store.write() as tx:
-        claimed = tx.claim_due(to_db(now), "dead", to_db(now + timedelta(seconds=lease_s)), n)
-    # Timer ids (or (id, due) pairs, as newer stores return them).
-    ids = [c[0] if isinstance(c, tuple | list) else c for c in claimed]
-    Path(ids_file).write_text(json.dumps(ids), encoding="utf-8")
-    time.sleep(300)  # killed before it fires anything
-    return {"ids": ids}
+    configure_logging("INFO", sink=functools.partial(_log_sink_pausing_in_timers, holding, 300))
+    r = engine.run_due(now=datetime.fromisoformat(now_iso), owner="dead", batch_size=n,
+                       lease=timedelta(seconds=lease_s))
+    return {"fired": r.fired}
 
 
 @pytest.mark.slow
@@ -629,27 +628,27 @@ def test_a_scheduler_killed_holding_a_claim_is_taken_over_after_its_lease(
     with Engine(url, [PETITION]) as engine:
         case_ids = [_to_handling(engine) for _ in range(10)]
         spread = timedelta(minutes=10)  # every timer its own due instant
-        older = _insert_warning_timers(url, case_ids, 50, to_db(now - timedelta(hours=2)), spread)
-        newer = _insert_warning_timers(url, case_ids, 30, to_db(now - timedelta(hours=1)), spread)
-        ids_file = tmp_path / "claimed.json"
+        older = _insert_warning_timers(url, case_ids, 50, naive(now - timedelta(hours=2)), spread)
+        newer = _insert_warning_timers(url, case_ids, 30, naive(now - timedelta(hours=1)), spread)
+        holding = tmp_path / "holding"
         procs, _ = _start(tmp_path, "_claimer_worker",
-                             [(url, now.isoformat(), lease.total_seconds(), 50, str(ids_file))],
-                             tag="claimer")
-        _wait_for(ids_file.exists, START_TIMEOUT, "the claim")
+                          [(url, now.isoformat(), lease.total_seconds(), 50, str(holding))],
+                          tag="claimer")
+        _wait_for(holding.exists, START_TIMEOUT, "the claim")
         time.sleep(0.2)
-        procs[0].kill()
+        procs[0].kill()  # SIGKILL, inside the first claimed timer's transaction
         procs[0].join(10)
         assert procs[0].exitcode == -9
-        claimed = json.loads(ids_file.read_text(encoding="utf-8"))
+        claimed = [r[0] for r in sql(url, "SELECT id FROM timers WHERE claimed_by = 'dead'")]
         assert sorted(claimed) == sorted(older)  # the oldest due first
-        rows = _sql(url, "SELECT claimed_by, lease_until, status FROM timers WHERE id = ANY(%s)",
-                    [claimed])
-        assert {tuple(r) for r in rows} == {("dead", to_db(now + lease), "pending")}
+        rows = sql(url, "SELECT claimed_by, lease_until, status FROM timers WHERE id = ANY(:ids)",
+                   ids=claimed)
+        assert {tuple(r) for r in rows} == {("dead", naive(now + lease), "pending")}
 
         # While the dead owner's lease runs, another owner leaves its timers alone.
         r1 = engine.run_due(now=now, owner="alive", lease=lease)
         assert (r1.fired, r1.skipped) == (len(newer), 0)
-        rows = _sql(url, "SELECT claimed_by, status FROM timers WHERE id = ANY(%s)", [claimed])
+        rows = sql(url, "SELECT claimed_by, status FROM timers WHERE id = ANY(:ids)", ids=claimed)
         assert {tuple(r) for r in rows} == {("dead", "pending")}
         assert _timer_events(url) == dict.fromkeys(newer, 1)
 
@@ -659,26 +658,17 @@ def test_a_scheduler_killed_holding_a_claim_is_taken_over_after_its_lease(
         assert (r2.fired, r2.skipped) == (len(claimed), 0)
         r3 = engine.run_due(now=later, owner="third", lease=lease)
         assert (r3.fired, r3.skipped) == (0, 0)
-        rows = _sql(url, "SELECT claimed_by, status FROM timers WHERE id = ANY(%s)", [older + newer])
+        rows = sql(url, "SELECT claimed_by, status FROM timers WHERE id = ANY(:ids)",
+                   ids=older + newer)
         assert {tuple(r) for r in rows} == {("alive", "fired")}
         assert _timer_events(url) == dict.fromkeys(older + newer, 1)
         _assert_cases_consistent(url, engine)
 
 
 def _slow_scheduler_worker(barrier: Any, url: str, now_iso: str, holding: str) -> dict[str, Any]:
-    """A scheduler that pauses for a moment after locking each timer (a busy machine)."""
-    from casework.persistence.tx import WriteTx
-
-    lock_timer = WriteTx.lock_timer
-
-    def slow_lock_timer(self: WriteTx, timer_id: int) -> Any:
-        got = lock_timer(self, timer_id)
-        Path(holding).write_text(str(timer_id), encoding="utf-8")
-        time.sleep(1.5)
-        return got
-
-    WriteTx.lock_timer = slow_lock_timer  # type: ignore[method-assign]
+    """A scheduler that pauses for a moment in each timer's transaction (a busy machine)."""
     engine = Engine(url, [PETITION], pool_size=1)
+    configure_logging("INFO", sink=functools.partial(_log_sink_pausing_in_timers, holding, 1.5))
     now = datetime.fromisoformat(now_iso)
     t0 = time.time()
     try:
@@ -700,19 +690,19 @@ def test_a_command_and_the_scheduler_on_one_case_both_go_through(pg_database: st
     now = datetime.now(UTC).replace(microsecond=0)
     with Engine(url, [PETITION]) as engine:
         cid = _to_handling(engine)
-        [timer_id] = _insert_warning_timers(url, [cid], 1, to_db(now - timedelta(hours=1)))
+        [timer_id] = _insert_warning_timers(url, [cid], 1, naive(now - timedelta(hours=1)))
         holding = tmp_path / "holding"
         procs, outs = _start(tmp_path, "_slow_scheduler_worker", [(url, now.isoformat(),
                                                                    str(holding))], tag="sched")
         _wait_for(holding.exists, START_TIMEOUT, "the scheduler to lock the timer")
-        # The scheduler holds the timer and is about to lock the case; the command locks the
-        # case and is about to cancel the case's pending handling timers.
+        # The scheduler is firing the timer (it holds the case and the timer); the command
+        # waits for the case, then cancels the case's pending handling timers.
         command = _outcome(lambda: engine.fire(cid, "suspend", actor=HANDLER,
                                                data={"suspension_reason": "abroad"}))
         [sched] = _finish(procs, outs, timeout=60)
         assert command["ok"], command
         assert sched["ok"], sched
-        status = _sql(url, "SELECT status FROM timers WHERE id = %s", [timer_id])[0][0]
+        status = sql(url, "SELECT status FROM timers WHERE id = :id", id=timer_id)[0][0]
         fired = _timer_events(url)[timer_id]
         assert (status, fired) in {("fired", 1), ("cancelled", 0)}, (status, fired)
         assert engine.get_case(cid).state == "handling.suspended"
@@ -722,41 +712,7 @@ def test_a_command_and_the_scheduler_on_one_case_both_go_through(pg_database: st
 # -- engines started at once ---------------------------------------------------------------------
 
 
-def _in_step(fn: Callable[..., Any], rendezvous: Any) -> Callable[..., Any]:
-    """``fn``, then wait until every child has made the same call: a busy machine between
-    "is it there?" and "add it", made certain. A child that does not come (the engine may
-    have made the others wait for it) breaks the rendezvous after a while, and all go on."""
-    import threading as _threading
-
-    @functools.wraps(fn)
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        out = fn(*a, **kw)
-        try:
-            rendezvous.wait(10)
-        except _threading.BrokenBarrierError:
-            pass
-        return out
-
-    return wrapper
-
-
-def _startup_worker(barrier: Any, url: str, widen: str, rendezvous: Any) -> dict[str, Any]:
-    # In this process only, every child's check waits for the other children's checks
-    # before going on to the write it decides (the engine's code is not changed).
-    if widen == "schema":
-        import casework.persistence.migrate as schema_migrate
-
-        schema_migrate.current_revision = _in_step(schema_migrate.current_revision,
-                                                        rendezvous)
-    elif widen == "version":
-        from casework.persistence.tx import ReadTx
-
-        ReadTx.workflow_definition = _in_step(  # type: ignore[method-assign]
-            ReadTx.workflow_definition, rendezvous)
-    elif widen == "cron":
-        from casework.persistence.tx import ReadTx
-
-        ReadTx.pending_cron = _in_step(ReadTx.pending_cron, rendezvous)  # type: ignore[method-assign]
+def _startup_worker(barrier: Any, url: str) -> dict[str, Any]:
     barrier.wait(START_TIMEOUT)
 
     def start() -> Any:
@@ -774,36 +730,63 @@ class _Started:
     state = "started"
 
 
+# What the test holds in its own transaction while the engines start, so that each engine
+# has made its check ("is it there?") and waits at the write it decided on ("add it"): a
+# busy machine between the two, made certain. ``empty``: the schema revision's table is
+# being created by another transaction (the engines see none, and the first to create it
+# waits; the others wait behind it). ``new_version``: the table of workflow versions
+# takes no inserts; ``cron_missing``: the timers table takes none.
+HOLD = {
+    "empty": "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+    "new_version": "LOCK TABLE workflow_versions IN EXCLUSIVE MODE",
+    "cron_missing": "LOCK TABLE timers IN EXCLUSIVE MODE",
+}
+
+
+def _lock_waiters(url: str) -> int:
+    """How many server processes of the database wait for a lock (asked on a connection of
+    its own: a transaction sees the activity as it was when it first looked)."""
+    [(n,)] = sql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND wait_event_type = 'Lock'")
+    return int(n)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("database", ["empty", "new_version", "cron_missing"])
+@pytest.mark.parametrize("start_on", ["empty", "new_version", "cron_missing"])
 def test_engines_started_at_once_by_several_processes(pg_database: str, tmp_path: Path,
-                                                      database: str) -> None:
+                                                      start_on: str) -> None:
     """Several hosts (or schedulers) started together on one database: every one starts, the
     schema and the workflow version are stored once, each cron cycle has one pending timer.
 
     ``empty``: a new schema, its tables not made yet. ``new_version``: the tables exist, the
     workflow version is not stored yet (a deployment of a new definition). ``cron_missing``:
     the version is stored but its cron cycle has no pending timer (the engine that stored it
-    died before adding it). The children make their checks in step (see ``_in_step``).
+    died before adding it). The engines all make their checks before any of them writes
+    (see ``HOLD``), then go on together.
     """
     url = new_pg_schema(pg_database)
-    if database == "new_version":
+    if start_on == "new_version":
         Engine(url, []).close()
-    elif database == "cron_missing":
+    elif start_on == "cron_missing":
         Engine(url, [PETITION]).close()
-        _sql(url, "DELETE FROM timers WHERE kind = 'cron'")
-    widen = {"empty": "schema", "new_version": "version", "cron_missing": "cron"}[database]
+        sql(url, "DELETE FROM timers WHERE kind = 'cron'")
     n = 4
     barrier = SPAWN.Barrier(n + 1)
-    rendezvous = SPAWN.Barrier(n)
-    procs, outs = _start(tmp_path, "_startup_worker", [(url, widen, rendezvous)] * n, barrier)
-    barrier.wait(START_TIMEOUT)
+    procs, outs = _start(tmp_path, "_startup_worker", [(url,)] * n, barrier)
+    with database(url) as db, db.connect() as conn:
+        conn.execute(text(HOLD[start_on]))
+        barrier.wait(START_TIMEOUT)
+        _wait_for(lambda: _lock_waiters(url) == n or not all(p.is_alive() for p in procs),
+                  START_TIMEOUT, "every engine to wait at its first write")
+        waiting = _lock_waiters(url)
+        conn.rollback()
     results = _finish(procs, outs, timeout=120)
     problems = [r["outcome"] for r in results if not r["outcome"]["ok"]]
     assert problems == [], "\n".join(f"{p['error']}: {p['message'][:300]}" for p in problems)
-    assert _sql(url, "SELECT count(*) FROM workflow_versions WHERE name = 'petition'") == [(1,)]
-    crons = _sql(url, "SELECT name, count(*) FROM timers WHERE kind = 'cron' AND status = 'pending' "
-                      "GROUP BY name")
+    assert waiting == n, f"{waiting} of {n} engines waited to write"
+    assert sql(url, "SELECT count(*) FROM workflow_versions WHERE name = 'petition'") == [(1,)]
+    crons = sql(url, "SELECT name, count(*) FROM timers WHERE kind = 'cron' AND status = 'pending' "
+                     "GROUP BY name")
     assert crons and all(c == 1 for _, c in crons), crons
 
 
@@ -879,7 +862,7 @@ def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluste
 
         threads = [threading.Thread(target=sender, args=(n,), daemon=True)
                    for n in range(RESTART_THREADS)]
-        booted = _sql(url, "SELECT pg_postmaster_start_time()")[0][0]
+        booted = sql(url, "SELECT pg_postmaster_start_time()")[0][0]
         try:
             for t in threads:
                 t.start()
@@ -897,7 +880,7 @@ def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluste
             for t in threads:
                 t.join(60)
         assert not any(t.is_alive() for t in threads), "a sender hung"
-        assert _sql(url, "SELECT pg_postmaster_start_time()")[0][0] > booted, "no restart happened"
+        assert sql(url, "SELECT pg_postmaster_start_time()")[0][0] > booted, "no restart happened"
 
         flat = [o for os_ in outcomes for o in os_]
         failed = [o for o in flat if not o["ok"]]
@@ -912,8 +895,8 @@ def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluste
         for message, count in Counter(o["message"][:160] for o in failed).most_common(5):
             print(f"  {count} x {message}")
 
-        keys = Counter(r[0] for r in _sql(url, "SELECT idempotency_key FROM events "
-                                               "WHERE idempotency_key LIKE 'r%%'"))
+        keys = Counter(r[0] for r in sql(url, "SELECT idempotency_key FROM events "
+                                              "WHERE idempotency_key LIKE 'r%'"))
         for o in flat:
             if o["ok"]:
                 assert keys[o["key"]] == 1, o
@@ -925,8 +908,8 @@ def test_engine_survives_a_server_restart_under_load(pg_database: str, pg_cluste
             again = engine.fire(o["case"], "thought_work", actor=LEADER, data={"notes": o["key"]},
                                 idempotency_key=o["key"])
             assert again.state == "handling.investigating"
-        keys = Counter(r[0] for r in _sql(url, "SELECT idempotency_key FROM events "
-                                               "WHERE idempotency_key LIKE 'r%%'"))
+        keys = Counter(r[0] for r in sql(url, "SELECT idempotency_key FROM events "
+                                              "WHERE idempotency_key LIKE 'r%'"))
         assert keys == dict.fromkeys((o["key"] for o in flat), 1)
         _assert_cases_consistent(url, engine)
 
@@ -962,5 +945,5 @@ def test_pg_bench_runs_at_a_tiny_size(pg_database: str, tmp_path: Path,
         "## older run")
     assert text.endswith("kept\n")
     # The throwaway database is gone.
-    assert _sql(pg_database, "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                [f"casework_bench_{os.getpid()}_%"]) == [(0,)]
+    assert sql(pg_database, "SELECT count(*) FROM pg_database WHERE datname LIKE :name",
+               name=f"casework_bench_{os.getpid()}_%") == [(0,)]

@@ -2,44 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
 from typing import Any
 
 import pytest
 from casework import CaseworkError, Engine, FrozenClock, InvalidInput, configure_logging
-from casework.persistence import DatabaseUnavailable
 from loguru import logger
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
+from tests.conftest import PETITION
+from tests.helpers import connection, sql, timer_rows
 from tests.petition_steps import OPEN_DATA, case_in
 
 NAME = OPEN_DATA["petitioner_name"]
 
 
-def test_a_retried_open_keeps_the_hash_chain_whole(engine: Engine,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    real = engine.store.write
-    failures = [1]
+def _first_attempt_lost(engine: Engine, conn: Connection, opener: threading.Thread) -> None:
+    """Make the database unavailable to the command ``opener`` runs, for its first attempt.
 
-    @contextmanager
-    def flaky() -> Iterator[Any]:
-        with real() as tx:
-            yield tx
-            if failures:
-                failures.pop()
-                raise DatabaseUnavailable("the first commit is lost")
+    SQLite: ``conn`` holds the write lock (as another process writing would) past the
+    engine's busy timeout, then lets go. PostgreSQL: ``conn`` locks the cases table, so the
+    command waits in the middle of its transaction (at its insert); its server process is
+    terminated there (the connection is lost, as in a server restart), then the lock goes.
+    """
+    if engine.backend == "sqlite":
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        opener.start()
+        time.sleep(0.5)
+        return
+    conn.execute(text("LOCK TABLE cases IN EXCLUSIVE MODE"))
+    opener.start()
+    # Asked on a connection of its own each time: a transaction sees the server's activity
+    # as it was when it first looked.
+    waiting = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+               "AND wait_event_type = 'Lock'")
+    deadline = time.monotonic() + 30
+    while not (pids := [r[0] for r in sql(engine, waiting)]):
+        assert time.monotonic() < deadline, "the command never reached the lock"
+        time.sleep(0.01)
+    [pid] = pids
+    assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
 
-    monkeypatch.setattr(engine.store, "write", flaky)
-    case = engine.open_case("petition", OPEN_DATA, actor="clerk:li", idempotency_key="open-1")
-    monkeypatch.undo()
-    assert [e.seq for e in engine.history(case.id)] == [1]
-    assert engine.verify(case.id) == []
+
+def test_a_retried_open_keeps_the_hash_chain_whole(db_url: str) -> None:
+    """An open with an idempotency key whose first attempt the database fails (see
+    ``_first_attempt_lost``) is tried again: one case, one event, its chain intact."""
+    with Engine(db_url, [PETITION], busy_timeout_ms=100) as engine:
+        got: dict[str, Any] = {}
+
+        def open_it() -> None:
+            try:
+                got["case"] = engine.open_case("petition", OPEN_DATA, actor="clerk:li",
+                                               idempotency_key="open-1")
+            except BaseException as e:  # reported below
+                got["error"] = e
+
+        opener = threading.Thread(target=open_it)
+        started = time.monotonic()
+        with connection(engine) as conn:
+            _first_attempt_lost(engine, conn, opener)
+        opener.join(30)
+        assert "error" not in got, got
+        assert time.monotonic() - started >= 0.5 or engine.backend != "sqlite"
+        case = got["case"]
+        assert [e.seq for e in engine.history(case.id)] == [1]
+        assert engine.stored_counts() == (1, 1)
+        assert engine.verify(case.id) == []
 
 
 def test_a_raising_subscriber_logs_no_personal_data() -> None:
-    from tests.conftest import PETITION
-
     lines: list[str] = []
     configure_logging("INFO", sink=lines.append)
     try:
@@ -75,16 +108,12 @@ def test_a_timer_that_cannot_fire_is_set_aside_and_the_later_ones_still_fire(
     first = engine.open_case("petition", OPEN_DATA, actor="clerk:li")
     clock.advance(days=1)
     second = engine.open_case("petition", OPEN_DATA, actor="clerk:li")
-    with engine.store.engine.begin() as conn:  # the first case's timers are broken
-        conn.execute(text("UPDATE timers SET kind = 'bogus' WHERE case_id = :c"), {"c": first.id})
+    sql(engine, "UPDATE timers SET kind = 'bogus' WHERE case_id = :c", c=first.id)  # broken
     clock.advance(days=30)
     result = engine.run_due()
     assert result.failed == 1  # the triage deadline's row, which holds its three instants
     assert {e.name for e in engine.history(second.id)} >= {"triage_warning", "supervision_notice"}
-    with engine.store.engine.connect() as conn:
-        statuses = {r[0] for r in conn.execute(
-            text("SELECT status FROM timers WHERE case_id = :c"), {"c": first.id})}
-    assert statuses == {"failed"}
+    assert {t.status for t in timer_rows(engine, first.id)} == {"failed"}
     assert engine.run_due().failed == 0  # set aside: not claimed again
 
 
@@ -103,8 +132,6 @@ def test_an_actor_without_a_role_is_refused_as_bad_input(engine: Engine) -> None
 
 def test_an_activity_guard_reads_the_activitys_input(engine: Engine, tmp_path: Any) -> None:
     from casework import load_definition
-
-    from tests.conftest import PETITION
 
     text_ = PETITION.read_text(encoding="utf-8").replace(
         "    guard: amount > 0\n", "    guard: input.amount > 0\n")
