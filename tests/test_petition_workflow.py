@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from casework import (
@@ -91,8 +91,8 @@ def _iso(value: str) -> datetime:
 
 
 def test_every_transition_and_activity_of_the_definition_has_a_test(engine: Engine) -> None:
-    wf = engine._compiled("petition")
-    defined = {(t.spec.trigger, s) for t in wf.transitions for s in t.spec.source}
+    wf = engine.workflow("petition")
+    defined = {(t.trigger, s) for t in wf.definition.transitions for s in t.source}
     untested = defined - EXERCISED_TRANSITIONS
     assert not untested, f"transitions without a test: {sorted(untested)}"
     stale = EXERCISED_TRANSITIONS - defined
@@ -101,9 +101,8 @@ def test_every_transition_and_activity_of_the_definition_has_a_test(engine: Engi
 
 
 def test_standard_paths_reach_every_non_final_leaf(engine: Engine) -> None:
-    leaves = engine._compiled("petition").tree.leaves
-    non_final = {s for s in leaves if not engine._compiled("petition").is_final(s)}
-    assert set(PATHS) == non_final
+    wf = engine.workflow("petition")
+    assert set(PATHS) == set(wf.states) - wf.final_states
 
 
 # -- opening and triage -----------------------------------------------------
@@ -727,22 +726,33 @@ def test_available_triggers_in_registered_offers_triage_to_triage(engine: Engine
 
 
 def test_the_engine_and_the_transitions_library_agree_on_every_move() -> None:
-    """The command path walks the machine's transition table; the library's own dispatch on
-    a probe reaches the same state for every (state, trigger) with a permissive attempt."""
+    """The one test of internals: the command path walks the compiled machine's transition
+    table (``CompiledWorkflow.candidates``, in the rules' order); the ``transitions``
+    library's own dispatch on a probe reaches the same state for every (state, trigger)
+    with a permissive attempt. It pairs two internal modules, so it imports them."""
     from casework import Actor, load_definition
-    from casework.machine import Attempt, CompiledWorkflow
+    from casework.machine import CompiledWorkflow
+    from casework.rules import Attempt, guard_names
 
     from tests.conftest import PETITION
 
     wf = CompiledWorkflow(load_definition(PETITION))
     everyone = Actor("x", frozenset(wf.spec.roles))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def walk(leaf: str, trigger: str, attempt: Attempt) -> str:
+        for ct, dest in wf.candidates(leaf, trigger):
+            if attempt.admit(ct, lambda: None):  # type: ignore[arg-type,return-value]
+                return dest
+        raise attempt.best_refusal()
+
     for leaf in wf.tree.leaves:
         for trigger in wf.triggers_from(leaf):
-            names = wf.names_for({}, {}, everyone, "2026-01-01T00:00:00", leaf)
+            names = guard_names(wf, {}, {}, everyone, now, leaf)
             ours = Attempt(everyone, {}, names, check_required=False)
             lib = Attempt(everyone, {}, names, check_required=False)
             try:
-                mine = wf.resolve(leaf, trigger, ours, lambda: None)[1]  # type: ignore[arg-type,return-value]
+                mine = walk(leaf, trigger, ours)
             except Exception as e:  # a guard that needs input refuses on both sides
                 mine = type(e).__name__
             try:
