@@ -80,6 +80,18 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
+@pytest.fixture(scope="session")
+def exact_petition(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped petition workflow with its periods counted exactly (a duration from the
+    instant) instead of as the law counts days: for the tests that compute the scheduler's
+    instants by adding durations (statutory counting has its own tests)."""
+    out = tmp_path_factory.mktemp("exact") / "petition.yaml"
+    text = PETITION.read_text(encoding="utf-8")
+    assert "counting: statutory\n" in text
+    out.write_text(text.replace("counting: statutory\n", "counting: exact\n"), encoding="utf-8")
+    return out
+
+
 @pytest.fixture
 def engine(sqlite_url: str, clock: FrozenClock) -> Iterator[Engine]:
     """An engine on a fresh SQLite file with the shipped workflows."""

@@ -11,6 +11,8 @@ of an existing one.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,37 @@ from tests.helpers import naive, run_cli, sql
 from tests.petition_steps import drive, open_petition
 
 STEPS = ("accept", "assign", "extend", "decide", "reply", "visit_unsatisfied")  # 7 events
+
+
+@pytest.fixture
+def office_key(tmp_path: Path) -> Path:
+    """The office's key file: the forger here is an insider who holds the key as well."""
+    return tmp_path / "office.key"
+
+
+@pytest.fixture
+def any_engine(db_url: str, clock: FrozenClock, office_key: Path) -> Iterator[Engine]:
+    with Engine(db_url, [PETITION, COMPLAINT], clock=clock, key_file=office_key) as e:
+        yield e
+
+
+def _key(office_key: Path) -> tuple[str, bytes]:
+    """The id and the secret of the key new events are keyed with (the key file is JSON)."""
+    keys = json.loads(office_key.read_text(encoding="utf-8"))
+    return keys["current"], bytes.fromhex(keys["keys"][keys["current"]])
+
+
+ROW_CHECK = "altered outside the engine"
+
+
+def _found(engine: Engine, tampered: str, case_id: str | None = None) -> list[str]:
+    """What ``verify`` names in the histories. A tampered history no longer explains its
+    case's row (its state, data, row version, seal), and ``verify`` says so after naming
+    what was done to the events: those findings must be about the tampered case alone."""
+    problems = engine.verify(case_id)
+    row = [p for p in problems if p.endswith(ROW_CHECK)]
+    assert all(p.startswith(f"case {tampered}: ") for p in row), row
+    return [p for p in problems if p not in row]
 
 
 @pytest.fixture
@@ -46,20 +79,21 @@ def _sql(engine: Engine, statement: str, **params: Any) -> None:
     sql(engine, statement, **params)
 
 
-def _forge(engine: Engine, case_id: str, seq: int, prev_hash: str, *, valid: bool = True,
-           actor: str = "mallory") -> str:
-    """Insert a forged event ``seq`` linked to ``prev_hash``, with a correct hash unless not
-    ``valid``; its hash."""
-    at = engine.history(case_id)[-1].at.replace(tzinfo=None) + timedelta(minutes=1)
+def _forge(engine: Engine, office_key: Path, case_id: str, seq: int, prev_hash: str, *,
+           valid: bool = True, actor: str = "mallory") -> str:
+    """Insert a forged event ``seq`` linked to ``prev_hash``, keyed with the office's key (a
+    correct hash unless not ``valid``); its hash."""
+    at = naive(engine.history(case_id)[-1].at + timedelta(minutes=1))
     changes, details = dumps({"outcome": "withdrawn"}), dumps({})
+    key_id, key = _key(office_key)
     h = event_hash(prev_hash, case_id, seq, "transition", "forged", "handling", "handling", actor,
-                   "leader", at, changes, details, None)
+                   "leader", at, changes, details, None, key)
     _sql(engine, "INSERT INTO events (case_id, seq, kind, name, from_state, to_state, actor, role, "
-                 "at, changes, details, idempotency_key, prev_hash, hash) VALUES (:c, :s, "
+                 "at, changes, details, idempotency_key, prev_hash, hash, key_id) VALUES (:c, :s, "
                  "'transition', 'forged', 'handling', 'handling', :a, 'leader', :at, :ch, :d, NULL, "
-                 ":p, :h)",
+                 ":p, :h, :k)",
          c=case_id, s=seq, a=actor, at=at, ch=changes, d=details,
-         p=prev_hash, h=h if valid else "f" * 64)
+         p=prev_hash, h=h if valid else "f" * 64, k=key_id)
     return h
 
 
@@ -86,22 +120,26 @@ def test_an_edited_event_is_named_as_altered(any_engine: Engine, cases: tuple[st
         value = naive(any_engine.history(tampered)[4].at + timedelta(minutes=1))
     _sql(any_engine, f"UPDATE events SET {column} = :v WHERE case_id = :c AND seq = 5",
          v=value, c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 5 was altered (its content no longer matches its hash)"]
     assert any_engine.verify(other) == []
 
 
 def test_an_edit_that_recomputes_the_hash_is_still_found(any_engine: Engine,
-                                                         cases: tuple[str, str]) -> None:
+                                                         cases: tuple[str, str],
+                                                         office_key: Path) -> None:
+    """Even with the office's key, an edited event re-hashed is found by the next link."""
     tampered, _ = cases
     ev = any_engine.history(tampered)[4]
     changes = dumps({**ev.changes, "decision_summary": "nothing was decided"})
+    [(digest,)] = sql(any_engine, "SELECT command_digest FROM events WHERE case_id = :c AND "
+                                  "seq = 5", c=tampered)
     h = event_hash(_hash_of(any_engine, tampered, 4), tampered, 5, ev.kind, ev.name,
-                   ev.from_state, ev.to_state, ev.actor, ev.role, ev.at.replace(tzinfo=None),
-                   changes, dumps(ev.details), ev.idempotency_key)
+                   ev.from_state, ev.to_state, ev.actor, ev.role, naive(ev.at),
+                   changes, dumps(ev.details), ev.idempotency_key, _key(office_key)[1], digest)
     _sql(any_engine, "UPDATE events SET changes = :ch, hash = :h WHERE case_id = :c AND seq = 5",
          ch=changes, h=h, c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 5 was altered and re-hashed (event 6 still links to its "
         f"original hash)"]
 
@@ -110,7 +148,7 @@ def test_a_deleted_event_in_the_middle_is_named_missing(any_engine: Engine,
                                                         cases: tuple[str, str]) -> None:
     tampered, other = cases
     _sql(any_engine, "DELETE FROM events WHERE case_id = :c AND seq = 4", c=tampered)
-    assert any_engine.verify() == [f"case {tampered}: event 4 is missing (deleted)"]
+    assert _found(any_engine, tampered) == [f"case {tampered}: event 4 is missing (deleted)"]
     assert any_engine.verify(other) == []
 
 
@@ -118,15 +156,15 @@ def test_deleted_events_at_the_end_are_named_missing(any_engine: Engine,
                                                      cases: tuple[str, str]) -> None:
     tampered, _ = cases
     _sql(any_engine, "DELETE FROM events WHERE case_id = :c AND seq = 7", c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 7 is missing (deleted): the case's head is at event 7, the last "
         f"stored event is 6"]
     _sql(any_engine, "DELETE FROM events WHERE case_id = :c AND seq >= 5", c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: events 5 to 7 are missing (deleted): the case's head is at event 7, "
         f"the last stored event is 4"]
     _sql(any_engine, "DELETE FROM events WHERE case_id = :c", c=tampered)
-    assert any_engine.verify() == [f"case {tampered}: all 7 events are missing (deleted)"]
+    assert _found(any_engine, tampered) == [f"case {tampered}: all 7 events are missing (deleted)"]
 
 
 def test_a_deleted_event_hidden_by_renumbering_is_named(any_engine: Engine,
@@ -136,7 +174,7 @@ def test_a_deleted_event_hidden_by_renumbering_is_named(any_engine: Engine,
     _sql(any_engine, "UPDATE events SET seq = seq + 100 WHERE case_id = :c AND seq > 4", c=tampered)
     _sql(any_engine, "UPDATE events SET seq = seq - 101 WHERE case_id = :c AND seq > 100", c=tampered)
     _sql(any_engine, "UPDATE cases SET last_seq = 6 WHERE id = :c", c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 4 was deleted (events 4 to 6 were recorded as events 5 to 7 and "
         f"renumbered to close the gap)"]
 
@@ -144,46 +182,47 @@ def test_a_deleted_event_hidden_by_renumbering_is_named(any_engine: Engine,
 @pytest.mark.parametrize("valid", [True, False], ids=["rehashed", "bad-hash"])
 def test_a_forged_event_after_the_last_is_named_inserted(any_engine: Engine,
                                                          cases: tuple[str, str],
-                                                         valid: bool) -> None:
+                                                         valid: bool, office_key: Path) -> None:
     tampered, other = cases
-    _forge(any_engine, tampered, 8, _hash_of(any_engine, tampered, 7), valid=valid)
-    assert any_engine.verify() == [
+    _forge(any_engine, office_key, tampered, 8, _hash_of(any_engine, tampered, 7), valid=valid)
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 8 was inserted after the case's last recorded event (7)"]
     assert any_engine.verify(other) == []
 
 
 def test_a_forged_event_moved_into_the_head_is_named(any_engine: Engine,
-                                                    cases: tuple[str, str]) -> None:
+                                                    cases: tuple[str, str], office_key: Path) -> None:
     """The forger also moved the case's head to the forged event, but left its hash wrong."""
     tampered, _ = cases
-    _forge(any_engine, tampered, 8, _hash_of(any_engine, tampered, 7), valid=False)
+    _forge(any_engine, office_key, tampered, 8, _hash_of(any_engine, tampered, 7), valid=False)
     _sql(any_engine, "UPDATE cases SET last_seq = 8, last_hash = :h WHERE id = :c",
          h="f" * 64, c=tampered)
-    assert any_engine.verify() == [
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 8 was altered (its content no longer matches its hash)"]
 
 
 def test_a_forged_event_in_the_middle_is_named_inserted(any_engine: Engine,
-                                                        cases: tuple[str, str]) -> None:
+                                                        cases: tuple[str, str], office_key: Path) -> None:
     """Events 5 to 7 renumbered 6 to 8 to make room for a forged event 5 with a good hash."""
     tampered, _ = cases
     _sql(any_engine, "UPDATE events SET seq = seq + 100 WHERE case_id = :c AND seq >= 5", c=tampered)
     _sql(any_engine, "UPDATE events SET seq = seq - 99 WHERE case_id = :c AND seq > 100", c=tampered)
-    _forge(any_engine, tampered, 5, _hash_of(any_engine, tampered, 4))
-    assert any_engine.verify() == [
+    _forge(any_engine, office_key, tampered, 5, _hash_of(any_engine, tampered, 4))
+    assert _found(any_engine, tampered) == [
         f"case {tampered}: event 5 was inserted (events 6 to 8 were recorded as events 5 to 7 and "
         f"renumbered to make room)"]
 
 
 def test_a_forged_event_with_a_taken_number_is_named_inserted(any_engine: Engine,
-                                                              cases: tuple[str, str]) -> None:
+                                                              cases: tuple[str, str],
+                                                              office_key: Path) -> None:
     """A second event 5 (possible only without the (case, seq) primary key)."""
     if any_engine.backend != "postgresql":
         pytest.skip("SQLite cannot drop the primary key; see the chain tests below")
     tampered, _ = cases
     _sql(any_engine, "ALTER TABLE events DROP CONSTRAINT events_pkey")
-    _forge(any_engine, tampered, 5, _hash_of(any_engine, tampered, 4))
-    problems = any_engine.verify()
+    _forge(any_engine, office_key, tampered, 5, _hash_of(any_engine, tampered, 4))
+    problems = _found(any_engine, tampered)
     assert len(problems) == 1
     assert problems[0].startswith(f"case {tampered}: event 5 occurs 2 times: 1 was inserted "
                                   f"(transition 'forged' at ")
@@ -250,11 +289,14 @@ def test_cli_verify_says_intact_or_names_each_problem_and_exits_1(tmp_path: Path
         _sql(engine, "DELETE FROM events WHERE case_id = :c AND seq = 4", c=ids[1])
     code, out, err = run_cli("--db", url, "verify")
     assert code == 1
-    assert sorted(out.splitlines()) == sorted([
+    lines = out.splitlines()
+    row = [line for line in lines if line.endswith(ROW_CHECK)]  # see _found
+    assert row and all(line.startswith((f"case {ids[0]}: ", f"case {ids[1]}: ")) for line in row)
+    assert sorted(set(lines) - set(row)) == sorted([
         f"case {ids[0]}: event 5 was altered (its content no longer matches its hash)",
         f"case {ids[1]}: event 4 is missing (deleted): the case's head is at event 4, the last "
         f"stored event is 3"])
-    assert "2 problems in 2 of 3 cases" in err
+    assert f"{len(lines)} problems in 2 of 3 cases" in err
     code, out, _ = run_cli("--db", url, "verify", "--case", ids[2])
     assert code == 0
     code, _, err = run_cli("--db", url, "verify", "--case", "no-such-case")

@@ -2,10 +2,11 @@
 
 A FrozenClock is moved in steps and ``engine.run_due()`` is called: each warning and
 each breach fires at the instant its definition gives, and one microsecond earlier
-nothing of it fires. Calendar days (the petition workflow as shipped) and China's
-working days (``calendars={"petition": "cn_workdays"}``) across National Day 2026,
-whose expected instants are computed in ``tests.scheduler_steps`` from
-``chinese_calendar.is_workday`` alone.
+nothing of it fires. Calendar days (the petition workflow as shipped, its periods counted
+as exact durations: ``exact_petition``; the law's way of counting days is tested in
+``test_legal_periods``) and China's working days (``calendars={"petition":
+"cn_workdays"}``) across National Day 2026, whose expected instants are computed in
+``tests.scheduler_steps`` from ``chinese_calendar.is_workday`` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from casework import Engine, Event, FrozenClock, Timer, TimerKind, TimerStatus, UnknownCalendarYear
 
-from tests.conftest import PETITION
+from tests.conftest import COMPLAINT, PETITION
 from tests.helpers import event_rows, naive, timer_rows
 from tests.petition_steps import LEADER, count_cases, drive, open_petition, run
 from tests.scheduler_steps import (
@@ -36,8 +37,22 @@ from tests.scheduler_steps import (
 RUNGS = ["supervision_notice", "public_notice", "report_upward"]
 
 
-def _cn_engine(url: str, clock: FrozenClock, **kwargs: object) -> Engine:
-    return Engine(url, [PETITION], clock=clock, calendars={"petition": "cn_workdays"}, **kwargs)
+@pytest.fixture
+def engine(sqlite_url: str, clock: FrozenClock, exact_petition: Path) -> Iterator[Engine]:
+    """The petition workflow counting exact durations (see ``exact_petition``)."""
+    with Engine(sqlite_url, [exact_petition, COMPLAINT], clock=clock) as e:
+        yield e
+
+
+@pytest.fixture
+def any_engine(db_url: str, clock: FrozenClock, exact_petition: Path) -> Iterator[Engine]:
+    """``engine`` on each backend in turn."""
+    with Engine(db_url, [exact_petition, COMPLAINT], clock=clock) as e:
+        yield e
+
+
+def _cn_engine(workflow: Path, url: str, clock: FrozenClock, **kwargs: object) -> Engine:
+    return Engine(url, [workflow], clock=clock, calendars={"petition": "cn_workdays"}, **kwargs)
 
 
 @pytest.fixture
@@ -46,9 +61,9 @@ def cn_clock() -> FrozenClock:
 
 
 @pytest.fixture
-def cn_engine(sqlite_url: str, cn_clock: FrozenClock) -> Iterator[Engine]:
-    """The petition workflow counting China's working days."""
-    with _cn_engine(sqlite_url, cn_clock) as e:
+def cn_engine(sqlite_url: str, cn_clock: FrozenClock, exact_petition: Path) -> Iterator[Engine]:
+    """The petition workflow counting China's working days (exact durations)."""
+    with _cn_engine(exact_petition, sqlite_url, cn_clock) as e:
         yield e
 
 
@@ -435,26 +450,27 @@ def test_a_jump_past_many_deadlines_fires_each_cases_timers_in_due_order(
 # -- years the holiday package does not know -----------------------------------------
 
 def test_a_working_day_deadline_into_an_unknown_year_is_marked_provisional(
-        sqlite_url: str) -> None:
+        sqlite_url: str, exact_petition: Path) -> None:
     clock = FrozenClock(local(2026, 12, 20, 10))
-    with _cn_engine(sqlite_url, clock) as engine:
+    with _cn_engine(exact_petition, sqlite_url, clock) as engine:
         case = open_petition(engine)
         [opened] = engine.history(case.id)
         assert opened.details["provisional_deadlines"] == ["triage"]
         assert {t.name for t in engine.pending_timers(case.id)} == {"triage"}
 
 
-def test_a_working_day_deadline_inside_a_known_year_is_not_provisional(sqlite_url: str) -> None:
+def test_a_working_day_deadline_inside_a_known_year_is_not_provisional(
+        sqlite_url: str, exact_petition: Path) -> None:
     clock = FrozenClock(local(2026, 11, 2, 10))
-    with _cn_engine(sqlite_url, clock) as engine:
+    with _cn_engine(exact_petition, sqlite_url, clock) as engine:
         case = open_petition(engine)
         assert "provisional_deadlines" not in engine.history(case.id)[0].details
 
 
 def test_strict_calendar_refuses_a_deadline_into_an_unknown_year_and_writes_nothing(
-        sqlite_url: str) -> None:
+        sqlite_url: str, exact_petition: Path) -> None:
     clock = FrozenClock(local(2026, 12, 20, 10))
-    with _cn_engine(sqlite_url, clock, strict_calendar=True) as engine:
+    with _cn_engine(exact_petition, sqlite_url, clock, strict_calendar=True) as engine:
         with pytest.raises(UnknownCalendarYear):
             open_petition(engine)
         assert count_cases(engine) == 0
@@ -463,9 +479,9 @@ def test_strict_calendar_refuses_a_deadline_into_an_unknown_year_and_writes_noth
 
 
 def test_strict_calendar_refuses_an_accept_whose_deadline_reaches_an_unknown_year(
-        sqlite_url: str) -> None:
+        sqlite_url: str, exact_petition: Path) -> None:
     clock = FrozenClock(local(2026, 10, 20, 10))
-    with _cn_engine(sqlite_url, clock, strict_calendar=True) as engine:
+    with _cn_engine(exact_petition, sqlite_url, clock, strict_calendar=True) as engine:
         case = open_petition(engine)  # triage: 15 working days, inside 2026
         before = engine.history(case.id)
         timers = timer_rows(engine, case.id)

@@ -21,6 +21,7 @@ import pytest
 from casework import Engine, FrozenClock, LedgerRefused
 from casework.demo import DAYS, START, WORKFLOWS, run_demo
 
+from tests.conftest import COMPLAINT, PETITION
 from tests.helpers import count, row_dicts, run_cli
 
 END = START + timedelta(days=DAYS)
@@ -35,11 +36,29 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def source(demo_db: Path, tmp_path: Path) -> Iterator[Engine]:
-    """The demo's database at the end of its year (a copy: opening an engine writes to it)."""
+def office_key(demo_db: Path) -> Path:
+    """The office's key file, which the demo created beside its database: the source and
+    every target here belong to that office (ledgers of another office: test_integrity)."""
+    key = Path(f"{demo_db}.key")
+    assert key.exists()
+    return key
+
+
+@pytest.fixture
+def source(demo_db: Path, office_key: Path, tmp_path: Path) -> Iterator[Engine]:
+    """The demo's database at the end of its year (a copy: opening an engine writes to it),
+    with its key beside it."""
     copy = tmp_path / "source.db"
     shutil.copy(demo_db, copy)
+    shutil.copy(office_key, f"{copy}.key")
     with Engine(f"sqlite:///{copy}", WORKFLOWS, clock=FrozenClock(END)) as e:
+        yield e
+
+
+@pytest.fixture
+def any_engine(db_url: str, clock: FrozenClock, office_key: Path) -> Iterator[Engine]:
+    """A target of the same office on each backend in turn (an empty database)."""
+    with Engine(db_url, [PETITION, COMPLAINT], clock=clock, key_file=office_key) as e:
         yield e
 
 
@@ -143,8 +162,8 @@ def test_export_then_import_gives_identical_cases_histories_and_reports(
 
 
 def test_an_import_brings_the_workflow_versions_the_target_lacks(
-        source: Engine, db_url: str, clock: FrozenClock, ledger: str) -> None:
-    with Engine(db_url, [], clock=clock) as target:  # no workflow loaded at all
+        source: Engine, db_url: str, clock: FrozenClock, ledger: str, office_key: Path) -> None:
+    with Engine(db_url, [], clock=clock, key_file=office_key) as target:  # no workflow loaded
         result = target.import_cases(io.StringIO(ledger))
         assert result.workflow_versions == 1
         assert _rows(target, "workflow_versions", "name") == _rows(
@@ -272,12 +291,16 @@ def test_every_problem_of_a_file_is_listed(any_engine: Engine, ledger: str) -> N
                             f"not the state its last event") for p in problems)
     assert (f"line {_line_of(text, third)}: case {third}: event 1 was altered (its content no "
             f"longer matches its hash)") in problems
-    assert len(problems) == 3  # the unknown version is said once the file itself is sound
+    # The history on a version known neither to the file nor to the target cannot be
+    # replayed against its rules.
+    assert (f"line {_line_of(text, second)}: case {second}: workflow petition version "
+            f"000000000000 is unknown: its history cannot be checked") in problems
+    assert len(problems) == 4
 
     text, cid = _edit(ledger, 2, lambda obj: obj["case"].update(version="000000000000"))
     assert _refused(any_engine, text) == [
-        f"line {_line_of(text, cid)}, case {cid}: workflow petition version 000000000000 is "
-        f"neither in the file nor in the target database"]
+        f"line {_line_of(text, cid)}: case {cid}: workflow petition version 000000000000 is "
+        f"unknown: its history cannot be checked"]
 
 
 def test_files_that_are_not_ledgers_are_refused(any_engine: Engine, ledger: str) -> None:
@@ -325,6 +348,7 @@ def test_imported_histories_never_take_the_keys_of_the_targets_timers(
 def test_cli_export_and_import(source: Engine, tmp_path: Path) -> None:
     src = source.database_url
     target = f"sqlite:///{tmp_path / 'target.db'}"
+    shutil.copy(source.database_url.removeprefix("sqlite:///") + ".key", tmp_path / "target.db.key")
     out = tmp_path / "ledger" / "county_court.jsonl"
     code, said, _ = run_cli("--db", src, "export", "--unit", UNIT, "--out", str(out))
     assert (code, said) == (0, f"wrote 3 cases to {out}\n")
@@ -353,9 +377,9 @@ def test_a_field_of_the_wrong_type_is_refused_naming_it(any_engine: Engine, ledg
 
 
 def test_a_version_1_ledger_with_a_row_per_timer_instant_is_still_read(
-        any_engine: Engine, tmp_path: Path) -> None:
+        any_engine: Engine, tmp_path: Path, office_key: Path) -> None:
     """Before chained deadline timers a ledger held one timer row per instant (version 1)."""
-    with Engine(f"sqlite:///{tmp_path / 'old.db'}", WORKFLOWS,
+    with Engine(f"sqlite:///{tmp_path / 'old.db'}", WORKFLOWS, key_file=office_key,
                 clock=FrozenClock(START)) as old:
         for _ in range(2):
             old.open_case("petition", {"petitioner_name": "A", "channel": "visit",

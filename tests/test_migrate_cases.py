@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from casework import Engine, FrozenClock
 
-from tests.conftest import PETITION
 from tests.helpers import run_cli, sql
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
@@ -16,9 +15,9 @@ FIXES = {"leader": "chen", "handler": "wu", "unit": "court", "due_date": "2026-0
          "target": "resolve"}
 
 
-def _v2(tmp_path: Path) -> Path:
+def _v2(tmp_path: Path, v1: Path) -> Path:
     """Version 2: `handling.investigating` renamed `handling.working`; 45 days to handle."""
-    text_ = PETITION.read_text(encoding="utf-8")
+    text_ = v1.read_text(encoding="utf-8")
     text_ = text_.replace("investigating", "working").replace("within: 60d", "within: 45d")
     out = tmp_path / "petition.yaml"
     out.write_text(text_, encoding="utf-8")
@@ -26,10 +25,13 @@ def _v2(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def setup(db_url: str, tmp_path: Path) -> tuple[str, dict[str, str], Path, FrozenClock]:
+def setup(db_url: str, tmp_path: Path,
+          exact_petition: Path) -> tuple[str, dict[str, str], Path, FrozenClock]:
+    """Cases of version 1 (the petition workflow, its periods counted exactly so that the
+    due instants below are whole days from the start) in three states."""
     clock = FrozenClock(START)
     ids: dict[str, str] = {}
-    with Engine(db_url, [PETITION], clock=clock) as e:
+    with Engine(db_url, [exact_petition], clock=clock) as e:
         for name in ("new", "working", "visiting"):
             ids[name] = e.open_case("petition", {"petitioner_name": name, "channel": "visit",
                                                  "source": "city", "summary": "s"},
@@ -43,7 +45,7 @@ def setup(db_url: str, tmp_path: Path) -> tuple[str, dict[str, str], Path, Froze
         e.fire(ids["visiting"], "return_visit", actor="handler:wu", data={"satisfaction": "unsatisfied"})
         e.fire(ids["visiting"], "continue_work", actor="handler:wu")
     clock.set(START + timedelta(days=10))
-    return db_url, ids, _v2(tmp_path), clock
+    return db_url, ids, _v2(tmp_path, exact_petition), clock
 
 
 def _snapshot(e: Engine) -> list[tuple[object, ...]]:

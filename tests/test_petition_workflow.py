@@ -19,6 +19,7 @@ from casework import (
     InvalidInput,
     MissingFields,
     RoleRefused,
+    WindowClosed,
     WrongState,
 )
 
@@ -455,7 +456,7 @@ def test_request_review_more_than_30_days_after_the_reply_is_refused(
     case = case_in(engine, "replied")
     clock.advance(days=31)
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused, match="days_between"):
+    with pytest.raises(WindowClosed, match="review_request"):
         run(engine, case.id, "request_review")
     assert snapshot(engine, case.id) == before
 
@@ -511,7 +512,7 @@ def test_request_rereview_more_than_30_days_after_the_review_answer_is_refused(
     case = case_in(engine, "review.answered")
     clock.advance(days=31)
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused):
+    with pytest.raises(WindowClosed, match="rereview_request"):
         run(engine, case.id, "request_rereview")
     assert snapshot(engine, case.id) == before
 

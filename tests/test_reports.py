@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from casework import Engine, FrozenClock
+from casework.views import report_table
 
 from tests.conftest import PETITION
 
@@ -33,10 +35,23 @@ FIXES = {"handler": "wu", "due_date": "2026-03-06", "target": "resolve"}
 
 
 
+def _petition_with_unit_at_open(tmp_path: Path) -> Path:
+    """The petition workflow whose registration may already name the responsible unit (so
+    that cases never assigned, one refused and one still registered, count for a unit),
+    its periods counted exactly (so that the times overdue below are whole days)."""
+    text = PETITION.read_text(encoding="utf-8")
+    marker = "  optional: [petitioner_id_number,"
+    assert marker in text and "counting: statutory\n" in text
+    out = tmp_path / "petition.yaml"
+    out.write_text(text.replace(marker, "  optional: [unit, petitioner_id_number,", 1)
+                   .replace("counting: statutory\n", "counting: exact\n"), encoding="utf-8")
+    return out
+
+
 @pytest.fixture
-def reported(db_url: str) -> Iterator[Engine]:
+def reported(db_url: str, tmp_path: Path) -> Iterator[Engine]:
     clock = FrozenClock(START)
-    with Engine(db_url, [PETITION], clock=clock) as e:
+    with Engine(db_url, [_petition_with_unit_at_open(tmp_path)], clock=clock) as e:
         ids: dict[str, str] = {}
         for name, source, unit, head in (("p1", "province", "A", True), ("p2", "province", "A", False),
                                          ("p3", "province", "B", False), ("p4", "direct", "B", False),
@@ -151,7 +166,7 @@ def test_time_in_each_state(reported: Engine) -> None:
 
 def test_report_formats(reported: Engine) -> None:
     rep = reported.report("petition", by="unit")
-    assert "closure rate" in rep.format_table()
+    assert "closure rate" in report_table(rep)
     assert rep.to_csv().splitlines()[0] == "figure,label,total,A,B,C"
     assert '"received"' in rep.to_json()
 

@@ -22,7 +22,7 @@ from casework import (
     SensitivePeriod,
 )
 
-from tests.conftest import PETITION
+from tests.conftest import COMPLAINT, PETITION
 from tests.helpers import (
     connection,
     event_rows,
@@ -44,6 +44,13 @@ from tests.scheduler_steps import (
     scheduler_events,
     working_days_after,
 )
+
+
+@pytest.fixture
+def engine(sqlite_url: str, clock: FrozenClock, exact_petition: Path) -> Iterator[Engine]:
+    """The petition workflow counting exact durations (see ``exact_petition``)."""
+    with Engine(sqlite_url, [exact_petition, COMPLAINT], clock=clock) as e:
+        yield e
 
 
 def _handling_case(engine: Engine, clock: FrozenClock, at: datetime, **assign: Any) -> str:
@@ -176,10 +183,11 @@ def test_leaving_continued_work_stops_the_return_visit_cycle(
 
 
 def test_return_visits_on_a_working_day_calendar_come_round_every_30_working_days(
-        sqlite_url: str) -> None:
+        sqlite_url: str, exact_petition: Path) -> None:
     start = local(2026, 9, 1, 10)
     clock = FrozenClock(start)
-    with Engine(sqlite_url, [PETITION], clock=clock, calendars={"petition": "cn_workdays"}) as engine:
+    with Engine(sqlite_url, [exact_petition], clock=clock,
+                calendars={"petition": "cn_workdays"}) as engine:
         case = case_in(engine, "follow_up.continued_work")
         first = working_days_after(start, 30)
         [ev] = fires_exactly_at(engine, clock, case.id, first)
@@ -252,9 +260,9 @@ def test_campaign_daily_check_looks_at_overdue_cases_only_inside_its_window(
 
 
 @pytest.fixture
-def sessions_engine(sqlite_url: str, clock: FrozenClock) -> Iterator[Engine]:
+def sessions_engine(sqlite_url: str, clock: FrozenClock, exact_petition: Path) -> Iterator[Engine]:
     period = SensitivePeriod("national_sessions", date(2026, 3, 1), date(2026, 3, 20), 0.8)
-    with Engine(sqlite_url, [PETITION], clock=clock, sensitive_periods=[period]) as e:
+    with Engine(sqlite_url, [exact_petition], clock=clock, sensitive_periods=[period]) as e:
         yield e
 
 
