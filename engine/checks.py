@@ -51,9 +51,16 @@ def _expression_hint(message: str, known: Iterable[str]) -> str:
     return did_you_mean(m.group(1), known) if m else ""
 
 
-def check_workflow(wf: WorkflowSpec) -> Found:
-    """Every structural problem of ``wf`` as (location, message)."""
+def _host_function(*args: Any) -> Any:
+    """Stands for a host function while expressions are checked (never called)."""
+    raise NotImplementedError
+
+
+def check_workflow(wf: WorkflowSpec, functions: Iterable[str] = ()) -> Found:
+    """Every structural problem of ``wf`` as (location, message). ``functions``: the names
+    of the host functions its expressions may call (those the engine is given)."""
     found: Found = []
+    hooks = dict.fromkeys(functions, _host_function)
     tree = StateTree.of(wf)
     _check_states(wf, tree, found)
     roles = set(wf.roles)
@@ -74,7 +81,7 @@ def check_workflow(wf: WorkflowSpec) -> Found:
         if src is None:
             return
         try:
-            compile_expression(src, fields=known)
+            compile_expression(src, fields=known, functions=hooks)
         except ExpressionError as e:
             found.append((loc, f"guard does not compile: {e}{_expression_hint(str(e), sorted(known))}"))
 
@@ -84,7 +91,7 @@ def check_workflow(wf: WorkflowSpec) -> Found:
                 found.append((loc + (k,), f"unknown field {k!r}{did_you_mean(k, wf.fields)}"))
             elif isinstance(v, str):
                 try:
-                    compile_expression(v, fields=names)
+                    compile_expression(v, fields=names, functions=hooks)
                 except ExpressionError as e:
                     found.append((loc + (k,), f"value does not compile: {e}"
                                               f"{_expression_hint(str(e), sorted(names))}"))
@@ -135,7 +142,7 @@ def check_workflow(wf: WorkflowSpec) -> Found:
             if f in fields:
                 found.append((loc + ("fields", f), f"activity field {f!r} shadows a case field"))
 
-    _check_timing(wf, tree, found)
+    _check_timing(wf, tree, found, hooks)
     _check_graph(wf, tree, found)
     return found
 
@@ -145,7 +152,8 @@ REPORTS = frozenset({"supervision"})
 CHECKS = frozenset({"overdue", "at_risk", "open"})
 
 
-def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
+def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found,
+                  hooks: dict[str, Any]) -> None:
     """Deadlines, escalation ladder, cycles, risk rules, calendar."""
     from apscheduler.triggers.cron import CronTrigger
 
@@ -304,7 +312,7 @@ def _check_timing(wf: WorkflowSpec, tree: StateTree, found: Found) -> None:
     risk_names = fields | RISK_NAMES
     for name, expr in wf.risk.rules.items():
         try:
-            compile_expression(expr, fields=risk_names)
+            compile_expression(expr, fields=risk_names, functions=hooks)
         except ExpressionError as e:
             found.append((("risk", "rules", name), f"rule does not compile: {e}"
                                                    f"{_expression_hint(str(e), sorted(risk_names))}"))

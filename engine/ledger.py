@@ -21,7 +21,6 @@ from .assignment import Holder, holders
 from .clock import Clock, to_db
 from .documents import DocumentStore
 from .errors import CaseNotFound, CaseworkError, LedgerRefused
-from .loader import parse_definition
 from .machine import CompiledWorkflow
 from .persistence import ledger
 from .persistence.errors import LedgerError
@@ -121,7 +120,7 @@ class Ledger:
         if text is None:
             return None
         try:
-            return self._registry.compile(parse_definition(text, f"<ledger {name}@{version}>"))
+            return self._registry.compile(self._registry.parse(text, f"<ledger {name}@{version}>"))
         except CaseworkError:
             return None
 

@@ -75,8 +75,9 @@ MAX_NODES = 20_000   # values once every alias is expanded
 MAX_DEPTH = 64
 
 
-def parse_definition(text: str, source: str) -> LoadedDefinition:
-    """Parse and check one definition; raise :class:`DefinitionError` listing every problem."""
+def parse_definition(text: str, source: str, *, functions: Iterable[str] = ()) -> LoadedDefinition:
+    """Parse and check one definition; raise :class:`DefinitionError` listing every problem.
+    ``functions``: the names of the host functions its expressions may call."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise DefinitionError([Problem(source, None, f"the file is {size:,} bytes; a workflow "
@@ -109,7 +110,7 @@ def parse_definition(text: str, source: str) -> LoadedDefinition:
             where = ".".join(str(x) for x in loc)
             problems.append(Problem(source, _line_of(doc, loc), f"{where}: {err['msg']}"))
         raise DefinitionError(problems) from None
-    found = check_workflow(spec)
+    found = check_workflow(spec, functions)
     if found:
         raise DefinitionError([Problem(source, _line_of(doc, loc), msg) for loc, msg in found])
     return LoadedDefinition(spec, version_of(spec), source)
@@ -198,23 +199,26 @@ def yaml_problem(e: MarkedYAMLError, text: str, source: str) -> Problem:
     return Problem(source, line, _at(col, what))
 
 
-def load_definition(path: str | Path) -> LoadedDefinition:
-    """Read and check the definition in ``path``."""
+def load_definition(path: str | Path, *, functions: Iterable[str] = ()) -> LoadedDefinition:
+    """Read and check the definition in ``path`` (``functions``: as for
+    :func:`parse_definition`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise DefinitionError([Problem(str(p), None, f"cannot read: {e.strerror}")]) from None
-    return parse_definition(text, str(p))
+    return parse_definition(text, str(p), functions=functions)
 
 
-def load_definitions(paths: Iterable[str | Path]) -> list[LoadedDefinition]:
+def load_definitions(paths: Iterable[str | Path], *,
+                     functions: Iterable[str] = ()) -> list[LoadedDefinition]:
     """Load several files; every problem of every file is reported together."""
+    functions = tuple(functions)
     loaded: list[LoadedDefinition] = []
     problems: list[Problem] = []
     for p in paths:
         try:
-            loaded.append(load_definition(p))
+            loaded.append(load_definition(p, functions=functions))
         except DefinitionError as e:
             problems.extend(e.problems)
     names: dict[str, str] = {}

@@ -74,13 +74,19 @@ class Registry:
         sources = list(sources)
         loaded = [s for s in sources if isinstance(s, LoadedDefinition)]
         loaded += load_definitions([_resolve(s) for s in sources
-                                    if not isinstance(s, LoadedDefinition)])
+                                    if not isinstance(s, LoadedDefinition)],
+                                   functions=self._options.functions)
         for d in loaded:
             self.register(d)
 
     def compile(self, d: LoadedDefinition) -> CompiledWorkflow:
         """``d`` compiled with this registry's options, not registered."""
         return self._compile(d)
+
+    def parse(self, text: str, source: str) -> LoadedDefinition:
+        """A definition's text (a stored copy) parsed and checked, its expressions allowed
+        the host functions this registry compiles with."""
+        return parse_definition(text, source, functions=self._options.functions)
 
     def _compile(self, d: LoadedDefinition) -> CompiledWorkflow:
         o = self._options
@@ -119,7 +125,7 @@ class Registry:
             text = tx.workflow_definition(name, version)
         if text is None:
             raise UnknownWorkflow(f"workflow {name!r} has no stored version {version!r}")
-        wf = self._compile(parse_definition(text, f"<stored {name}@{version}>"))  # JSON is YAML
+        wf = self._compile(self.parse(text, f"<stored {name}@{version}>"))  # JSON is YAML
         with self._lock:
             self._versions[(name, version)] = wf
         return wf
