@@ -48,10 +48,15 @@ class Queries:
         return events
 
     def options(self, case_id: str, actor: Actor) -> list[TriggerOption]:
-        case = self.case(case_id)
-        wf = self._registry.get(case.workflow, case.version)
-        return rules.options(wf, case.id, case.state, case.data, actor, self._clock.now(),
-                             case.clocks)
+        with self._storage.read() as tx:
+            rec = tx.get_case(case_id)
+        if rec is None:
+            raise CaseNotFound(case_id)
+        wf = self._registry.get(rec.workflow, rec.version)
+        # The stored clocks, with the engine's own entries (windows, stand-ins) that the
+        # host's view of the case leaves out: the rules read them, as fire's do.
+        return rules.options(wf, rec.id, rec.state, rec.data, actor, self._clock.now(),
+                             rec.clocks)
 
     def deadlines(self, case_id: str) -> list[Deadline]:
         case = self.case(case_id)
