@@ -60,6 +60,7 @@ from .types import (
 from .workflow import Workflow
 
 if TYPE_CHECKING:
+    from .calendars import DeclaredYear
     from .documents import Document, DocumentLimits
     from .engine import Engine
     from .events import (
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
 # The runtime (the database layer, the scheduler) is imported on first use, so that a
 # command such as ``casework validate`` starts without it.
 _LAZY = {
-    "Document": ".documents", "DocumentLimits": ".documents",
+    "DeclaredYear": ".calendars", "Document": ".documents", "DocumentLimits": ".documents",
     "Engine": ".engine", "ActivityRecorded": ".events", "Assigned": ".events", "Delegated":
     ".events", "CaseOpened": ".events", "CycleCame": ".events", "DeadlineWarned": ".events",
     "Escalated": ".events", "FlaggedAtRisk": ".events", "Notice": ".events", "ReportReady":
@@ -129,7 +130,7 @@ logger.disable("casework")
 __all__ = [
     "ActivityRecorded", "Actor", "Assigned", "Case", "CaseAltered", "CaseExists",
     "CaseNotFound", "CaseOpened", "CasePage", "CaseSummary", "CaseworkError", "Clock",
-    "CommandRefused", "ConflictError", "CycleCame", "Deadline", "DeadlineWarned",
+    "CommandRefused", "ConflictError", "CycleCame", "Deadline", "DeadlineWarned", "DeclaredYear",
     "DefinitionError", "Delegated", "Document", "DocumentLimits", "Engine", "Escalated",
     "Event", "EventKind", "FieldSpec", "FieldType", "FlaggedAtRisk", "FrozenClock",
     "GuardContext", "GuardRefused", "IdempotencyKeyReused", "ImportResult", "InvalidInput",

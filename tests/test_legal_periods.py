@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from casework import (
+    DeclaredYear,
     Engine,
     FrozenClock,
     Proposal,
     WindowClosed,
 )
-from casework.calendars import DeclaredYear
 
 from tests.conftest import PETITION
 from tests.petition_steps import CLERK, LEADER, OPEN_DATA, drive, open_petition
