@@ -90,12 +90,6 @@ def sql(target: Database, statement: str, /, **params: Any) -> list[Row[Any]]:
         return list(result) if result.returns_rows else []
 
 
-def records(target: Database, statement: str, /, **params: Any) -> list[dict[str, Any]]:
-    """:func:`sql`'s rows as plain dicts, column name to value."""
-    with connection(target) as conn:
-        return [dict(m) for m in conn.execute(sa.text(statement), params).mappings()]
-
-
 def _select(conn: Connection, name: str, order_by: tuple[str, ...],
             where: dict[str, Any]) -> sa.Select[Any]:
     t = table(conn, name)

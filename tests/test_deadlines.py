@@ -521,6 +521,7 @@ def test_a_clock_kept_by_a_migration_outside_its_state_stops_at_the_next_command
         assert kept.state == "handling.investigating"
         assert kept.clocks["triage"]["status"] == "running"
         assert {t.name for t in engine.pending_timers(case.id)} == {"triage"}
+        engine.assign(case.id, "handler", "wu", actor=LEADER)  # who may suspend it
         clock.advance(days=1)
         run(engine, case.id, "suspend")
         assert engine.get_case(case.id).clocks["triage"]["status"] == "stopped"

@@ -12,7 +12,7 @@ from casework.persistence.migrate import alembic_config, current_revision, head_
 from sqlalchemy import text
 
 from tests.conftest import PETITION
-from tests.helpers import connection, database, records, run_cli, sql
+from tests.helpers import connection, database, row_dicts, run_cli, sql, table
 
 
 def test_migrations_build_exactly_the_schema_of_the_models(db_url: str) -> None:
@@ -88,20 +88,21 @@ def test_rekeying_events_keeps_every_event_and_chain_both_ways(db_url: str) -> N
                for i in range(3)]
         e.fire(ids[0], "accept", actor="triage:zhao")
         before = {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids}
-    # Going below 0008 drops what it added (each event's key id and command digest, each
-    # case's seal); kept aside here and put back after the way up, so that the histories
-    # can be verified under their key again.
-    keyed = records(db_url, "SELECT case_id, seq, key_id, command_digest FROM events")
-    seals = records(db_url, "SELECT id, seal FROM cases")
+    # Going below the later revisions drops what they added (each event's key id and
+    # command digest, each case's seal and due columns...): the rows are kept aside here and
+    # put back after the way up, so that the histories can be verified under their key.
+    kept = {name: row_dicts(db_url, name) for name in ("cases", "events")}
     cfg = alembic_config(db_url)
     command.downgrade(cfg, "0005")
     rows = sql(db_url, "SELECT id, case_id, seq FROM events ORDER BY id")
     assert len(rows) == 4 and len({r[0] for r in rows}) == 4
     command.upgrade(cfg, "head")
     with connection(db_url) as conn:
-        conn.execute(text("UPDATE events SET key_id = :key_id, command_digest = :command_digest "
-                          "WHERE case_id = :case_id AND seq = :seq"), keyed)
-        conn.execute(text("UPDATE cases SET seal = :seal WHERE id = :id"), seals)
+        for name, keys in (("cases", ("id",)), ("events", ("case_id", "seq"))):
+            t = table(conn, name)
+            for row in kept[name]:
+                conn.execute(t.update().where(*(t.c[k] == row[k] for k in keys))
+                             .values({k: v for k, v in row.items() if k not in keys}))
     with Engine(db_url, [PETITION]) as e:
         assert {c: [(ev.seq, ev.name, ev.hash) for ev in e.history(c)] for c in ids} == before
         assert e.verify() == []

@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 
 import pytest
 from casework import (
+    Case,
     Engine,
     FrozenClock,
     GuardRefused,
     InvalidInput,
     MissingFields,
     RoleRefused,
+    ScopeRefused,
     WindowClosed,
     WrongState,
 )
@@ -219,7 +221,7 @@ def test_extend_by_the_cases_own_leader_records_the_extension(engine: Engine) ->
 def test_extend_by_another_leader_is_refused(engine: Engine) -> None:
     case = case_in(engine, "handling.investigating")
     before = snapshot(engine, case.id)
-    with pytest.raises(GuardRefused, match=re.escape("actor.id == leader")):
+    with pytest.raises(ScopeRefused, match=re.escape(f"only the case's leader ({LEADER_ID})")):
         run(engine, case.id, "extend", actor=OTHER_LEADER)
     assert snapshot(engine, case.id) == before
 
@@ -573,8 +575,16 @@ def test_report_closure_is_refused_to_a_leader(engine: Engine) -> None:
 # -- activities ----------------------------------------------------------------------
 
 
-def test_home_visit_is_recorded_without_changing_state(engine: Engine) -> None:
+def _accepted_with_its_people(engine: Engine) -> Case:
+    """An accepted case whose leader and handler are already named (before the four fixes):
+    the work recorded on a case is its people's."""
     case = case_in(engine, "accepted")
+    engine.assign(case.id, "leader", LEADER_ID, actor=LEADER)
+    return engine.assign(case.id, "handler", FOUR_FIXES["handler"], actor=LEADER)
+
+
+def test_home_visit_is_recorded_without_changing_state(engine: Engine) -> None:
+    case = _accepted_with_its_people(engine)
     after = engine.fire(case.id, "home_visit", actor=LEADER,
                         data={"visitor": "chen", "notes": "met the family"})
     assert after.state == "accepted"
@@ -587,7 +597,7 @@ def test_home_visit_is_recorded_without_changing_state(engine: Engine) -> None:
 
 
 def test_home_visit_requires_the_visitor(engine: Engine) -> None:
-    case = case_in(engine, "accepted")
+    case = _accepted_with_its_people(engine)
     with pytest.raises(MissingFields, match="visitor"):
         engine.fire(case.id, "home_visit", actor=LEADER, data={"notes": "n"})
 
@@ -653,7 +663,7 @@ def test_funds_raised_is_refused_to_a_handler_and_in_accepted(engine: Engine) ->
 @pytest.mark.parametrize("state", ["accepted", "handling.decided", "replied",
                                    "follow_up.continued_work", "review.requested"])
 def test_thought_work_is_recorded_in_every_working_state(engine: Engine, state: str) -> None:
-    case = case_in(engine, state)
+    case = _accepted_with_its_people(engine) if state == "accepted" else case_in(engine, state)
     after = engine.fire(case.id, "thought_work", actor=HANDLER,
                         data={"notes": "explained the law"})
     assert after.state == state
@@ -661,7 +671,7 @@ def test_thought_work_is_recorded_in_every_working_state(engine: Engine, state: 
 
 
 def test_thought_work_requires_notes(engine: Engine) -> None:
-    case = case_in(engine, "accepted")
+    case = _accepted_with_its_people(engine)
     with pytest.raises(MissingFields, match="notes"):
         engine.fire(case.id, "thought_work", actor=HANDLER, data={})
 
