@@ -183,6 +183,12 @@ def test_days_between_mixes_aware_and_naive_times(holds: Callable[..., bool]) ->
     assert holds('days_between("2026-01-01T00:00:00+00:00", "2026-01-03T00:00:00") == 2')
 
 
+def test_days_between_converts_offsets_instead_of_dropping_them(
+        holds: Callable[..., bool]) -> None:
+    assert holds('days_between("2026-06-01T10:00:00+08:00", "2026-06-01T02:00:00+00:00") == 0')
+    assert holds('days_between("2026-06-01T00:00:00+08:00", "2026-06-02T00:00:00Z") * 24 == 32')
+
+
 def test_days_between_a_non_date_fails_at_evaluation(holds: Callable[..., bool]) -> None:
     with pytest.raises(NotEvaluated):
         holds("days_between(note, now) > 1", note="not a date")
