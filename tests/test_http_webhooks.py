@@ -162,9 +162,9 @@ deadlines:
 
 @contextmanager
 def pg_url(pg_database: str) -> Iterator[str]:
-    from tests.conftest import _pg_schema_url
+    from tests.conftest import new_pg_schema
 
-    yield _pg_schema_url(pg_database)
+    yield new_pg_schema(pg_database)
 
 
 @pytest.mark.postgres
