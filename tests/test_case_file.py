@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from casework import Document, DocumentLimits, Engine, FrozenClock, InvalidInput
-from sqlalchemy import create_engine, text
 
 from tests.conftest import PETITION
+from tests.helpers import sql
 from tests.petition_steps import STANDARD, case_in, snapshot
 
 REPLY = Document("reply-2026-001.pdf", "application/pdf", b"%PDF-1.7 written reply ...")
@@ -20,14 +20,7 @@ MINUTES = Document("minutes.txt", "text/plain", "協調會紀要 法院、司法
 
 def db_execute(engine: Engine, statement: str, **params: object) -> None:
     """Change the database behind the engine's back, as someone with database access would."""
-    url = engine.database_url
-    raw = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1)
-                        if url.startswith("postgresql://") else url)
-    try:
-        with raw.begin() as conn:
-            conn.execute(text(statement), params)
-    finally:
-        raw.dispose()
+    sql(engine, statement, **params)
 
 
 def _replied(engine: Engine) -> str:
