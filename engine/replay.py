@@ -59,8 +59,8 @@ def replay_problems(row: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
     version = _first_version(row, events)
     wf = workflow_of(name, version)
     if wf is None:
-        return [f"case {cid}: workflow {name} version {version} is unknown: its history "
-                "cannot be checked"]
+        return [f"case {cid}: workflow {name} version {version} is neither in the file nor "
+                "in the target database: its history cannot be checked"]
     data: dict[str, Any] = {}
     state: str | None = None
     for e in events:

@@ -294,13 +294,14 @@ def test_every_problem_of_a_file_is_listed(any_engine: Engine, ledger: str) -> N
     # The history on a version known neither to the file nor to the target cannot be
     # replayed against its rules.
     assert (f"line {_line_of(text, second)}: case {second}: workflow petition version "
-            f"000000000000 is unknown: its history cannot be checked") in problems
+            f"000000000000 is neither in the file nor in the target database: its history "
+            f"cannot be checked") in problems
     assert len(problems) == 4
 
     text, cid = _edit(ledger, 2, lambda obj: obj["case"].update(version="000000000000"))
     assert _refused(any_engine, text) == [
         f"line {_line_of(text, cid)}: case {cid}: workflow petition version 000000000000 is "
-        f"unknown: its history cannot be checked"]
+        f"neither in the file nor in the target database: its history cannot be checked"]
 
 
 def test_files_that_are_not_ledgers_are_refused(any_engine: Engine, ledger: str) -> None:
