@@ -69,7 +69,8 @@ def chain(case_id: str, events: Sequence[Mapping[str, Any]], keys: Keyring) -> l
 
 SEALED = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
           "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
-          "overdue_since", "party_key", "closed_at")
+          "overdue_since", "party_key", "closed_at", "unit", "next_due_at", "next_deadline")
+FAR = datetime(9999, 12, 31)  # the stored next deadline of a case that has none
 
 
 def sealed(row: Mapping[str, Any], keys: Keyring) -> str:
@@ -77,9 +78,12 @@ def sealed(row: Mapping[str, Any], keys: Keyring) -> str:
     stored text; flags as booleans or 0/1)."""
     parts: list[Any] = []
     for col in SEALED:
-        v = row[col]
-        if col in ("opened_at", "updated_at", "overdue_since", "closed_at") and isinstance(v, str):
+        v = row.get(col)
+        if col in ("opened_at", "updated_at", "overdue_since", "closed_at",
+                   "next_due_at") and isinstance(v, str):
             v = datetime.fromisoformat(v)
+        if col == "next_due_at" and v == FAR:
+            v = None
         if col in ("final", "at_risk"):
             v = bool(v)
         parts.append(v)
