@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -194,3 +194,23 @@ def server_version(url: str, settings: Sequence[str] = ()) -> str:
     version, *shown = pg_one(url, *(f"SHOW {s}" for s in ("server_version", *settings)))
     extra = ", ".join(f"{s}={v}" for s, v in zip(settings, shown, strict=True))
     return f"{version} ({extra})" if extra else str(version)
+
+
+def server_started(url: str) -> Any:
+    """When the PostgreSQL server last started (a restart under a measurement voids it; tests
+    here restart the server)."""
+    return pg_one(url, "SELECT pg_postmaster_start_time()")[0]
+
+
+def wait_for_server(url: str, progress: Callable[[str], None], timeout: float = 120.0) -> None:
+    """Return once the server at ``url`` answers again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server_started(url)
+            return
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not come back: {e}") from None
+            progress("  waiting for PostgreSQL to come back")
+            time.sleep(2)
