@@ -155,6 +155,7 @@ def floor_payloads() -> list[tuple[str, str, str]]:
 
 SQLITE_STAMP = "2026-01-05 09:00:00.000000"
 HASH = "ab" * 32
+KEY_ID = "k20260105"  # the key an event's HMAC is under, as long as the engine's key ids
 EVENT_COLS = ("case_id", "seq", "kind", "name", "from_state", "to_state", "actor", "role", "at",
               "changes", "details", "idempotency_key", "prev_hash", "hash", "key_id",
               "command_digest")
@@ -208,7 +209,7 @@ class Floor:
         self.conn.execute(self.update, (state, False, data, self.stamp, seq + 1, seq, HASH, cid, seq))
         self.conn.execute(self.insert_event, (cid, seq, "transition", name, "from", to_state, "chen",
                                               "handler", self.stamp, changes, "{}", None, HASH, HASH,
-                                              *self.extra))
+                                              KEY_ID, None, *self.extra))
         self._commit()
 
 
