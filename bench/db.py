@@ -69,17 +69,23 @@ def chain(case_id: str, events: Sequence[Mapping[str, Any]], keys: Keyring) -> l
 
 SEALED = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
           "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
-          "overdue_since", "party_key", "closed_at")
+          "overdue_since", "party_key", "closed_at", "unit", "next_due_at", "next_deadline")
+DERIVED = ("unit", "next_due_at", "next_deadline")  # kept with every write since migration 0009
+FAR_DUE = datetime(9999, 12, 31)  # the stored next deadline of a case on which none runs
 
 
 def sealed(row: Mapping[str, Any], keys: Keyring) -> str:
     """The seal the engine gives a case row with these columns (times as datetimes or their
-    stored text; flags as booleans or 0/1)."""
+    stored text; flags as booleans or 0/1; a row without the derived columns has none, and a
+    next deadline at the far sentinel is none)."""
     parts: list[Any] = []
     for col in SEALED:
-        v = row[col]
-        if col in ("opened_at", "updated_at", "overdue_since", "closed_at") and isinstance(v, str):
+        v = row.get(col) if col in DERIVED else row[col]
+        if col in ("opened_at", "updated_at", "overdue_since", "closed_at",
+                   "next_due_at") and isinstance(v, str):
             v = datetime.fromisoformat(v)
+        if col == "next_due_at" and v == FAR_DUE:
+            v = None
         if col in ("final", "at_risk"):
             v = bool(v)
         parts.append(v)
