@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,19 +70,21 @@ def chain(case_id: str, events: Sequence[Mapping[str, Any]], keys: Keyring) -> l
 SEALED = ("id", "workflow", "version", "state", "final", "data", "escalation_level", "opened_at",
           "updated_at", "row_version", "last_seq", "last_hash", "clocks", "at_risk",
           "overdue_since", "party_key", "closed_at", "unit", "next_due_at", "next_deadline")
-FAR = datetime(9999, 12, 31)  # the stored next deadline of a case that has none
+DERIVED = ("unit", "next_due_at", "next_deadline")  # kept with every write since migration 0009
+FAR_DUE = datetime(9999, 12, 31)  # the stored next deadline of a case on which none runs
 
 
 def sealed(row: Mapping[str, Any], keys: Keyring) -> str:
     """The seal the engine gives a case row with these columns (times as datetimes or their
-    stored text; flags as booleans or 0/1)."""
+    stored text; flags as booleans or 0/1; a row without the derived columns has none, and a
+    next deadline at the far sentinel is none)."""
     parts: list[Any] = []
     for col in SEALED:
-        v = row.get(col)
+        v = row.get(col) if col in DERIVED else row[col]
         if col in ("opened_at", "updated_at", "overdue_since", "closed_at",
                    "next_due_at") and isinstance(v, str):
             v = datetime.fromisoformat(v)
-        if col == "next_due_at" and v == FAR:
+        if col == "next_due_at" and v == FAR_DUE:
             v = None
         if col in ("final", "at_risk"):
             v = bool(v)
@@ -198,3 +200,23 @@ def server_version(url: str, settings: Sequence[str] = ()) -> str:
     version, *shown = pg_one(url, *(f"SHOW {s}" for s in ("server_version", *settings)))
     extra = ", ".join(f"{s}={v}" for s, v in zip(settings, shown, strict=True))
     return f"{version} ({extra})" if extra else str(version)
+
+
+def server_started(url: str) -> Any:
+    """When the PostgreSQL server last started (a restart under a measurement voids it; tests
+    here restart the server)."""
+    return pg_one(url, "SELECT pg_postmaster_start_time()")[0]
+
+
+def wait_for_server(url: str, progress: Callable[[str], None], timeout: float = 120.0) -> None:
+    """Return once the server at ``url`` answers again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server_started(url)
+            return
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not come back: {e}") from None
+            progress("  waiting for PostgreSQL to come back")
+            time.sleep(2)

@@ -49,6 +49,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "reports": ("reports", "reports and verify over a large history, SQLite and PostgreSQL"),
     "http": ("http_api", "the HTTP API: requests/s, p50/p99 at 1, 4, 16 clients beside the "
                          "Python API in-process, SQLite and PostgreSQL"),
+    "search": ("search", "first pages of search and worklists over 100,000 and 1,000,000 cases "
+                         "beside hand-written SQL, SQLite and PostgreSQL"),
 }
 DEFAULT = ("core", "memory", "bulk", "cold", "peers", "pg")
 
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--footprint-cases", type=at_least(0), default=None, metavar="N",
                    help="cases in each half of the untimed measurement of what each stores "
                         "(default 20, quick 5; 0 skips it)")
-    g = p.add_argument_group("pg and reports")
+    g = p.add_argument_group("pg, reports and search")
     g.add_argument("--admin-url", default=DEFAULT_ADMIN,
                    help="a PostgreSQL database to create the throwaway database from "
                         f"(default {DEFAULT_ADMIN}; env CASEWORK_PG_ADMIN_URL)")
@@ -130,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedulers", type=_counts, default=(1, 3), help="pg: scheduler processes (1,3)")
     g.add_argument("--batch-size", type=at_least(1), default=100, help="pg: run_due batch size (100)")
     g.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both",
-                   help="reports: where (default both)")
+                   help="reports and search: where (default both)")
+    g = p.add_argument_group("search")
+    g.add_argument("--search-sizes", type=_sizes, default=None, metavar="SMALL,LARGE",
+                   help="stored cases of the two measurements (default 100000,1000000; quick "
+                        "10000,100000)")
+    g.add_argument("--calls", type=at_least(1), default=None,
+                   help="calls of each question per run (default 100, quick 40)")
     g = p.add_argument_group("timers and pages")
     g.add_argument("--levels", default="FULL,NORMAL",
                    help="timers: SQLite synchronous levels of the firing runs (FULL,NORMAL)")

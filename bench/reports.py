@@ -39,7 +39,9 @@ from .db import (
     pg_one,
     remove_db,
     sealed,
+    server_started,
     server_version,
+    wait_for_server,
 )
 from .workload import EVENT_COLS
 
@@ -587,24 +589,6 @@ def query_log() -> Iterator[dict[str, Any]]:
         yield log
 
 
-def _server_started(url: str) -> Any:
-    """When the PostgreSQL server last started (a restart under a measurement voids it)."""
-    return pg_one(url, "SELECT pg_postmaster_start_time()")[0]
-
-
-def _wait_for_server(url: str, progress: Progress, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _server_started(url)
-            return
-        except Exception as e:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not come back: {e}") from None
-            progress("  waiting for PostgreSQL to come back")
-            time.sleep(2)
-
-
 @dataclass
 class Figure:
     seconds: list[float] = field(default_factory=list)
@@ -645,13 +629,13 @@ def time_figures(backends: list[Backend], oracle: Oracle, repeat: int, progress:
             for fig in FIGURES:
                 rec = runs[b.name][fig]
                 for attempt in range(6):
-                    started = _server_started(b.url) if pg else None
+                    started = server_started(b.url) if pg else None
                     try:
                         with query_log() as log:
                             t = time.perf_counter()
                             out = calls[fig](b.engine)
                             seconds = time.perf_counter() - t
-                        if not pg or _server_started(b.url) == started:
+                        if not pg or server_started(b.url) == started:
                             break
                         why = "the server restarted during the run"
                     except (StoreError, DatabaseUnavailable, sa_exc.DBAPIError) as e:
@@ -660,7 +644,7 @@ def time_figures(backends: list[Backend], oracle: Oracle, repeat: int, progress:
                         why = f"{type(e).__name__}"
                     rec.voided += 1
                     progress(f"  {b.name} {fig}: {why}; measuring again")
-                    _wait_for_server(b.url, progress)
+                    wait_for_server(b.url, progress)
                     calls[fig](b.engine)  # untimed: the server's cache is cold after a restart
                 else:
                     raise RuntimeError(f"{b.name} {fig}: the server kept restarting")

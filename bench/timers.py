@@ -25,6 +25,7 @@ from tests.petition_steps import case_in
 
 from .base import Ctx, Table, patched, ratios, rotated, spread, target, timed
 from .db import PETITION, connect, dumps, insert_sql, remove_db, to_db
+from .workload import KEY_ID
 
 NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # the scheduler's "now" (a frozen clock)
 LEASE = timedelta(minutes=10)
@@ -371,7 +372,8 @@ def fire_floor(built: Built, snap: Snapshot, level: str, batch: int, sql: Any,
                     "case_id": cid, "seq": seq, "kind": "warning", "name": "handling_warning",
                     "from_state": "handling.investigating", "to_state": "handling.investigating",
                     "actor": "scheduler", "role": "system", "at": now_s, "changes": "{}",
-                    "details": details, "idempotency_key": f"timer:{i}", "prev_hash": h, "hash": h}))
+                    "details": details, "idempotency_key": f"timer:{i}", "prev_hash": h, "hash": h,
+                    "key_id": KEY_ID, "command_digest": None}))
                 if plus:
                     rv = row_version[cid]
                     cur = conn.execute(head, (rv + 1, now_s, seq, h, cid, rv))

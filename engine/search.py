@@ -172,7 +172,7 @@ class Search:
         after = _decode(cursor, sort) if cursor else None
         with self._storage.errors():
             recs = store_search.page(self._storage.store, filters, sort=sort, after=after,
-                                     limit=limit + 1)
+                                     limit=limit + 1, clocks=False)  # a summary shows none
             total = store_search.count(self._storage.store, filters) if count else None
         more = len(recs) > limit
         recs = recs[:limit]
@@ -260,7 +260,7 @@ class Search:
         key = _decode(cursor, "due") if cursor else None
         sources = self._sources(actor, of, units)
         now = self._clock.now()
-        batch_size = min(limit * 2, MAX_PAGE)
+        batch_size = limit  # one round when every case listed is actionable
         picked: list[CaseSummary] = []
         scanned = 0
         exhausted = False
