@@ -118,6 +118,12 @@ class Browser:
 
             Select(el).select_by_value(value)
             return
+        if el.get_attribute("type") in ("date", "datetime-local", "time", "month"):
+            # typed keys follow the browser's locale (mm/dd/yyyy); the value is ISO
+            self.driver.execute_script(
+                "arguments[0].value = arguments[1];"
+                "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));", el, value)
+            return
         el.clear()
         el.send_keys(value)
 
