@@ -49,6 +49,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "reports": ("reports", "reports and verify over a large history, SQLite and PostgreSQL"),
     "http": ("http_api", "the HTTP API: requests/s, p50/p99 at 1, 4, 16 clients beside the "
                          "Python API in-process, SQLite and PostgreSQL"),
+    "console": ("console", "the console's worklist, case and report pages in headless Chromium "
+                           "over 100,000 stored cases: time to first byte and full page load"),
 }
 DEFAULT = ("core", "memory", "bulk", "cold", "peers", "pg")
 

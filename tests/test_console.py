@@ -141,6 +141,20 @@ def test_signing_out_ends_the_session_everywhere(http: Live) -> None:
     assert forged.get("/console/worklist").status_code == 303
 
 
+def test_sessions_live_in_the_services_database_on_both_backends(
+        db_url: str, clock: FrozenClock) -> None:
+    with live(db_url, clock) as got:
+        case_id = personal_case(got.engine)
+        c = signed_in(got, TRIAGE)
+        r = post(c, f"/console/cases/{case_id}/do/accept")
+        assert r.status_code == 303 and got.engine.get_case(case_id).state == "accepted"
+        console = [m for m in got.server.server.config.app.routes if getattr(m, "path", "")
+                   == "/console"]
+        assert console  # mounted in the API's own app
+        assert post(c, "/console/sign-out").status_code == 303
+        assert c.get("/console/worklist").status_code == 303
+
+
 # -- CSRF --------------------------------------------------------------------------------------
 def test_a_post_without_the_sessions_token_writes_nothing(http: Live) -> None:
     case_id = personal_case(http.engine)

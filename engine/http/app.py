@@ -718,7 +718,12 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
     if console is not False:
         from .console import ConsoleOptions, mount_console
 
-        mount_console(app, svc, console if isinstance(console, ConsoleOptions) else None)
+        try:
+            mount_console(app, svc, console if isinstance(console, ConsoleOptions) else None)
+        except ImportError as e:  # an install of the server extra from before the console
+            logger.bind(case_id="-", workflow="-").warning(
+                "the console is not served: {} is missing (pip install 'casework[server]')",
+                e.name or "jinja2")
     app.add_middleware(Guard, max_body=settings.max_body_bytes,
                        max_depth=settings.max_json_depth, metrics=svc.metrics)
     return app

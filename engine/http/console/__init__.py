@@ -46,9 +46,9 @@ class ConsoleOptions:
     session_hours: float = 8.0
     idle_minutes: float = 60.0
     secure_cookie: bool | None = None
-    report_ttl: float = 120.0
-    report_wait: float = 1.5
-    page_size: int = 50
+    report_ttl: float = 600.0
+    report_wait: float = 0.15
+    page_size: int = 25
 
 
 def mount_console(app: object, service: object, options: ConsoleOptions | None = None) -> object:
@@ -58,5 +58,7 @@ def mount_console(app: object, service: object, options: ConsoleOptions | None =
 
     console = Console(service, options or ConsoleOptions())  # type: ignore[arg-type]
     sub = console.app()
+    sub.state.console = console
+    app.state.console = console  # type: ignore[attr-defined]
     app.mount(console.options.prefix, sub, name="console")  # type: ignore[attr-defined]
     return sub

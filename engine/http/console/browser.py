@@ -100,14 +100,21 @@ class Browser:
 
     def submit(self, form_css: str, wait_for: str) -> Any:
         """Click the form's submit button and wait for the page that follows to show
-        ``wait_for`` (the old page's elements going stale first, so it is the new one)."""
-        from selenium.webdriver.support import expected_conditions as ec
+        ``wait_for`` (a new document: its time origin differs from the old page's)."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        origin = self.driver.execute_script("return performance.timeOrigin")
         form = self.find(form_css)
-        html = self.find("html")
         form.find_element("css selector", "button[type=submit]").click()
-        WebDriverWait(self.driver, self.timeout).until(ec.staleness_of(html))
+
+        def moved_on(d: Any) -> bool:
+            return bool(d.execute_script(
+                "return performance.timeOrigin !== arguments[0] && "
+                "document.readyState === 'complete'", origin))
+
+        WebDriverWait(self.driver, self.timeout, ignored_exceptions=(WebDriverException,)).until(
+            moved_on)
         return self.wait(wait_for)
 
     def fill(self, css: str, value: str) -> None:

@@ -70,6 +70,12 @@ class SlowCache:
             return Answer(None, None, running)
         return Answer(done[1], done[0], running, done[2])
 
+    def peek(self, key: Hashable) -> Any:
+        """The value computed for ``key``, however old (None: none), computing nothing."""
+        with self._lock:
+            done = self._done.get(key)
+        return None if done is None else done[1]
+
     def _run(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         try:
             value, error = compute(), None

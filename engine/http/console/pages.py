@@ -41,6 +41,7 @@ from ..problems import from_error, rule_of
 from ..service import Service
 from . import ConsoleOptions
 from .cache import Answer, SlowCache
+from .fontslice import FontSlice
 from .forms import Input, field_input, opening_inputs, parse, step_inputs
 from .present import local, span, urgency, value_text
 from .sessions import Session, SessionStore, digest
@@ -108,6 +109,7 @@ class Console:
                            qs=self._qs)
         self.env = env
         self.static_version = str(int(max(p.stat().st_mtime for p in STATIC.iterdir())))
+        self.font_slice = FontSlice()
 
     # -- helpers -------------------------------------------------------------------------
     def labels_of(self, workflow: str, version: str | None = None) -> Labels:
@@ -144,10 +146,11 @@ class Console:
         """The viewer of a POST, once its session and CSRF token are checked."""
         s = self.need(request)
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null":
-            here = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if origin != here:
-                raise CsrfRefused()
+        # The host the browser says it posts from must be this one (the scheme is left out:
+        # behind a proxy that ends TLS, the app sees http).
+        if origin is not None and origin != "null" and \
+                origin.partition("://")[2].rstrip("/") != request.headers.get("host", ""):
+            raise CsrfRefused()
         given = form.get("csrf") or request.headers.get("x-csrf-token")
         if not self.sessions.csrf_ok(s, given):
             raise CsrfRefused()
@@ -275,6 +278,15 @@ class Console:
                 raise StarletteHTTPException(404)
             return FileResponse(path, media_type="font/otf",
                                 headers={"Cache-Control": "public, max-age=604800"})
+
+        @app.get("/static/cjk-slice.otf")
+        def font_slice() -> Response:
+            path = self.font_slice.current()
+            if path is None:
+                raise StarletteHTTPException(404)
+            made = path == self.font_slice.path
+            return FileResponse(path, media_type="font/otf", headers={
+                "Cache-Control": f"public, max-age={604800 if made else 60}"})
 
         @app.get("/static/{name}")
         def static(name: str) -> Response:
@@ -773,13 +785,10 @@ class Console:
                             headers={"Cache-Control": "private, max-age=60"})
 
         def known_units(workflow: str) -> list[str]:
-            wf = self.engine.workflow(workflow)
-            field = _lead_field(wf)
-            if field is None or field not in wf.definition.report.by:
-                return []
-            got = self.reports.get(("report", workflow, None, None, field, ()), lambda:
-                                   self.engine.report(workflow, by=field), wait=0.0)
-            rep = got.value
+            """The units of the last per-unit report computed (supervision's), if any: a
+            list to pick from, never a reason to compute one."""
+            field = _lead_field(self.engine.workflow(workflow))
+            rep = self.reports.peek(("report", workflow, None, None, field, ()))
             return sorted(g for g in rep.rows if g != "(none)") if rep is not None else []
 
         def supervision_page(request: Request, s: Session, status: int = 200,
