@@ -51,6 +51,8 @@ SUITES: dict[str, tuple[str, str]] = {
                          "Python API in-process, SQLite and PostgreSQL"),
     "search": ("search", "first pages of search and worklists over 100,000 and 1,000,000 cases "
                          "beside hand-written SQL, SQLite and PostgreSQL"),
+    "console": ("console", "the console's worklist, case and report pages in headless Chromium "
+                           "over 100,000 stored cases: time to first byte and full page load"),
 }
 DEFAULT = ("core", "memory", "bulk", "cold", "peers", "pg")
 

@@ -12,7 +12,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
 class _Frozen(BaseModel):
@@ -37,7 +47,9 @@ class FieldSpec(_Frozen):
     """A typed field; ``pii`` fields are masked in logs and in ``show``.
 
     ``max_length`` (string, text), ``minimum`` / ``maximum`` (int, number) and
-    ``max_items`` (list) tighten the workflow's ``limits`` for this field.
+    ``max_items`` (list) tighten the workflow's ``limits`` for this field. ``label`` is
+    the name shown to people (``label: 渠道``); ``value_labels`` names an enum's choices
+    (``{visit: 來訪}``), each key one of ``values``.
     """
 
     type: FieldType = FieldType.STRING
@@ -45,6 +57,7 @@ class FieldSpec(_Frozen):
     values: tuple[str, ...] = ()
     description: str = ""
     label: str = ""
+    value_labels: dict[str, str] = Field(default_factory=dict)
     max_length: int | None = Field(default=None, ge=1)
     minimum: float | None = None
     maximum: float | None = None
@@ -56,6 +69,23 @@ class FieldSpec(_Frozen):
         if len(set(v)) != len(v):
             raise ValueError("enum values must be unique")
         return v
+
+    @model_validator(mode="after")
+    def _labels_name_values(self) -> FieldSpec:
+        unknown = sorted(set(self.value_labels) - set(self.values))
+        if unknown:
+            raise ValueError(f"value_labels names {', '.join(map(repr, unknown))}, not among the "
+                             f"field's values {list(self.values)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Without value labels a field dumps as before they existed, so a definition that
+        # gives none keeps its content version.
+        out = handler(self)
+        if isinstance(out, dict) and not out.get("value_labels"):
+            out.pop("value_labels", None)
+        return out
 
 
 class StateSpec(_Frozen):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, func, literal_column, or_, select, text, tuple_
+from sqlalchemy import and_, bindparam, func, literal_column, or_, select, text, true, tuple_
 
 from . import models
 from .records import CaseRecord
@@ -192,7 +192,7 @@ def page(store: Store, f: Filters, *, sort: str = "due", after: tuple[Any, str] 
             pair = tuple_(bindparam("after_key", after[0]), bindparam("after_id", after[1]))
             conds.append(tuple_(col, C.c.id) < pair if descending else tuple_(col, C.c.id) > pair)
         order = (col.desc(), C.c.id.desc()) if descending else (col, C.c.id)
-        return select(*cols).where(and_(*conds)).order_by(*order).limit(limit)
+        return select(*cols).where(and_(true(), *conds)).order_by(*order).limit(limit)
 
     return _run(store, ("page", sort, limit, clocks, _shape(keyed)), keyed, build,
                 lambda tx, rows: [tx.record(r) for r in rows])
@@ -201,7 +201,7 @@ def page(store: Store, f: Filters, *, sort: str = "due", after: tuple[Any, str] 
 def count(store: Store, f: Filters) -> int:
     terms = _terms(f)
     return _run(store, ("count", _shape(terms)), terms,
-                lambda: select(func.count()).select_from(C).where(and_(*_where(store, terms))),
+                lambda: select(func.count()).select_from(C).where(and_(true(), *_where(store, terms))),
                 lambda tx, rows: int(rows[0][0]))
 
 

@@ -172,7 +172,8 @@ def _typed(text: str, kind: str) -> Any:
 
 def create_app(engine: Any, settings: HttpSettings | None = None, *,
                authenticator: Authenticator | None = None, base_dir: Path | None = None,
-               scheduler: bool | None = None, webhooks: bool = True) -> FastAPI:
+               scheduler: bool | None = None, webhooks: bool = True,
+               console: Any = True) -> FastAPI:
     """The HTTP API over ``engine`` (one :class:`casework.Engine`, shared by every request).
 
     ``settings``: the ``[http]`` section (:class:`casework.settings.HttpSettings`; defaults
@@ -181,6 +182,8 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
     run the engine's scheduler while the app runs (default: the settings' ``scheduler``);
     ``webhooks``: run the webhook dispatcher. The app starts both in its lifespan; a host that
     mounts it inside its own app calls ``app.state.casework.start()`` and ``.stop()``.
+    ``console``: mount the operator console at ``/console`` (True; or a
+    :class:`casework.http.console.ConsoleOptions`; False: the API alone).
     """
     settings = settings or HttpSettings()
     auth = authenticator or Authenticator(settings.jwt, settings.tokens, base_dir=base_dir)
@@ -530,13 +533,14 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             raise Refusal(MissingExtra("timeline pictures", "pictures", "matplotlib"),
                           False) from None
         case = call(engine.get_case, case_id)
-        tz = call(engine.workflow, case.workflow, case.version).tz
+        described = call(engine.workflow, case.workflow, case.version)
+        tz = described.tz
         pii = svc.pii(case.workflow, case.version)
         shown = case if svc.reads_pii(who, case.workflow) else case.masked(pii)
         with tempfile.TemporaryDirectory(prefix="casework-http-") as tmp:
             path = call(render_timeline, shown, call(engine.history, case_id, masked=True),
                         call(engine.pending_timers, case_id), Path(tmp) / f"timeline.{format}",
-                        format, now=engine.clock.now(), tz=tz)
+                        format, now=engine.clock.now(), tz=tz, definition=described.definition)
             data = Path(path).read_bytes()
         return Response(data, media_type="image/svg+xml" if format == "svg" else "image/png")
 
@@ -711,6 +715,15 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if console is not False:
+        from .console import ConsoleOptions, mount_console
+
+        try:
+            mount_console(app, svc, console if isinstance(console, ConsoleOptions) else None)
+        except ImportError as e:  # an install of the server extra from before the console
+            logger.bind(case_id="-", workflow="-").warning(
+                "the console is not served: {} is missing (pip install 'casework[server]')",
+                e.name or "jinja2")
     app.add_middleware(Guard, max_body=settings.max_body_bytes,
                        max_depth=settings.max_json_depth, metrics=svc.metrics)
     return app

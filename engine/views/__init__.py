@@ -9,10 +9,12 @@ drawing raises :class:`~casework.errors.MissingExtra` naming what to install.
 
 from .diagrams import GraphvizNotFound, mermaid, render, render_with_counts, workflow_graph
 from .display import CaseView, format_case
-from .pictures import render_timeline, render_unit_chart
+from .labels import Labels
+from .pictures import render_figure_chart, render_timeline, render_unit_chart
 from .tables import report_table
 
 __all__ = [
-    "CaseView", "GraphvizNotFound", "format_case", "mermaid", "render", "render_timeline",
+    "CaseView", "GraphvizNotFound", "Labels", "format_case", "mermaid", "render",
+    "render_figure_chart", "render_timeline",
     "render_unit_chart", "render_with_counts", "report_table", "workflow_graph",
 ]

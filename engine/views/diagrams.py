@@ -10,14 +10,17 @@ edge labelled with its trigger (its guard is the edge's tooltip in SVG). With
 cases it holds, and the states holding overdue cases are filled red.
 
 The functions take a workflow's definition (``engine.workflow(name).definition``,
-or ``load_definition(path).spec`` for a file).
+or ``load_definition(path).spec`` for a file). States and triggers are drawn with their
+``label`` where the definition gives one (the name beneath it, smaller), in the CJK font
+of :mod:`casework.views.fonts`, so Chinese labels are drawn, not boxes.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +29,8 @@ from transitions.extensions import HierarchicalGraphMachine
 
 from .. import CaseworkError
 from ..errors import MissingExtra
+from .fonts import dot_environment
+from .labels import Labels
 
 if TYPE_CHECKING:
     import graphviz
@@ -109,9 +114,10 @@ def mermaid(spec: WorkflowSpec) -> str:
 class _Layout:
     specs: dict[str, StateSpec]
     children: dict[str, tuple[str, ...]]
+    labels: Labels = field(default_factory=lambda: Labels(None))
 
     @classmethod
-    def of(cls, spec: WorkflowSpec) -> _Layout:
+    def of(cls, spec: WorkflowSpec, labels: bool = True) -> _Layout:
         def walk(prefix: str, states: Mapping[str, StateSpec]) -> Iterator[tuple[str, StateSpec]]:
             for name, st in states.items():
                 path = f"{prefix}{SEP}{name}" if prefix else name
@@ -119,7 +125,24 @@ class _Layout:
                 yield from walk(path, st.states)
 
         specs = dict(walk("", spec.states))
-        return cls(specs, {p: tuple(f"{p}{SEP}{c}" for c in s.states) for p, s in specs.items()})
+        return cls(specs, {p: tuple(f"{p}{SEP}{c}" for c in s.states) for p, s in specs.items()},
+                   Labels(spec if labels else None))
+
+    def name(self, path: str) -> str:
+        """The state's label in bold, with its own name beneath when the label differs."""
+        own = path.rsplit(SEP, 1)[-1]
+        shown = self.labels.state(path)
+        if shown == own:
+            return f"<b>{escape(own)}</b>"
+        return f'<b>{escape(shown)}</b><br/><font point-size="9" color="#7f8c8d">{escape(own)}</font>'
+
+    def cluster_name(self, path: str) -> str:
+        own = path.rsplit(SEP, 1)[-1]
+        shown = self.labels.state(path)
+        if shown == own:
+            return f"<b>{escape(own)}</b>"
+        return f'<b>{escape(shown)}</b> <font point-size="9" color="#7f8c8d">{escape(own)}</font>'
+
 
     def leaves_under(self, path: str) -> list[str]:
         return [p for p, kids in self.children.items()
@@ -156,15 +179,15 @@ def _counts_line(n_open: int, n_overdue: int) -> str:
 
 def _leaf(g: Any, tree: _Layout, path: str, counts: Counts | None) -> None:
     spec = tree.specs[path]
-    name = escape(path.rsplit(SEP, 1)[-1])
+    name = tree.name(path)
     attrs: dict[str, str] = {"tooltip": spec.description or path}
     if spec.final:
         attrs["peripheries"] = "2"
     if counts is None or spec.final:
-        label = f"<b>{name}</b>"
+        label = name
     else:
         n_open, n_overdue = counts.get(path, (0, 0))
-        label = f'<b>{name}</b><br/><font point-size="10">{_counts_line(n_open, n_overdue)}</font>'
+        label = f'{name}<br/><font point-size="10">{_counts_line(n_open, n_overdue)}</font>'
         if n_overdue:
             attrs.update(fillcolor=_OVERDUE_FILL, color=_OVERDUE_LINE, penwidth="2")
         elif n_open:
@@ -179,7 +202,7 @@ def _add(g: Any, tree: _Layout, paths: tuple[str, ...], counts: Counts | None) -
             _leaf(g, tree, path, counts)
             continue
         with g.subgraph(name=_cluster(path)) as sub:
-            label = f"<b>{escape(path.rsplit(SEP, 1)[-1])}</b>"
+            label = tree.cluster_name(path)
             if counts is not None:
                 label += f'  <font point-size="10">{_counts_line(*_sum(tree, path, counts))}</font>'
             sub.attr(label=f"<{label}>", style="rounded", color="#7f8c8d", labeljust="l",
@@ -199,10 +222,13 @@ def _into(tree: _Layout, tail: str, dest: str) -> dict[str, str]:
     return {}
 
 
-def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz.Digraph:
-    """The workflow as a Graphviz graph; with ``counts``, open and overdue cases per state."""
+def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None, *,
+                   labels: bool = False) -> graphviz.Digraph:
+    """The workflow as a Graphviz graph; with ``counts``, open and overdue cases per state;
+    with ``labels``, states and triggers named by the definition's labels (the pictures
+    :func:`render` and :func:`render_with_counts` draw are so named)."""
     gv = _graphviz()
-    tree = _Layout.of(spec)
+    tree = _Layout.of(spec, labels)
     g = gv.Digraph(spec.workflow)
     title = f'<font point-size="16">{escape(spec.title or spec.workflow)}</font>'
     if counts is not None:
@@ -213,11 +239,12 @@ def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz
         if unknown:
             title += (f'<br/><font point-size="10">also open in states of other versions: '
                       f'{escape(", ".join(f"{s} ({counts[s][0]})" for s in unknown))}</font>')
-    g.attr(rankdir="LR", compound="true", label=f"<{title}>", labelloc="t", fontname=_FONT,
+    font = dot_environment()[1] or _FONT
+    g.attr(rankdir="LR", compound="true", label=f"<{title}>", labelloc="t", fontname=font,
            nodesep="0.35", ranksep="0.5")
-    g.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT,
+    g.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=font,
            fontsize="12")
-    g.attr("edge", fontname=_FONT, fontsize="10", color="#555555", arrowsize="0.7")
+    g.attr("edge", fontname=font, fontsize="10", color="#555555", arrowsize="0.7")
     g.node("__initial__", "", shape="point", width="0.18", style="filled", fillcolor="black")
     top = tuple(p for p in tree.specs if SEP not in p)
     _add(g, tree, top, counts)
@@ -230,35 +257,43 @@ def workflow_graph(spec: WorkflowSpec, counts: Counts | None = None) -> graphviz
             if tree.children.get(src) and not t.dest.startswith(src + SEP):
                 attrs["ltail"] = _cluster(src)
             attrs["tooltip"] = f"{t.trigger} [{t.guard}]" if t.guard else t.trigger
-            g.edge(tail, head, label=escape(t.trigger), **attrs)
+            g.edge(tail, head, label=escape(tree.labels.trigger(t.trigger)), **attrs)
     return g
 
 
 def _draw(g: graphviz.Digraph, out: Path, fmt: str) -> Path:
     if fmt not in {"png", "svg"}:
         raise CaseworkError(f"diagram format must be png or svg, not {fmt!r}")
-    gv = _graphviz()
-    if shutil.which("dot") is None:
+    _graphviz()
+    dot = shutil.which("dot")
+    if dot is None:
         raise GraphvizNotFound()
     if fmt == "png":
         g = g.copy()
         g.attr(dpi="110")  # sharper than the default 72 dpi, still a moderate size
+    env, _ = dot_environment()  # fontconfig that also sees the packaged CJK font
     try:
-        data = g.pipe(format=fmt, quiet=True)
-    except gv.ExecutableNotFound:
+        done = subprocess.run([dot, f"-T{fmt}"], input=g.source.encode("utf-8"), env=env,
+                              capture_output=True, timeout=120, check=False)
+    except FileNotFoundError:
         raise GraphvizNotFound() from None
-    except gv.CalledProcessError as e:
-        raise CaseworkError(f"Graphviz could not draw the diagram: {e}") from None
+    except subprocess.TimeoutExpired:
+        raise CaseworkError("Graphviz could not draw the diagram: dot took over 120 s") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["failed"]
+        raise CaseworkError(f"Graphviz could not draw the diagram: {why[0][:300]}")
+    data = done.stdout
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     return out
 
 
-def render(spec: WorkflowSpec, out: Path, fmt: str = "png") -> Path:
+def render(spec: WorkflowSpec, out: Path, fmt: str = "png", *, labels: bool = True) -> Path:
     """Draw the workflow to ``out`` as PNG or SVG with Graphviz."""
-    return _draw(workflow_graph(spec), out, fmt)
+    return _draw(workflow_graph(spec, labels=labels), out, fmt)
 
 
-def render_with_counts(spec: WorkflowSpec, counts: Counts, out: Path, fmt: str = "png") -> Path:
+def render_with_counts(spec: WorkflowSpec, counts: Counts, out: Path, fmt: str = "png", *,
+                       labels: bool = True) -> Path:
     """Draw the workflow with its open and overdue cases per state (``Engine.state_counts``)."""
-    return _draw(workflow_graph(spec, counts), out, fmt)
+    return _draw(workflow_graph(spec, counts, labels=labels), out, fmt)

@@ -7,7 +7,9 @@ no field marked ``pii`` can reach a picture. matplotlib is part of the
 ``pictures`` extra and is imported when a picture is drawn; without it, drawing
 raises :class:`~casework.errors.MissingExtra`. The workflow diagram with its
 open and overdue cases per state is Graphviz's: :func:`render_with_counts`
-(from :mod:`casework.views.diagrams`, re-exported here).
+(from :mod:`casework.views.diagrams`, re-exported here). Given the workflow's definition,
+states and triggers are named by their ``label``; text is drawn in matplotlib's default
+font with the packaged CJK font (:mod:`casework.views.fonts`) for the glyphs it lacks.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from typing import TYPE_CHECKING, Any
 from .. import CaseworkError
 from ..errors import MissingExtra
 from .diagrams import render_with_counts
+from .fonts import matplotlib_families
+from .labels import Labels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     from .. import Case, Event
+    from ..definition import WorkflowSpec
 
-__all__ = ["render_timeline", "render_unit_chart", "render_with_counts"]
+__all__ = ["render_figure_chart", "render_timeline", "render_unit_chart", "render_with_counts"]
 
 
 @dataclass(frozen=True)
@@ -122,16 +127,24 @@ def _earlier_dues(name: str, clock: dict[str, Any], history: Sequence[Event]) ->
 
 def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any], out: Path,
                     fmt: str = "png", *, now: datetime | None = None,
-                    tz: tzinfo | None = None) -> Path:
+                    tz: tzinfo | None = None, definition: WorkflowSpec | None = None) -> Path:
     """Draw one case's path through time to ``out`` (PNG or SVG).
 
     A band per state visited, the deadlines of ``case.clocks`` (start, due, a moved due,
     the overdue stretch), warnings and escalations (with their rungs) as markers, the
     pending ``timers`` (``Engine.pending_timers``) as hollow markers. Open bands run to
     ``now`` (or to the last thing known); times are shown in ``tz`` (UTC by default).
+    ``definition`` (the case's version's): states and triggers by their labels.
     """
     _check_fmt(fmt)
     m = _Matplotlib.load("drawing a timeline")
+    with m.mpl.rc_context({"font.family": matplotlib_families(m.mpl)}):
+        return _timeline(m, case, history, timers, out, fmt, now, tz, Labels(definition))
+
+
+def _timeline(m: _Matplotlib, case: Case, history: Sequence[Event], timers: Iterable[Any],
+              out: Path, fmt: str, now: datetime | None, tz: tzinfo | None,
+              labels: Labels) -> Path:
     mdates = m.dates
     tz = tz or UTC
     history = sorted(history, key=lambda ev: ev.seq)
@@ -146,6 +159,7 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
 
     states = list(dict.fromkeys(v.state for v in visits))
     lanes = [*states, *(f"deadline {n}" for n, _ in clocks)]
+    shown = [*(labels.state_path(s) for s in states), *(f"deadline {n}" for n, _ in clocks)]
     row = {name: i for i, name in enumerate(lanes)}
     tops = list(dict.fromkeys(s.split(".")[0] for s in states))
     colour = {s: _PALETTE[tops.index(s.split(".")[0]) % len(_PALETTE)] for s in states}
@@ -157,13 +171,14 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
         y = row[v.state]
         if case.final and v.end is None:
             ax.plot(x(v.start), y, marker="s", color=colour[v.state], markersize=11, zorder=4)
-            ax.annotate(f"{v.trigger} (final)", (x(v.start), y), xytext=(9, -3),
+            ax.annotate(f"{labels.trigger(v.trigger)} (final)", (x(v.start), y), xytext=(9, -3),
                         textcoords="offset points", fontsize=8)
             continue
         stop = v.end or end
         ax.broken_barh([(x(v.start), max(x(stop) - x(v.start), span / 400))], (y - 0.3, 0.6),
                        facecolors=colour[v.state], alpha=0.85, zorder=2)
-        ax.annotate(v.trigger, (x(v.start), y - 0.3), xytext=(1, 2), textcoords="offset points",
+        ax.annotate(labels.trigger(v.trigger), (x(v.start), y - 0.3), xytext=(1, 2),
+                    textcoords="offset points",
                     fontsize=7, color="#333333", va="bottom")
     far = [x(end)]
     for name, c in clocks:
@@ -176,7 +191,7 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
         ax.axvline(x(now), color=_GREY, linestyle="--", linewidth=1, zorder=1)
         ax.annotate("now", (x(now), -0.75), fontsize=8, color=_GREY, ha="center")
 
-    ax.set_yticks(range(len(lanes)), lanes, fontsize=9)
+    ax.set_yticks(range(len(lanes)), shown, fontsize=9)
     ax.set_ylim(len(lanes) - 0.4, -0.9)
     left = x(case.opened_at)
     right = max(far)
@@ -191,7 +206,8 @@ def render_timeline(case: Case, history: Sequence[Event], timers: Iterable[Any],
     overdue = (f", overdue since {case.overdue_since.astimezone(tz):%Y-%m-%d}"
                if case.overdue_since else "")
     fig.suptitle(f"{case.workflow} case {case.id}", fontsize=13, fontweight="bold")
-    ax.set_title(f"now {case.state}{' (final)' if case.final else ''}, escalation level "
+    ax.set_title(f"now {labels.state_path(case.state)}{' (final)' if case.final else ''}, "
+                 f"escalation level "
                  f"{case.escalation_level}{overdue}; times in {tz}", fontsize=9, color="#555555")
     fig.legend(handles=_legend(m.line), loc="outside lower center", ncol=5, fontsize=8, frameon=False)
     return _save(m, fig, out, fmt)
@@ -323,6 +339,12 @@ def render_unit_chart(rows: Sequence[tuple[str | None, int, int]], out: Path, fm
     """
     _check_fmt(fmt)
     m = _Matplotlib.load("drawing a unit chart")
+    with m.mpl.rc_context({"font.family": matplotlib_families(m.mpl)}):
+        return _unit_chart(m, rows, out, fmt, title)
+
+
+def _unit_chart(m: _Matplotlib, rows: Sequence[tuple[str | None, int, int]], out: Path, fmt: str,
+                title: str) -> Path:
     bars = [(u or "(no unit)", int(o), int(d)) for u, o, d in rows]
     fig = m.figure(figsize=(8, 1.6 + 0.45 * max(len(bars), 1)), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -351,3 +373,34 @@ def render_unit_chart(rows: Sequence[tuple[str | None, int, int]], out: Path, fm
     ax.spines[["top", "right"]].set_visible(False)
     fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return _save(m, fig, out, fmt)
+
+
+# -- a report's figures -----------------------------------------------------
+def render_figure_chart(rows: Sequence[tuple[str, float]], out: Path, fmt: str = "png", *,
+                        title: str = "Figures") -> Path:
+    """Draw horizontal bars of a report's figures: ``(label, value)``, top to bottom."""
+    _check_fmt(fmt)
+    m = _Matplotlib.load("drawing a chart of figures")
+    with m.mpl.rc_context({"font.family": matplotlib_families(m.mpl)}):
+        bars = [(str(label), float(v)) for label, v in rows]
+        fig = m.figure(figsize=(8, 1.4 + 0.4 * max(len(bars), 1)), dpi=_DPI, layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_title(title, fontsize=12, fontweight="bold")
+        if not bars:
+            ax.text(0.5, 0.5, "no figures", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=11, color=_GREY)
+            ax.set_axis_off()
+            return _save(m, fig, out, fmt)
+        ys = list(range(len(bars)))
+        values = [v for _, v in bars]
+        ax.barh(ys, values, color=_PALETTE[0], alpha=0.75, height=0.6)
+        for y, v in zip(ys, values, strict=True):
+            ax.annotate(f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}", (v, y),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=9)
+        ax.set_yticks(ys, [lab for lab, _ in bars], fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max([*values, 1.0]) * 1.25)
+        ax.grid(axis="x", color="#e5e5e5")
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _save(m, fig, out, fmt)
