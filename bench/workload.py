@@ -207,8 +207,8 @@ class Floor:
         self._begin()
         self.conn.execute(self.update, (state, False, data, self.stamp, seq + 1, seq, HASH, cid, seq))
         self.conn.execute(self.insert_event, (cid, seq, "transition", name, "from", to_state, "chen",
-                                              "handler", self.stamp, changes, "{}", None, HASH, HASH,
-                                              *self.extra))
+                                              "handler", self.stamp, changes, "{}", None, HASH, HASH, None,
+                                              None, *self.extra))
         self._commit()
 
 
