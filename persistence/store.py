@@ -69,7 +69,7 @@ class Store:
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL",
                  busy_timeout_ms: int = 10_000, pool_size: int = 5, echo: bool = False,
                  keyring: Keyring | None = None, group_max: int = 32,
-                 group_ms: float = 2.0) -> None:
+                 group_ms: float = 5.0) -> None:
         self.url = url
         self.keyring = keyring
         self.dialect = dialect_for(url, sqlite_synchronous=sqlite_synchronous,
