@@ -419,12 +419,19 @@ class WriteLane:
         t = _Ticket(work)
         self._enter(t)
         if t.state == _LEAD:
+            members = [t]
             self._local.holding = True
             try:
-                self._group(t)
+                self._group(t, members)
             finally:
                 self._local.holding = False
-                self._leave()
+                try:
+                    self._leave()  # the next group starts while this one's callers wake
+                finally:
+                    for m in members[1:]:
+                        m.state = _DONE
+                        assert m.ready is not None
+                        m.ready.set()
         result: T = t.outcome()
         return result
 
@@ -484,15 +491,15 @@ class WriteLane:
             return False
         return True
 
-    def _group(self, first: _Ticket) -> None:
-        """Run ``first`` and the commands taken behind it in one transaction; commit; hand
-        each its outcome. A command that raises rolls back its own savepoint and gets its
-        own error; an error of the transaction itself (a savepoint or the commit refused, the
-        connection lost) fails every command of the group not committed with
-        :class:`DatabaseUnavailable` (nothing of them was written)."""
+    def _group(self, first: _Ticket, members: list[_Ticket]) -> None:
+        """Run ``first`` and the commands taken behind it (added to ``members``) in one
+        transaction and commit; each member's outcome is left on it. A command that raises
+        rolls back its own savepoint and gets its own error; an error of the transaction
+        itself (a savepoint or the commit refused, the connection lost) fails every command
+        of the group not committed with :class:`DatabaseUnavailable` (nothing of them was
+        written)."""
         store = self._store
         started = time.monotonic()
-        members = [first]
         ok: list[_Ticket] = []  # ran without error: committed with the group
         cur = None
         t: _Ticket | None = first
@@ -551,10 +558,6 @@ class WriteLane:
             self.groups += 1
             self.commands += len(members)
             self.largest = max(self.largest, len(members))
-            for m in members[1:]:
-                m.state = _DONE
-                assert m.ready is not None
-                m.ready.set()
 
 
 def _close(conn: Any) -> None:
