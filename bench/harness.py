@@ -53,6 +53,8 @@ SUITES: dict[str, tuple[str, str]] = {
                          "beside hand-written SQL, SQLite and PostgreSQL"),
     "console": ("console", "the console's worklist, case and report pages in headless Chromium "
                            "over 100,000 stored cases: time to first byte and full page load"),
+    "threads": ("threads", "1-16 threads on one Engine (SQLite FULL, NORMAL) beside the raw "
+                           "floor; PostgreSQL 8 threads and 4 processes beside psycopg"),
 }
 DEFAULT = ("core", "memory", "bulk", "cold", "peers", "pg")
 
@@ -90,11 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: every suite at a small size")
     p.add_argument("--repeat", type=at_least(1), default=None,
                    help="runs per figure (default: each suite's own: core, memory, cold 5; "
-                        "bulk 3 at most; peers 9, quick 3; pg 3, quick 1; timers, reports 3)")
+                        "bulk 3 at most; peers 9, quick 3; pg, threads 3, quick 1; timers, reports 3)")
     p.add_argument("--cases", type=at_least(1), default=None,
                    help="cases per run (default: core 300, quick 30; peers 100, quick 20; pg 100 "
                         "per process, quick 20; pages 200 counted, quick 20; reports 100,000, "
-                        "quick 10,000; http 480 requests per run, quick 64)")
+                        "quick 10,000; http 480 requests per run, quick 64; threads 240 "
+                        "(PostgreSQL 96), quick 32 (16))")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"where the JSON results go (default {DEFAULT_OUT})")
     p.add_argument("--record", type=Path, nargs="?", const=DEFAULT_RECORD, default=None,
@@ -141,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "10000,100000)")
     g.add_argument("--calls", type=at_least(1), default=None,
                    help="calls of each question per run (default 100, quick 40)")
+    g = p.add_argument_group("threads")
+    g.add_argument("--thread-counts", type=_counts, default=None, metavar="N[,N]",
+                   help="threads sharing one Engine on SQLite (default 1,4,8,16)")
+    g.add_argument("--no-pg-threads", action="store_true",
+                   help="leave out the PostgreSQL part of the threads suite")
     g = p.add_argument_group("timers and pages")
     g.add_argument("--levels", default="FULL,NORMAL",
                    help="timers: SQLite synchronous levels of the firing runs (FULL,NORMAL)")

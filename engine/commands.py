@@ -382,6 +382,11 @@ class Commands:
     def _run(self, write: Callable[[WriteTx], Written], key: str | None) -> Case:
         """Run one command in one write transaction, then tell subscribers.
 
+        The command goes to the store's write lane (:meth:`Storage.submit`): on SQLite it
+        may commit in one transaction with the commands of other threads waiting at the
+        same moment, inside a savepoint of its own, so that its refusal or failure is its
+        own; it returns (and its notices go out) only once that transaction committed.
+
         If a concurrent command with the same idempotency key (or the same new case id)
         committed first, the unique index refuses this one; it is run once more, and then
         replays the first result (or refuses with :class:`CaseExists`). A
@@ -390,18 +395,21 @@ class Commands:
         with a growing pause: the key makes the retry safe, whether or not the first try
         committed. Without a key the error is raised; nothing is retried blindly.
         """
+        def work(tx: WriteTx) -> tuple[Written, bool]:
+            written = write(tx)
+            case, ev, notice_cls = written
+            if self._durable and notice_cls is not None:
+                # The notice is kept with its event; the outbox hands it over.
+                tx.add_outbox(notice_cls.name, ev.at, case_id=case.id, seq=ev.seq)
+            return written, tx.outbox_written
+
         attempts = 1 + (self._retries if key is not None else 0)
         attempt = 0
         collided = False
         while True:
             attempt += 1
             try:
-                with self._storage.write(retryable=True) as tx:
-                    case, ev, notice_cls = write(tx)
-                    if self._durable and notice_cls is not None:
-                        # The notice is kept with its event; the outbox hands it over.
-                        tx.add_outbox(notice_cls.name, ev.at, case_id=case.id, seq=ev.seq)
-                    outbox = tx.outbox_written
+                (case, ev, notice_cls), outbox = self._storage.submit(work, retryable=True)
                 break
             except DuplicateKey:
                 # Another command stored the same key (or case id) first: run once more to

@@ -8,16 +8,19 @@ the database's own message (which may quote stored data) kept to the masked log.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import CaseAltered, ConflictError, StoreError
 from .persistence import DatabaseUnavailable, RowAltered, StaleVersion, Store
+from .persistence.store import NestedWrite, StoreClosed
 from .persistence.tx import ReadTx, WriteTx
+
+T = TypeVar("T")
 
 
 class Storage:
@@ -42,6 +45,13 @@ class Storage:
         with _mapped(retryable), self.store.write() as tx:
             yield tx
 
+    def submit(self, work: Callable[[WriteTx], T], *, retryable: bool = False) -> T:
+        """Run one command's ``work(tx)`` in the store's write lane (committed with the
+        commands waiting beside it on SQLite, see :meth:`Store.submit`); what it returned,
+        once committed. ``retryable`` as for :meth:`write`."""
+        with _mapped(retryable):
+            return self.store.submit(work)
+
     def errors(self, retryable: bool = False) -> Any:
         """A context in which the storage layer's errors become the engine's (for work
         that runs on the store without a transaction of this class: reports, ledgers)."""
@@ -59,6 +69,12 @@ def _mapped(retryable: bool = False) -> Iterator[None]:
         raise ConflictError(e.case_id, e.expected, e.actual) from None
     except RowAltered as e:
         raise CaseAltered(e.case_id, e.why) from None
+    except StoreClosed:
+        raise StoreError("the engine was closed before the command could run; nothing of it "
+                         "was written") from None
+    except NestedWrite:
+        raise StoreError("a command was started inside another command's transaction (from a "
+                         "guard, an action or a hook); on SQLite it can only run after it") from None
     except DatabaseUnavailable as e:
         if retryable:
             raise

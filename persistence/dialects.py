@@ -1,7 +1,8 @@
 """What differs between SQLite and PostgreSQL, kept in one place.
 
 SQLite: one writer at a time; a command opens its transaction with
-``BEGIN IMMEDIATE`` so it holds the write lock before it reads the case.
+``BEGIN IMMEDIATE`` so it holds the write lock before it reads the case, and the
+store queues a process's writes in one lane (:class:`persistence.store.WriteLane`).
 PostgreSQL: a command locks the case row with ``SELECT ... FOR UPDATE``;
 timer claims use ``FOR UPDATE SKIP LOCKED``.
 """
@@ -23,6 +24,10 @@ class Dialect:
     """The PostgreSQL (and default) behaviour."""
 
     name = "postgresql"
+    #: One writer at a time for the whole database: the store queues its process's writes
+    #: in one lane and commits the commands waiting there together (SQLite). PostgreSQL
+    #: locks rows: writers run side by side, each command its own transaction.
+    one_writer = False
 
     def engine_kwargs(self, url: str, *, pool_size: int) -> dict[str, Any]:
         return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
@@ -79,6 +84,7 @@ class SQLiteDialect(Dialect):
     """SQLite file: WAL, foreign keys, busy timeout, chosen synchronous level."""
 
     name = "sqlite"
+    one_writer = True
 
     def __init__(self, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
