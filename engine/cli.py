@@ -1,8 +1,8 @@
 """casework's command line: the console script ``casework``.
 
 Cases: open, fire, show, timeline. Definitions: validate, schema, diagram, migrate.
-The scheduler: serve, recompute-deadlines. The HTTP API: serve-http. Operators: report, verify, export,
-import, db upgrade / db current. And the demo.
+The scheduler: serve, recompute-deadlines. The HTTP API: serve-http. Operators: report,
+rebuild-figures, verify, export, import, db upgrade / db current. And the demo.
 
 Settings come from ``--config``, else the file named by ``$CASEWORK_CONFIG``, else
 the caller's default (the repository's ``run.py`` passes ``config/casework.toml``),
@@ -494,15 +494,20 @@ def db_current(ctx: click.Context) -> None:
               help="write to a file")
 @click.option("--chart", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also draw per-unit open/overdue bars (PNG or SVG by the file's suffix)")
+@click.option("--source", type=click.Choice(["auto", "figures", "events"]), default="auto",
+              show_default=True,
+              help="the maintained figures, or a count from the events (auto: the figures "
+                   "wherever they can answer)")
 @click.pass_context
 def report(ctx: click.Context, workflow: str, start: str | None, end: str | None, by: str | None,
-           filters: tuple[str, ...], fmt: str, out: Path | None, chart: Path | None) -> None:
+           filters: tuple[str, ...], fmt: str, out: Path | None, chart: Path | None,
+           source: str) -> None:
     """Print a workflow's report (the figures its definition declares)."""
     from .views import report_table
 
     with _engine(ctx) as engine:
         where = parse_values(filters, engine.workflow(workflow).fields, option="--where")
-        rep = engine.report(workflow, start=start, end=end, by=by, where=where)
+        rep = engine.report(workflow, start=start, end=end, by=by, where=where, source=source)
         render: dict[str, Callable[[], str]] = {
             "table": lambda: report_table(rep, _width()), "csv": rep.to_csv, "json": rep.to_json}
         text = render[fmt]()
@@ -517,6 +522,27 @@ def report(ctx: click.Context, workflow: str, start: str | None, end: str | None
             rows = [(u, int(r.get("in_progress") or 0), int(r.get("overdue") or 0))
                     for u, r in per_unit.rows.items()]
             click.echo(f"wrote {render_unit_chart(rows, chart, chart.suffix.lstrip('.') or 'png')}")
+
+
+@cli.command("rebuild-figures")
+@click.option("--workflow", default=None, help="one workflow (default: every one with a report)")
+@click.option("--check", is_flag=True,
+              help="recompute from the events and name every difference; change nothing")
+@click.pass_context
+def rebuild_figures(ctx: click.Context, workflow: str | None, check: bool) -> None:
+    """Rebuild the maintained report figures from the cases and events (or check them)."""
+    with _engine(ctx) as engine:
+        results = engine.rebuild_figures(workflow, check=check)
+        for r in results:
+            what = "checked" if check else "rebuilt"
+            click.echo(f"{r.workflow}: {what} {r.cells} figure cell(s) and {r.stays} stay(s) "
+                       f"from {r.cases} case(s) in {r.seconds:.1f} s")
+            for d in r.differences:
+                click.echo(f"  differs: {d}")
+        if not results:
+            click.echo("no loaded workflow declares report figures")
+        if any(r.differences for r in results):
+            raise SystemExit(1)
 
 
 @cli.command()

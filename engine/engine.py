@@ -24,6 +24,7 @@ from .convert import timer_of
 from .documents import Document, DocumentLimits, DocumentStore
 from .errors import SettingsError, StoreError
 from .events import Subscribers
+from .figures import FiguresCheck, Tally
 from .keys import default_key_file, load_or_create
 from .ledger import Ledger
 from .machine import NamedAction, NamedGuard, TimingOptions
@@ -114,6 +115,8 @@ class Engine:
         self._registry = Registry(self._storage, self.clock, CompileOptions(
             dict(guards or {}), dict(actions or {}), dict(functions or {}), timing))
         registry = self._registry
+        self._tally = Tally(self._storage, self._registry, self.clock)
+        self._storage.on_written(self._tally.flush)
         self._subscribers = Subscribers(lambda name, version: registry.get(name, version).pii)
         self._outbox = Outbox(self._storage, self._subscribers, self.clock, lease=timedelta(
             seconds=opts.get("notice_lease_seconds", NOTICE_LEASE.total_seconds())))
@@ -127,7 +130,8 @@ class Engine:
                                     lease=timedelta(seconds=opts.get("lease_seconds", 60)))
         self._migrator = Migrator(self._storage, self._registry, self.clock)
         self._search = Search(self._storage, self._registry, self.clock)
-        self._ledger = Ledger(self._storage, self._registry, self.clock, docs)
+        self._ledger = Ledger(self._storage, self._registry, self.clock, docs,
+                              after_import=self._tally.add_cases)
         self._registry.load(workflows)
         self._scheduler.ensure_cron_timers(self.clock.now())
         if durable_notices:
@@ -312,15 +316,30 @@ class Engine:
 
     def report(self, workflow: str, *, start: date | datetime | str | None = None,
                end: date | datetime | str | None = None, by: str | None = None,
-               where: Mapping[str, Any] | None = None) -> Report:
-        """The figures ``workflow`` declares for ``[start, end)``, computed by SQL.
+               where: Mapping[str, Any] | None = None, source: str = "auto") -> Report:
+        """The figures ``workflow`` declares for ``[start, end)``.
 
         ``by`` breaks them down by a case field (``unit``, ``source``...); ``where`` keeps
         the cases whose fields match (a value, a list, or a declared group's name).
+        ``source``: ``figures`` reads the figures each command maintains (a few rows per
+        day; periods from local midnight to local midnight, no ``where``), ``events``
+        counts from the cases and events, ``auto`` (the default) the figures wherever
+        they can answer. :attr:`Report.source` says which answered.
         """
         with self._storage.errors():
             return build_report(self._storage, self._registry, self.clock, workflow,
-                                start=start, end=end, by=by, where=where)
+                                start=start, end=end, by=by, where=where, source=source,
+                                tally=self._tally)
+
+    def rebuild_figures(self, workflow: str | None = None, *,
+                        check: bool = False) -> list[FiguresCheck]:
+        """Recompute the maintained report figures of ``workflow`` (every workflow with a
+        report if None) from the cases and events; with ``check``, change nothing and name
+        every difference between the stored figures and the events."""
+        names = [workflow] if workflow is not None else [w.name for w in self._registry.latest()]
+        with self._storage.errors():
+            return [self._tally.check(n) if check else self._tally.rebuild(n)
+                    for n in names if self._tally.plan(n) is not None]
 
     def what_if(self, case_id: str, proposals: Sequence[Proposal], *,
                 until: datetime) -> WhatIf:

@@ -12,7 +12,7 @@ its databases); ``masked=True`` writes a copy for outside readers that cannot be
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import orjson
@@ -37,8 +37,10 @@ class Ledger:
     """Exports and imports whole cases with their histories."""
 
     def __init__(self, storage: Storage, registry: Registry, clock: Clock,
-                 documents: DocumentStore | None = None) -> None:
+                 documents: DocumentStore | None = None,
+                 after_import: Callable[[WriteTx, list[str]], None] | None = None) -> None:
         self._documents = documents or DocumentStore()
+        self._after_import = after_import
         self._storage = storage
         self._registry = registry
         self._clock = clock
@@ -107,7 +109,8 @@ class Ledger:
             with self._storage.errors():
                 return ledger.import_cases(self._storage.store, inp, now=to_db(self._clock.now()),
                                            check_history=check, party_key=key_of,
-                                           holders=held_by, keep_document=self._keep)
+                                           holders=held_by, keep_document=self._keep,
+                                           after_write=self._after_import)
         except LedgerError as e:
             raise LedgerRefused(str(e), e.problems) from None
 

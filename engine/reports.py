@@ -20,6 +20,7 @@ from .calendars import WorkdayIndex
 from .clock import Clock, from_db, to_db
 from .definition import FigureSpec
 from .errors import InvalidQuery
+from .figures import TOTAL, UNIT, Plan, Tally, key_value, resolve_where
 from .machine import CompiledWorkflow
 from .persistence.reporting import ALL, ReportQueries, Scope
 from .registry import Registry
@@ -48,6 +49,10 @@ class Report:
     # Cases closed in the period per group: (cases, mean calendar days, mean working days).
     resolution: Mapping[str, tuple[int, float, float]] = field(default_factory=dict)
     reassignments: Mapping[str, int] = field(default_factory=dict)  # per lead unit
+    # "figures": read from the maintained figures; "events": counted from the events
+    # (``note`` says why the figures could not answer, when they were not asked to).
+    source: str = "events"
+    note: str = ""
 
     def value(self, figure: str, group: str | None = None) -> float | None:
         return self.totals[figure] if group is None else self.rows[group][figure]
@@ -70,6 +75,7 @@ class Report:
                                     "average_working_days": round(work, 2)}
                                 for g, (n, cal, work) in self.resolution.items()},
             "reassignments_by_unit": dict(self.reassignments),
+            "source": self.source, **({"note": self.note} if self.note else {}),
         }
 
     def to_json(self) -> str:
@@ -104,29 +110,17 @@ def _instant(value: date | datetime | str | None, wf: CompiledWorkflow) -> datet
     return to_db(value)
 
 
-def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
-    """Filters on case fields: a value, a list of values, or the name of a declared group."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for key, v in (where or {}).items():
-        if key not in wf.fields:
-            raise InvalidQuery(f"report filter: {wf.name!r} has no field {key!r}")
-        if key in wf.pii:
-            raise InvalidQuery(f"report filter: {key!r} is personal data (pii) and cannot filter")
-        groups = wf.spec.report.groups.get(key, {})
-        if isinstance(v, str) and v in groups:
-            out[key] = tuple(groups[v])
-        elif isinstance(v, (list, tuple)):
-            out[key] = tuple(v)
-        else:
-            out[key] = (v,)
-    return out
+SOURCES = ("auto", "figures", "events")
 
 
 def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: str, *,
                  start: date | datetime | str | None = None,
                  end: date | datetime | str | None = None, by: str | None = None,
-                 where: Mapping[str, Any] | None = None) -> Report:
-    """The declared figures of ``workflow`` for ``[start, end)``, optionally per ``by``."""
+                 where: Mapping[str, Any] | None = None, source: str = "auto",
+                 tally: Tally | None = None) -> Report:
+    """The declared figures of ``workflow`` for ``[start, end)``, optionally per ``by``:
+    from the maintained figures of ``tally`` where they can answer (``source``), else
+    counted from the cases and events."""
     wf = registry.get(workflow)
     spec = wf.spec.report
     if not spec.figures:
@@ -136,10 +130,69 @@ def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: s
     if by is not None and by not in spec.by:
         raise InvalidQuery(f"report: {workflow!r} is not broken down by {by!r}; its definition "
                             f"allows {list(spec.by)}")
+    if source not in SOURCES:
+        raise InvalidQuery(f"report: source must be one of {list(SOURCES)}, not {source!r}")
     lo, hi = _instant(start, wf), _instant(end, wf)
     base = resolve_where(wf, where)
     q = ReportQueries(storage.store)
     at_end = hi or to_db(clock.now())
+    with q.snapshot():
+        plan = tally.plan(wf.name) if tally is not None else None
+        why = ("the figures were not asked for" if source == "events"
+               else _why_not_figures(q, plan, wf, lo, hi, base))
+        if source == "figures" and why:
+            raise InvalidQuery(f"report: the maintained figures cannot answer: {why}")
+        if why is None:
+            assert plan is not None
+            parts = _FromFigures(q, plan, wf, lo, hi, at_end).parts(by)
+        else:
+            parts = _from_events(q, wf, lo, hi, at_end, by, base)
+    tz = wf.timing.calendar.tz
+    totals, rows, overdue, esc, tis, closed, moved = parts
+    return Report(
+        workflow=wf.name, start=from_db(lo).astimezone(tz) if lo else None,
+        end=from_db(hi).astimezone(tz) if hi else None,
+        by=by, where=base,
+        labels={n: f.label or n.replace("_", " ") for n, f in spec.figures.items()},
+        totals=totals, rows=rows, overdue=overdue, escalations=esc, time_in_state=tis,
+        resolution=closed, reassignments=moved,
+        ratios=frozenset(n for n, f in spec.figures.items() if f.ratio is not None),
+        source="figures" if why is None else "events",
+        note=why if (why is not None and source == "auto") else "")
+
+
+_Parts = tuple[dict[str, float | None], dict[str, dict[str, float | None]],
+               tuple[int, float, float], dict[str, int], dict[str, tuple[int, float, float]],
+               dict[str, tuple[int, float, float]], dict[str, int]]
+
+
+def _rows(wf: CompiledWorkflow, values: Mapping[str, Mapping[str | None, float]]
+          ) -> dict[str | None, dict[str, float | None]]:
+    """Each group's figures (ratios from their two parts) from each figure's values per group."""
+    spec = wf.spec.report
+    groups = sorted({g for v in values.values() for g in v}, key=lambda g: (g is None, str(g)))
+    out: dict[str | None, dict[str, float | None]] = {}
+    for g in groups or [ALL]:
+        row: dict[str, float | None] = {}
+        for name, fig in spec.figures.items():
+            if fig.ratio is None:
+                row[name] = float(values[name].get(g, 0))
+            else:
+                num, den = (values[p].get(g, 0) for p in fig.ratio)
+                row[name] = (num / den) if den else None
+        out[g] = row
+    return out
+
+
+def _named(groups: Mapping[str | None, Any]) -> dict[str, Any]:
+    return {str(g) if g is not None else "(none)": r for g, r in groups.items()}
+
+
+def _from_events(q: ReportQueries, wf: CompiledWorkflow, lo: datetime | None,
+                 hi: datetime | None, at_end: datetime, by: str | None,
+                 base: dict[str, tuple[Any, ...]]) -> _Parts:
+    """The report counted from the cases and events: one aggregate query per figure."""
+    spec = wf.spec.report
 
     def figure(fig: FigureSpec, scope: Scope) -> dict[str | None, float]:
         sc = Scope(scope.workflow, {**scope.where, **resolve_where(wf, fig.where)}, scope.by)
@@ -158,43 +211,121 @@ def build_report(storage: Storage, registry: Registry, clock: Clock, workflow: s
         raise InvalidQuery(f"figure kind {fig.count!r} is not known")
 
     def compute(scope: Scope) -> dict[str | None, dict[str, float | None]]:
-        values: dict[str, dict[str | None, float]] = {
-            name: figure(fig, scope) for name, fig in spec.figures.items() if fig.ratio is None}
-        groups = sorted({g for v in values.values() for g in v}, key=lambda g: (g is None, str(g)))
-        out: dict[str | None, dict[str, float | None]] = {}
-        for g in groups or [ALL]:
-            row: dict[str, float | None] = {}
-            for name, fig in spec.figures.items():
-                if fig.ratio is None:
-                    row[name] = float(values[name].get(g, 0))
-                else:
-                    num, den = (values[p].get(g, 0) for p in fig.ratio)
-                    row[name] = (num / den) if den else None
-            out[g] = row
+        return _rows(wf, {name: figure(fig, scope) for name, fig in spec.figures.items()
+                          if fig.ratio is None})
+
+    totals = compute(Scope(wf.name, base))[ALL]
+    rows = _named(compute(Scope(wf.name, base, by))) if by is not None else {}
+    overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
+    esc = q.escalations(Scope(wf.name, base), lo, hi)
+    tis = q.time_in_state(Scope(wf.name, base), lo, hi)
+    closed = q.resolution(Scope(wf.name, base, by), lo, hi)
+    moved = q.reassignments(Scope(wf.name, base), lo, hi)
+    return (totals, rows, overdue, {rung: n for (_, rung), n in esc.items()}, tis,
+            _resolution(wf, closed, by is not None), _named(moved))
+
+
+def _local_day(at: datetime | None, wf: CompiledWorkflow) -> str | None:
+    """The local date of a period bound, if it is a local midnight (else ``"?"``)."""
+    if at is None:
+        return None
+    local = from_db(at).astimezone(wf.timing.calendar.tz)
+    return local.date().isoformat() if local.time() == time(0) else "?"
+
+
+def _why_not_figures(q: ReportQueries, plan: Plan | None, wf: CompiledWorkflow,
+                     lo: datetime | None, hi: datetime | None,
+                     base: Mapping[str, Any]) -> str | None:
+    """Why the maintained figures cannot give this report (None: they can)."""
+    if plan is None:
+        return "this engine keeps no figures for the workflow"
+    if base:
+        return "a report filtered by case fields (where) is counted from the events"
+    if "?" in (_local_day(lo, wf), _local_day(hi, wf)):
+        return "the period does not start and end at a local midnight"
+    stored = q.figure_plan(wf.name)
+    if stored != plan.fingerprint:
+        return ("the figures are not built yet (casework rebuild-figures)" if stored is None
+                else "the figures follow another report definition (casework rebuild-figures)")
+    return None
+
+
+class _FromFigures:
+    """The report read from the maintained figures: a few summed rows per figure."""
+
+    def __init__(self, q: ReportQueries, plan: Plan, wf: CompiledWorkflow, lo: datetime | None,
+                 hi: datetime | None, at_end: datetime) -> None:
+        self.q, self.plan, self.wf, self.at_end = q, plan, wf, at_end
+        self.lo, self.hi = _local_day(lo, wf), _local_day(hi, wf)
+        self.open = [n for n, f, _ in plan.figures if f.count == "open"]
+
+    def values(self, dim: str) -> dict[str, dict[str | None, float]]:
+        q, w = self.q, self.plan.workflow
+        period = q.cells(w, dim, self.lo, self.hi)
+        upto = (q.cells(w, dim, None, self.hi,
+                        [p + n for n in self.open for p in ("@in:", "@out:")])
+                if self.open else {})
+
+        def group(v: str) -> str | None:
+            return ALL if dim == TOTAL else key_value(v)
+
+        out: dict[str, dict[str | None, float]] = {}
+        for name, fig, where in self.plan.figures:
+            got: dict[str | None, float] = {}
+            if fig.count == "overdue":
+                sc = Scope(w, where, None if dim == TOTAL else dim)
+                got = {g: float(v[0]) for g, v in q.overdue(sc, self.at_end).items()}
+            elif fig.count == "open":
+                for (f, v), n in upto.items():
+                    if f == "@in:" + name:
+                        got[group(v)] = got.get(group(v), 0.0) + n
+                    elif f == "@out:" + name:
+                        got[group(v)] = got.get(group(v), 0.0) - n
+                got = {g: n for g, n in got.items() if n > 0}
+            elif fig.sum is not None:
+                got = {group(v): period.get((name, v), 0.0)
+                       for (f, v), n in period.items() if f == "@n:" + name and n > 0}
+            else:
+                got = {group(v): n for (f, v), n in period.items() if f == name and n != 0}
+            out[name] = got
         return out
 
-    with q.snapshot():
-        totals = compute(Scope(wf.name, base))[ALL]
-        rows: dict[str, dict[str, float | None]] = {}
+    def parts(self, by: str | None) -> _Parts:
+        q, w, lo, hi = self.q, self.plan.workflow, self.lo, self.hi
+        totals = _rows(self.wf, self.values(TOTAL))[ALL]
+        rows = _named(_rows(self.wf, self.values(by))) if by is not None else {}
+        overdue = q.overdue(Scope(w, {}), self.at_end).get(ALL, (0, 0.0, 0.0))
+        total = q.cells(w, TOTAL, lo, hi)
+        esc = {f[5:]: int(n) for (f, _), n in total.items() if f.startswith("@esc:") and n}
+        tis: dict[str, tuple[int, float, float]] = {}
+        for (f, _), n in sorted(total.items()):
+            if f.startswith("@stay_n:") and n > 0:
+                state, count = f[8:], int(n)
+                secs = total.get(("@stay_s:" + state, TOTAL), 0.0)
+                p90 = q.stay_rank(w, state, lo, hi, -(-9 * count // 10))
+                tis[state] = (count, secs / count, p90 or 0.0)
+        closed: dict[str, tuple[int, float, float]] = {}
+
+        def resolution(cells: Mapping[tuple[str, str], float], key: Any) -> None:
+            for (f, v), n in cells.items():
+                if f == "@res_n" and n > 0:
+                    k = key(v)
+                    closed[k] = (int(n), cells.get(("@res_cal", v), 0.0) / n,
+                                 cells.get(("@res_work", v), 0.0) / n)
+
+        resolution(total, lambda v: "all")
         if by is not None:
-            per_group = compute(Scope(wf.name, base, by))
-            rows = {str(g) if g is not None else "(none)": r for g, r in per_group.items()}
-        overdue = q.overdue(Scope(wf.name, base), at_end).get(ALL, (0, 0.0, 0.0))
-        esc = q.escalations(Scope(wf.name, base), lo, hi)
-        tis = q.time_in_state(Scope(wf.name, base), lo, hi)
-        closed = q.resolution(Scope(wf.name, base, by), lo, hi)
-        moved = q.reassignments(Scope(wf.name, base), lo, hi)
-    tz = wf.timing.calendar.tz
-    return Report(
-        workflow=wf.name, start=from_db(lo).astimezone(tz) if lo else None,
-        end=from_db(hi).astimezone(tz) if hi else None,
-        by=by, where=base,
-        labels={n: f.label or n.replace("_", " ") for n, f in spec.figures.items()},
-        totals=totals, rows=rows, overdue=overdue,
-        escalations={rung: n for (_, rung), n in esc.items()}, time_in_state=tis,
-        resolution=_resolution(wf, closed, by is not None),
-        reassignments={str(u) if u is not None else "(none)": n for u, n in moved.items()},
-        ratios=frozenset(n for n, f in spec.figures.items() if f.ratio is not None))
+            resolution(q.cells(w, by, lo, hi, ["@res_n", "@res_cal", "@res_work"]),
+                       _shown)
+        moved: dict[str, int] = {_shown(v): int(n) for (_, v), n in
+                                 q.cells(w, UNIT, lo, hi, ["@reassign"]).items() if n}
+        return totals, rows, overdue, esc, tis, closed, moved
+
+
+def _shown(stored: str) -> str:
+    """A stored group value as a report names its group."""
+    v = key_value(stored)
+    return v if v is not None else "(none)"
 
 
 def _resolution(wf: CompiledWorkflow, closed: list[tuple[Any, datetime, datetime]],

@@ -28,6 +28,12 @@ class Storage:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._finish: Callable[[WriteTx], None] | None = None
+
+    def on_written(self, finish: Callable[[WriteTx], None]) -> None:
+        """Run ``finish(tx)`` at the end of every unit of write work, inside its
+        transaction (the maintained report figures: every way a case changes passes here)."""
+        self._finish = finish
 
     @property
     def backend(self) -> str:
@@ -44,13 +50,29 @@ class Storage:
         caller, which may try again (the command pipeline with an idempotency key)."""
         with _mapped(retryable), self.store.write() as tx:
             yield tx
+            if self._finish is not None:
+                self._finish(tx)
 
     def submit(self, work: Callable[[WriteTx], T], *, retryable: bool = False) -> T:
         """Run one command's ``work(tx)`` in the store's write lane (committed with the
         commands waiting beside it on SQLite, see :meth:`Store.submit`); what it returned,
         once committed. ``retryable`` as for :meth:`write`."""
+        finish = self._finish
+        if finish is None:
+            with _mapped(retryable):
+                return self.store.submit(work)
+
+        def finished(tx: WriteTx) -> T:
+            try:
+                out = work(tx)
+                finish(tx)
+            except BaseException:
+                tx.take_touched()  # this command rolls back alone; its cases are not counted
+                raise
+            return out
+
         with _mapped(retryable):
-            return self.store.submit(work)
+            return self.store.submit(finished)
 
     def errors(self, retryable: bool = False) -> Any:
         """A context in which the storage layer's errors become the engine's (for work

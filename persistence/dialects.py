@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Select, cast, event, func, literal
+from sqlalchemy import Float, Select, bindparam, cast, event, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -66,6 +66,26 @@ class Dialect:
     def insert_ignore(self, table: Any) -> Any:
         """An insert that does nothing when the row's key is already there."""
         return pg_insert(table).on_conflict_do_nothing()
+
+    def insert_add(self, table: Any, keys: tuple[str, ...], column: str) -> Any:
+        """An insert that, when the row's key is already there, adds to ``column`` instead."""
+        st = pg_insert(table).values({c.name: bindparam(c.name) for c in table.c})
+        return st.on_conflict_do_update(index_elements=list(keys),
+                                        set_={column: table.c[column] + st.excluded[column]})
+
+    @staticmethod
+    def group_text(value: Any) -> str | None:
+        """A field's value as :meth:`json_field` reads it (the text a breakdown shows)."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value, ensure_ascii=False)
+
+    def lock_figures(self, cur: Any) -> None:
+        """Hold off the commands' figure updates while the figures are rebuilt: a command
+        that committed before is in the rebuild's reading, one after adds its own."""
+        cur.execute("LOCK TABLE report_figures, report_stays IN SHARE ROW EXCLUSIVE MODE")
 
     def schema_lock(self, conn: Any) -> None:
         """Serialize schema creation between processes (inside a transaction)."""
@@ -148,6 +168,24 @@ class SQLiteDialect(Dialect):
 
     def insert_ignore(self, table: Any) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()
+
+    def insert_add(self, table: Any, keys: tuple[str, ...], column: str) -> Any:
+        st = sqlite_insert(table).values({c.name: bindparam(c.name) for c in table.c})
+        return st.on_conflict_do_update(index_elements=list(keys),
+                                        set_={column: table.c[column] + st.excluded[column]})
+
+    @staticmethod
+    def group_text(value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, (int, float)):
+            return str(value)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def lock_figures(self, cur: Any) -> None:
+        """The write transaction holds the database's write lock already."""
 
     def schema_lock(self, conn: Any) -> None:
         """The transaction began with BEGIN IMMEDIATE: it holds the write lock already."""

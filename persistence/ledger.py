@@ -527,7 +527,8 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
                  check_history: HistoryCheck | None = None,
                  party_key: Callable[[dict[str, Any]], str | None] | None = None,
                  holders: Callable[[dict[str, Any]], list[tuple[str, str, str, datetime | None]]]
-                 | None = None, keep_document: DocumentKeeper | None = None) -> ImportResult:
+                 | None = None, keep_document: DocumentKeeper | None = None,
+                 after_write: Callable[[WriteTx, list[str]], None] | None = None) -> ImportResult:
     """Check the whole ledger in ``inp``, then write it in one transaction; refuse it whole
     with :class:`LedgerError` (nothing written) if anything is wrong.
 
@@ -535,7 +536,8 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
     workflow's rules could not have produced (the engine replays them); ``party_key(row)``
     gives a case's key for matching the petitioner's other cases under this office's
     secret; ``holders(row)`` who holds it. Each imported row is sealed anew under the
-    target's key.
+    target's key. ``after_write(tx, case_ids)`` runs in the same transaction once the
+    cases are written (the engine adds them to its maintained report figures).
     """
     problems: list[str] = []
     ledger = _read(store, inp, problems, check_history)
@@ -552,7 +554,10 @@ def import_cases(store: Store, inp: TextIO, *, now: datetime | None = None,
             if keep_document is not None:
                 for sha, (media, content) in ledger.documents.items():
                     keep_document(tx, sha, media, content)
-            return _write(tx, ledger, missing_versions, now, party_key, holders)
+            result = _write(tx, ledger, missing_versions, now, party_key, holders)
+            if after_write is not None:
+                after_write(tx, result.case_ids)
+            return result
     except (DuplicateKey, dbapi.IntegrityError) as e:
         raise LedgerError([f"another process wrote one of these cases or idempotency keys while "
                            f"the file was being imported ({e})"]) from None

@@ -209,3 +209,50 @@ class DocumentRow(SQLModel, table=True):
 
 
 documents = DocumentRow.__table__  # type: ignore[attr-defined]
+
+
+class FigureCellRow(SQLModel, table=True):
+    """One maintained report figure for one local day and one group: how many (or how
+    much) of ``figure`` the cases of ``workflow`` whose breakdown field ``dim`` has the
+    value ``value`` gave that day. ``dim`` and ``value`` are empty for the total; the
+    engine keeps these in each command's transaction so a report sums a few rows."""
+
+    __tablename__ = "report_figures"
+
+    workflow: str = Field(primary_key=True, max_length=64)
+    dim: str = Field(primary_key=True, max_length=64)
+    figure: str = Field(primary_key=True, max_length=160)
+    value: str = Field(primary_key=True, max_length=512)
+    day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD in the workflow's zone
+    n: float = 0.0
+
+
+class StayRow(SQLModel, table=True):
+    """One completed stay of a case in a state (ended by the event ``seq``), kept for the
+    time-in-state percentiles of reports."""
+
+    __tablename__ = "report_stays"
+    __table_args__ = (Index("ix_report_stays_state_secs", "workflow", "state", "secs"),)
+
+    case_id: str = Field(primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True)
+    workflow: str = Field(max_length=64)
+    state: str = Field(max_length=128)
+    day: str = Field(max_length=10)
+    secs: float
+
+
+class FigurePlanRow(SQLModel, table=True):
+    """Which report definition the maintained figures of a workflow follow (a digest of
+    its figures, breakdowns and zone); a report uses them only while it matches."""
+
+    __tablename__ = "report_plans"
+
+    workflow: str = Field(primary_key=True, max_length=64)
+    fingerprint: str = Field(max_length=64)
+    built_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+report_figures = FigureCellRow.__table__  # type: ignore[attr-defined]
+report_stays = StayRow.__table__  # type: ignore[attr-defined]
+report_plans = FigurePlanRow.__table__  # type: ignore[attr-defined]

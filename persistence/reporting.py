@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql.elements import ColumnElement
 
-from .sql import C, E
+from .sql import C, E, F, P, S
 from .store import Store
 
 Where = Mapping[str, Sequence[Any]]
@@ -72,7 +72,8 @@ class ReportQueries:
             return list(conn.execute(stmt))
 
     @staticmethod
-    def _period(col: Any, start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
+    def _period(col: Any, start: datetime | str | None, end: datetime | str | None
+                ) -> list[ColumnElement[bool]]:
         out = []
         if start is not None:
             out.append(col >= start)
@@ -193,3 +194,28 @@ class ReportQueries:
         rows = self._run(select(ranked.c.state, func.max(ranked.c.n), func.avg(ranked.c.secs), p90)
                          .group_by(ranked.c.state))
         return {state: (int(n), float(avg or 0), float(p or 0)) for state, n, avg, p in rows}
+
+    # -- the maintained figures (see casework.figures) ---------------------
+    def figure_plan(self, workflow: str) -> str | None:
+        rows = self._run(select(P.c.fingerprint).where(P.c.workflow == workflow))
+        return rows[0][0] if rows else None
+
+    def cells(self, workflow: str, dim: str, start: str | None, end: str | None,
+              figures: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
+        """The maintained cells of ``workflow`` for one breakdown (``""``: the total) summed
+        over the local days ``[start, end)``: (figure, value) -> sum."""
+        conds = [F.c.workflow == workflow, F.c.dim == dim, *self._period(F.c.day, start, end)]
+        if figures is not None:
+            conds.append(F.c.figure.in_(list(figures)))
+        rows = self._run(select(F.c.figure, F.c.value, func.sum(F.c.n)).where(*conds)
+                         .group_by(F.c.figure, F.c.value))
+        return {(r[0], r[1]): float(r[2] or 0) for r in rows}
+
+    def stay_rank(self, workflow: str, state: str, start: str | None, end: str | None,
+                  rank: int) -> float | None:
+        """The ``rank``-th shortest (from 1) completed stay in ``state`` that ended in the
+        local days ``[start, end)``, in seconds."""
+        rows = self._run(select(S.c.secs).where(S.c.workflow == workflow, S.c.state == state,
+                                                *self._period(S.c.day, start, end))
+                         .order_by(S.c.secs).limit(1).offset(rank - 1))
+        return float(rows[0][0]) if rows else None

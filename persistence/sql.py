@@ -24,6 +24,9 @@ T = models.timers
 W = models.workflow_versions
 R = models.reports
 O = models.outbox  # noqa: E741
+F = models.report_figures
+S = models.report_stays
+P = models.report_plans
 
 # Written into the SQL, not bound: the planner can then use the partial indexes that hold only
 # pending timers (a bound ``status = ?`` cannot prove the index's condition).
@@ -218,6 +221,37 @@ class Statements:
                                     .values(claimed_by=None, lease_until=None))
         self.deliver_outbox = c(update(O).where(O.c.id == bindparam("b_id"))
                                 .values(delivered_at=bindparam("at")))
+
+        # maintained report figures
+        self.add_figures = c(dialect.insert_add(F, ("workflow", "dim", "figure", "value", "day"),
+                                                "n"))
+        self.insert_stay = c(_values(S, tuple(S.c)))
+        self.drop_stays = c(delete(S).where(S.c.case_id == bindparam("b_case")))
+        self.last_move = c(
+            select(E.c.at, E.c.to_state)
+            .where(E.c.case_id == bindparam("id"), E.c.seq < bindparam("seq"),
+                   or_(E.c.kind == literal_column("'open'"),
+                       (E.c.kind.in_([literal_column("'transition'"), literal_column("'migration'")]))
+                       & or_(E.c.from_state.is_(None), E.c.from_state != E.c.to_state)))
+            .order_by(E.c.seq.desc()).limit(1))
+        self.figure_plan = c(select(P.c.fingerprint).where(P.c.workflow == bindparam("workflow")))
+        self.insert_plan = c(_values(P, tuple(P.c)))
+        self.drop_plan = c(delete(P).where(P.c.workflow == bindparam("b_workflow")))
+        self.drop_figures = c(delete(F).where(F.c.workflow == bindparam("b_workflow")))
+        self.drop_all_stays = c(delete(S).where(S.c.workflow == bindparam("b_workflow")))
+        self.count_cases_wf = c(select(func.count()).select_from(C)
+                                .where(C.c.workflow == bindparam("workflow")))
+        self.cases_after = c(select(*CASE_COLS)
+                             .where(C.c.workflow == bindparam("workflow"), C.c.id > bindparam("after"))
+                             .order_by(C.c.id).limit(bindparam("limit")))
+        self.events_between = c(select(*EVENT_COLS).select_from(E.join(C, C.c.id == E.c.case_id))
+                                .where(C.c.workflow == bindparam("workflow"),
+                                       E.c.case_id > bindparam("lo"), E.c.case_id <= bindparam("hi"))
+                                .order_by(E.c.case_id, E.c.seq))
+        self.all_figures = c(select(F.c.dim, F.c.figure, F.c.value, F.c.day, F.c.n)
+                             .where(F.c.workflow == bindparam("workflow")))
+        self.all_stays = c(select(S.c.case_id, S.c.seq, S.c.state, S.c.day, S.c.secs)
+                           .where(S.c.workflow == bindparam("workflow")))
 
     def open_by_state(self) -> Statement:
         """Open and overdue cases of a workflow counted per state."""

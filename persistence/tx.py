@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from copy import copy
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -32,6 +33,7 @@ class ReadTx:
     def __init__(self, sql: Statements, dialect: Dialect, cur: Any,
                  keyring: Keyring | None = None) -> None:
         self.sql = sql
+        self.dialect = dialect
         self.cur = cur
         self.keyring = keyring
         self._dt_in = dialect.datetime_in
@@ -152,6 +154,40 @@ class ReadTx:
         for case_id, group in groupby(rows, key=lambda r: r[0]):
             yield case_id, self._check_case(case_id, list(group))
 
+    def case_batches(self, workflow: str, size: int = 2_000
+                     ) -> Iterator[list[tuple[CaseRecord, list[EventRecord]]]]:
+        """Every case of ``workflow`` with its events, in batches by id (keyset, so a large
+        database is read a batch at a time on both drivers)."""
+        after = ""
+        while True:
+            cases = [self._case(r) for r in self._run(
+                self.sql.cases_after, {"workflow": workflow, "after": after, "limit": size}
+            ).fetchall()]
+            if not cases:
+                return
+            events: dict[str, list[EventRecord]] = {c.id: [] for c in cases}
+            for r in self._run(self.sql.events_between, {"workflow": workflow, "lo": after,
+                                                         "hi": cases[-1].id}).fetchall():
+                ev = self._event(r)
+                if ev.case_id in events:
+                    events[ev.case_id].append(ev)
+            yield [(c, events[c.id]) for c in cases]
+            after = cases[-1].id
+
+    def figure_plan(self, workflow: str) -> str | None:
+        row = self._run(self.sql.figure_plan, {"workflow": workflow}).fetchone()
+        return row[0] if row is not None else None
+
+    def stored_figures(self, workflow: str
+                       ) -> tuple[dict[tuple[str, str, str, str], float],
+                                  dict[tuple[str, int], tuple[str, str, float]]]:
+        """The maintained cells and stays of ``workflow`` as stored."""
+        cells = {(d, f, v, day): float(n) for d, f, v, day, n in self._run(
+            self.sql.all_figures, {"workflow": workflow}).fetchall()}
+        stays = {(c, int(q)): (s, d, float(x)) for c, q, s, d, x in self._run(
+            self.sql.all_stays, {"workflow": workflow}).fetchall()}
+        return cells, stays
+
     def case_ids(self, workflow: str | None = None) -> list[str]:
         if workflow is None:
             return [r[0] for r in self._run(self.sql.case_ids, {}).fetchall()]
@@ -267,6 +303,16 @@ class ReadTx:
         return self._dt_in(value)
 
 
+class Touched:
+    """A case one command wrote: as it was locked (None if opened), as written, its new events."""
+
+    __slots__ = ("after", "before", "events")
+
+    def __init__(self, before: CaseRecord | None, after: CaseRecord | None,
+                 events: list[EventRecord]) -> None:
+        self.before, self.after, self.events = before, after, events
+
+
 def _indexed(case: CaseRecord) -> tuple[Any, ...]:
     return (case.final, case.party_key, case.unit, case.next_due_at)
 
@@ -299,6 +345,11 @@ class WriteTx(ReadTx):
         self.outbox_written = False
         # The indexed columns of each case as last stored (see sql.CASE_INDEXED).
         self._indexed_read: dict[str, tuple[Any, ...]] = {}
+        # The cases this transaction wrote since the last :meth:`take_touched`: case id ->
+        # (the case as locked, None if new; as written; the events added), for the
+        # maintained report figures.
+        self._locked: dict[str, CaseRecord] = {}
+        self.touched: dict[str, Touched] = {}
 
     def lock_case(self, case_id: str) -> CaseRecord | None:
         """Read the case and hold it against other writers until commit; a row whose seal
@@ -311,6 +362,7 @@ class WriteTx(ReadTx):
             raise RowAltered(case_id, why)
         rec = self._case(row)
         self._indexed_read[case_id] = _indexed(rec)
+        self._locked[case_id] = copy(rec)
         return rec
 
     def save_workflow_version(self, name: str, version: str, definition: str, source: str,
@@ -374,6 +426,7 @@ class WriteTx(ReadTx):
         values.update(id=case.id, workflow=case.workflow, opened_at=self._dt_in(case.opened_at))
         self._run(self.sql.insert_case, values)
         self._indexed_read[case.id] = _indexed(case)
+        self.touched[case.id] = Touched(None, case, [])
 
     def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
         """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
@@ -388,6 +441,11 @@ class WriteTx(ReadTx):
         if cur.rowcount != 1:
             row = self._run(self.sql.row_version, {"id": case.id}).fetchone()
             raise StaleVersion(case.id, expected_row_version, row[0] if row else None)
+        t = self.touched.get(case.id)
+        if t is None:
+            self.touched[case.id] = Touched(self._locked.get(case.id), case, [])
+        else:
+            t.after = case
 
     def insert_event(self, ev: EventRecord) -> None:
         """Insert the event last built by :meth:`chain_event`."""
@@ -401,6 +459,55 @@ class WriteTx(ReadTx):
             "idempotency_key": ev.idempotency_key, "prev_hash": ev.prev_hash, "hash": ev.hash,
             "key_id": ev.key_id, "command_digest": ev.command_digest,
         })
+        t = self.touched.get(ev.case_id)
+        if t is None:
+            self.touched[ev.case_id] = t = Touched(self._locked.get(ev.case_id), None, [])
+        t.events.append(ev)
+
+    def take_touched(self) -> dict[str, Touched]:
+        """The cases written since the last call (and forget them)."""
+        out, self.touched = self.touched, {}
+        return out
+
+    # -- maintained report figures -----------------------------------------
+    def add_figures(self, workflow: str,
+                    cells: Iterable[tuple[tuple[str, str, str, str], float]]) -> None:
+        """Add ``n`` to each ((dim, figure, value, day), n) cell of ``workflow``."""
+        st = self.sql.add_figures
+        rows = [st.params({"workflow": workflow, "dim": d, "figure": f, "value": v, "day": day,
+                           "n": n}) for (d, f, v, day), n in cells]
+        if rows:
+            self.cur.executemany(st.sql, rows)
+
+    def add_stays(self, workflow: str, stays: Iterable[tuple[str, int, str, str, float]]) -> None:
+        """Record completed stays: (case id, seq of the event that ended it, state, day, secs)."""
+        st = self.sql.insert_stay
+        rows = [st.params({"case_id": c, "seq": q, "workflow": workflow, "state": s, "day": d,
+                           "secs": x}) for c, q, s, d, x in stays]
+        if rows:
+            self.cur.executemany(st.sql, rows)
+
+    def drop_stays(self, case_id: str) -> None:
+        self._run(self.sql.drop_stays, {"b_case": case_id})
+
+    def last_move(self, case_id: str, before_seq: int) -> tuple[datetime, str] | None:
+        """When the case last entered a state before event ``before_seq``, and which."""
+        row = self._run(self.sql.last_move, {"id": case_id, "seq": before_seq}).fetchone()
+        return (self._dt_out(row[0]), row[1]) if row is not None else None
+
+    def set_figure_plan(self, workflow: str, fingerprint: str, at: datetime) -> None:
+        self._run(self.sql.drop_plan, {"b_workflow": workflow})
+        self._run(self.sql.insert_plan, {"workflow": workflow, "fingerprint": fingerprint,
+                                         "built_at": self._dt_in(at)})
+
+    def drop_figures(self, workflow: str) -> None:
+        """Forget the maintained figures of ``workflow`` (before a rebuild)."""
+        self.dialect.lock_figures(self.cur)
+        for st in (self.sql.drop_figures, self.sql.drop_all_stays, self.sql.drop_plan):
+            self._run(st, {"b_workflow": workflow})
+
+    def count_cases_of(self, workflow: str) -> int:
+        return int(self._run(self.sql.count_cases_wf, {"workflow": workflow}).fetchone()[0])
 
     def set_assignments(self, case_id: str,
                         rows: Iterable[tuple[str, str, str, datetime | None]]) -> None:

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from casework import Engine, FrozenClock
@@ -104,3 +105,26 @@ def any_engine(db_url: str, clock: FrozenClock) -> Iterator[Engine]:
     """An engine on each backend in turn (SQLite file, PostgreSQL schema)."""
     with Engine(db_url, [PETITION, COMPLAINT], clock=clock) as e:
         yield e
+
+
+def assert_reports_agree(engine: Engine, workflow: str, **kw: Any) -> None:
+    """The report read from the maintained figures is the report counted from the events."""
+    a = engine.report(workflow, source="figures", **kw)
+    b = engine.report(workflow, source="events", **kw)
+    assert (a.source, b.source) == ("figures", "events")
+
+    def close(x: Any, y: Any) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            return len(x) == len(y) and all(close(p, q) for p, q in zip(x, y, strict=True))
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y)) + 1e-3 * isinstance(x, float)
+        return bool(x == y)
+
+    for part in ("totals", "rows", "overdue", "escalations", "time_in_state", "resolution",
+                 "reassignments"):
+        got, want = getattr(a, part), getattr(b, part)
+        assert close(dict(got) if isinstance(got, dict) else got,
+                     dict(want) if isinstance(want, dict) else want), (
+            f"{part} ({kw}): from the figures {got}, from the events {want}")

@@ -27,7 +27,7 @@ import pytest
 from casework import Engine, FrozenClock
 from casework.views import report_table
 
-from tests.conftest import PETITION
+from tests.conftest import PETITION, assert_reports_agree
 
 START = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 FIXES = {"handler": "wu", "due_date": "2026-03-06", "target": "resolve"}
@@ -185,3 +185,32 @@ def test_a_workflow_that_declares_no_figures_says_so(engine: Engine) -> None:
 
     with pytest.raises(CaseworkError, match="declares no report figures"):
         engine.report("complaint")
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"by": "unit"}, {"by": "source"}, {"by": "leader"}, {"by": "concerns"},
+    {"start": "2026-01-05", "end": "2026-01-12"}, {"start": "2026-01-12", "end": "2026-04-01"},
+    {"start": "2026-01-06", "by": "unit"}, {"end": "2026-01-25", "by": "source"},
+    {"start": "2026-02-01", "end": "2026-02-01"},
+], ids=repr)
+def test_the_maintained_figures_give_the_report_the_events_give(reported: Engine,
+                                                                 kw: dict[str, str]) -> None:
+    assert_reports_agree(reported, "petition", **kw)
+    assert reported.report("petition", **kw).source == "figures"  # what a report reads by default
+    assert [c.differences for c in reported.rebuild_figures("petition", check=True)] == [[]]
+
+
+def test_a_report_the_figures_cannot_give_is_counted_from_the_events_and_says_why(
+        reported: Engine) -> None:
+    from casework import CaseworkError
+
+    filtered = reported.report("petition", where={"source": "handed_down"})
+    assert filtered.source == "events" and "where" in filtered.note
+    odd = reported.report("petition", start="2026-01-05T12:00:00+08:00")
+    assert odd.source == "events" and "midnight" in odd.note
+    assert odd.totals == reported.report("petition", start="2026-01-05T12:00:00+08:00",
+                                         source="events").totals
+    with pytest.raises(CaseworkError, match=r"cannot answer: .*where"):
+        reported.report("petition", where={"source": "handed_down"}, source="figures")
+    with pytest.raises(CaseworkError, match="source must be one of"):
+        reported.report("petition", source="guess")

@@ -102,4 +102,6 @@ def report_table(rep: Report, width: int = DEFAULT_WIDTH) -> str:
              Column("90th percentile", "number")],
             [[s, cnt, f"{a / _DAY:.1f}", f"{p / _DAY:.1f}"]
              for s, (cnt, a, p) in sorted(rep.time_in_state.items())]))
+    items.append("read from the maintained figures" if rep.source == "figures" else
+                 "counted from the events" + (f" ({rep.note})" if rep.note else ""))
     return render(items, width)

@@ -1,0 +1,449 @@
+"""Maintained report figures: what each command adds to its workflow's report, kept in
+the command's own transaction, so a report sums a few rows instead of scanning events.
+
+A workflow's report declares figures (see :class:`~casework.definition.FigureSpec`).
+For each case, its *contribution* is a function of the case as it is now and its
+events: one cell per figure, local day (in the workflow's zone) and group (the total,
+and the case's value of each breakdown field), plus one row per completed stay in a
+state (for time-in-state percentiles). A command adds what its new events contribute;
+a command that changes a field a figure depends on (a breakdown field, a figure's
+``where`` field, the lead unit) takes the case's old contribution back and adds its new
+one, so a case is always counted under its current values, as the figures computed
+from the events count it.
+
+The figures follow one report definition (a fingerprint in ``report_plans``): a
+definition whose report changes, or a database that had cases before the figures
+existed, has its reports counted from the events until :meth:`Tally.rebuild` builds
+the figures again; ``Tally.rebuild(check=True)`` recomputes them from the events and
+names every difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .calendars import WorkdayIndex
+from .clock import Clock, from_db, to_db
+from .definition import FigureSpec
+from .errors import InvalidQuery, UnknownWorkflow
+from .machine import CompiledWorkflow
+from .persistence.records import CaseRecord, EventRecord
+from .persistence.tx import ReadTx, WriteTx
+from .registry import Registry
+from .storage import Storage
+
+DAY = 86_400.0
+TOTAL = ""  # the dim (and value) of the total
+UNIT = "@unit"  # the dim of the lead unit column (reassignments per unit)
+NONE = "~"  # the value of a case with no value in a breakdown field
+VERSION = "1"  # of the contribution rules below; a change rebuilds every workflow's figures
+
+Cell = tuple[str, str, str, str]  # dim, figure, value, day
+Stay = tuple[str, int, str, str, float]  # case id, seq, state, day, seconds
+
+
+def value_key(text: str | None) -> str:
+    """A group's value as stored (a prefix keeps a missing value apart from any text)."""
+    return NONE if text is None else "v:" + text
+
+
+def key_value(stored: str) -> str | None:
+    return None if stored == NONE else stored[2:]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a workflow's report needs maintained, compiled from its definition."""
+
+    workflow: str
+    fingerprint: str
+    tz: ZoneInfo
+    by: tuple[str, ...]
+    watched: tuple[str, ...]  # fields whose change moves a case's whole contribution
+    figures: tuple[tuple[str, FigureSpec, Mapping[str, tuple[Any, ...]]], ...]
+    without: tuple[str, ...]  # event names some closed figure must not see
+    wf: CompiledWorkflow = field(compare=False)
+
+
+def plan_of(wf: CompiledWorkflow) -> Plan | None:
+    """The maintained figures of ``wf``'s report (None if it declares none)."""
+    spec = wf.spec.report
+    if not spec.figures:
+        return None
+    figures = tuple((name, fig, resolve_where(wf, fig.where))
+                    for name, fig in spec.figures.items() if fig.ratio is None)
+    watched = sorted({*spec.by, *(k for _, _, w in figures for k in w)})
+    tz = wf.timing.calendar.tz
+    digest = hashlib.sha256(json.dumps(
+        [VERSION, spec.model_dump(mode="json"), str(tz)], sort_keys=True).encode()).hexdigest()
+    return Plan(wf.name, digest, tz, tuple(spec.by), tuple(watched), figures,
+                tuple(sorted({n for _, f, _ in figures for n in f.without})), wf)
+
+
+def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+    """Report filters on case fields: a value, a list of values, or the name of a declared
+    group of a field's values."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for key, v in (where or {}).items():
+        if key not in wf.fields:
+            raise InvalidQuery(f"report filter: {wf.name!r} has no field {key!r}")
+        if key in wf.pii:
+            raise InvalidQuery(f"report filter: {key!r} is personal data (pii) and cannot filter")
+        groups = wf.spec.report.groups.get(key, {})
+        if isinstance(v, str) and v in groups:
+            out[key] = tuple(groups[v])
+        elif isinstance(v, (list, tuple)):
+            out[key] = tuple(v)
+        else:
+            out[key] = (v,)
+    return out
+
+
+def is_move(ev: EventRecord) -> bool:
+    """An event that put the case in a state (the stays of time in state run between them)."""
+    return ev.kind == "open" or (ev.kind in ("transition", "migration")
+                                 and (ev.from_state is None or ev.from_state != ev.to_state))
+
+
+class Contributions:
+    """The cells and stays one case gives, as plain dictionaries to add or take back."""
+
+    def __init__(self, plan: Plan, group_text: Any) -> None:
+        self.plan = plan
+        self.text = group_text
+        self.cells: dict[Cell, float] = defaultdict(float)
+        self.stays: list[Stay] = []
+
+    def day(self, at: datetime) -> str:
+        return from_db(at).astimezone(self.plan.tz).date().isoformat()
+
+    def _groups(self, rec: CaseRecord) -> list[tuple[str, str]]:
+        return [(TOTAL, TOTAL)] + [(f, value_key(self.text(rec.data.get(f)))) for f in self.plan.by]
+
+    @staticmethod
+    def _where(rec: CaseRecord, where: Mapping[str, tuple[Any, ...]]) -> bool:
+        for key, values in where.items():
+            v = rec.data.get(key)
+            if v is None or not any(v == w and isinstance(v, bool) == isinstance(w, bool)
+                                    for w in values):
+                return False
+        return True
+
+    def _add(self, groups: list[tuple[str, str]], figure: str, day: str, n: float) -> None:
+        for dim, value in groups:
+            self.cells[(dim, figure, value, day)] += n
+
+    def opening(self, rec: CaseRecord) -> None:
+        groups, day = self._groups(rec), self.day(rec.opened_at)
+        for name, fig, where in self.plan.figures:
+            if fig.count in ("cases", "open") and self._where(rec, where):
+                self._add(groups, name if fig.count == "cases" else "@in:" + name, day, 1)
+
+    def events(self, rec: CaseRecord, events: Iterable[EventRecord]) -> None:
+        groups = self._groups(rec)
+        for ev in events:
+            day = None
+            for name, fig, where in self.plan.figures:
+                if fig.count != "events" and fig.sum is None:
+                    continue
+                if (fig.name and ev.name not in fig.name) or (fig.kind and ev.kind not in fig.kind):
+                    continue
+                if not self._where(rec, where):
+                    continue
+                day = day or self.day(ev.at)
+                if fig.sum is None:
+                    self._add(groups, name, day, 1)
+                else:
+                    v = ev.details.get(fig.sum)
+                    number = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+                    self._add(groups, name, day, number)
+                    self._add(groups, "@n:" + name, day, 1)
+            if ev.kind == "escalation":
+                self.cells[(TOTAL, "@esc:" + ev.name, TOTAL, day or self.day(ev.at))] += 1
+            elif ev.kind == "assignment" and ev.name.startswith("reassign:"):
+                unit = value_key(rec.unit)
+                self.cells[(UNIT, "@reassign", unit, day or self.day(ev.at))] += 1
+
+    def closing(self, rec: CaseRecord, names: set[str], index: WorkdayIndex | None) -> None:
+        """What closing ``rec`` gives (``names``: the names of its events, for ``without``)."""
+        if rec.closed_at is None:
+            return
+        groups, day = self._groups(rec), self.day(rec.closed_at)
+        for name, fig, where in self.plan.figures:
+            if not self._where(rec, where):
+                continue
+            if fig.count == "open":
+                self._add(groups, "@out:" + name, day, 1)
+            elif fig.count == "closed":
+                if fig.state and rec.state not in fig.state:
+                    continue
+                if names.intersection(fig.without):
+                    continue
+                self._add(groups, name, day, 1)
+        a, b = from_db(rec.opened_at), from_db(rec.closed_at)
+        cal = self.plan.wf.timing.calendars.official
+        if index is None:
+            index = WorkdayIndex(cal, a.astimezone(cal.tz).date(), b.astimezone(cal.tz).date())
+        self._add(groups, "@res_n", day, 1)
+        self._add(groups, "@res_cal", day, (b - a).total_seconds() / DAY)
+        self._add(groups, "@res_work", day, index.seconds(a, b) / DAY)
+
+    def moves(self, case_id: str, previous: tuple[datetime, str] | None,
+              events: Iterable[EventRecord]) -> None:
+        """The stays that the move events among ``events`` end (``previous``: when and into
+        which state the case last moved before them)."""
+        for ev in events:
+            if not is_move(ev):
+                continue
+            if previous is not None:
+                at, state = previous
+                secs = (ev.at - at).total_seconds()
+                day = self.day(ev.at)
+                self.stays.append((case_id, ev.seq, state, day, secs))
+                self.cells[(TOTAL, "@stay_n:" + state, TOTAL, day)] += 1
+                self.cells[(TOTAL, "@stay_s:" + state, TOTAL, day)] += secs
+            previous = (ev.at, ev.to_state or "")
+
+    def whole(self, rec: CaseRecord, events: Sequence[EventRecord],
+              index: WorkdayIndex | None = None) -> Contributions:
+        """Everything ``rec`` with ``events`` (all of them) gives."""
+        self.opening(rec)
+        self.events(rec, events)
+        self.closing(rec, {e.name for e in events}, index)
+        self.moves(rec.id, None, events)
+        return self
+
+
+@dataclass
+class FiguresCheck:
+    """The outcome of :meth:`Tally.rebuild`: the cases read, the cells and stays kept, and
+    (with ``check``) every difference between the stored figures and the events."""
+
+    workflow: str
+    cases: int = 0
+    cells: int = 0
+    stays: int = 0
+    differences: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+class Tally:
+    """Keeps the maintained figures: called at the end of every write transaction's unit
+    of work (:meth:`flush`), after a ledger import (:meth:`add_cases`), and by an
+    operator (:meth:`rebuild`)."""
+
+    RECHECK = 30.0  # seconds before a workflow whose figures are not built is looked at again
+
+    def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
+        self._storage = storage
+        self._registry = registry
+        self._clock = clock
+        self._plans: dict[int, Plan | None] = {}
+        self._ready: dict[str, tuple[str, bool, float]] = {}  # workflow: fingerprint, built, when
+
+    def plan(self, workflow: str) -> Plan | None:
+        try:
+            wf = self._registry.get(workflow)
+        except UnknownWorkflow:  # a case of a workflow this engine does not load
+            return None
+        key = id(wf)
+        if key not in self._plans:
+            self._plans[key] = plan_of(wf)
+        return self._plans[key]
+
+    def _built(self, tx: WriteTx, plan: Plan, opened_here: int) -> bool:
+        """Whether the stored figures of the plan's workflow follow this plan; a workflow
+        with no cases but those opened in this transaction starts its figures now."""
+        known = self._ready.get(plan.workflow)
+        now = time.monotonic()
+        if known is not None and known[0] == plan.fingerprint and (
+                known[1] or now - known[2] < self.RECHECK):
+            return known[1]
+        stored = tx.figure_plan(plan.workflow)
+        built = stored == plan.fingerprint
+        if stored is None and tx.count_cases_of(plan.workflow) <= opened_here:
+            tx.set_figure_plan(plan.workflow, plan.fingerprint, to_db(self._clock.now()))
+            built = True
+        self._ready[plan.workflow] = (plan.fingerprint, built, now)
+        return built
+
+    def flush(self, tx: WriteTx) -> None:
+        """Add what the cases written since the last flush contribute."""
+        touched = tx.take_touched()
+        if not touched:
+            return
+        opened: dict[str, int] = defaultdict(int)
+        for t in touched.values():
+            if t.before is None and t.after is not None:
+                opened[t.after.workflow] += 1
+        for case_id, t in touched.items():
+            rec = t.after if t.after is not None else tx.get_case(case_id)
+            if rec is None:
+                continue
+            plan = self.plan(rec.workflow)
+            if plan is None or not self._built(tx, plan, opened[rec.workflow]):
+                continue
+            self._case(tx, plan, case_id, t.before, rec, t.events)
+
+    def _case(self, tx: WriteTx, plan: Plan, case_id: str, before: CaseRecord | None,
+              after: CaseRecord, new: list[EventRecord]) -> None:
+        text = tx.dialect.group_text
+        add = Contributions(plan, text)
+        if before is None:
+            add.whole(after, new)
+        elif (before.closed_at is not None or before.unit != after.unit
+              or before.workflow != after.workflow
+              or any(before.data.get(k) != after.data.get(k) for k in plan.watched)):
+            events = tx.history(case_id)
+            old = [e for e in events if e.seq <= before.last_seq]
+            add.whole(after, events)
+            back = Contributions(plan, text).whole(before, old)
+            for cell, n in back.cells.items():
+                add.cells[cell] -= n
+            tx.drop_stays(case_id)
+        else:
+            add.events(after, new)
+            if after.closed_at is not None:
+                names = ({e.name for e in tx.history(case_id)} if plan.without
+                         else set())
+                add.closing(after, names, None)
+            first = next((e for e in new if is_move(e)), None)
+            if first is not None:
+                add.moves(case_id, tx.last_move(case_id, first.seq), new)
+        tx.add_figures(plan.workflow, _kept(add.cells).items())
+        tx.add_stays(plan.workflow, add.stays)
+
+    def add_cases(self, tx: WriteTx, case_ids: Iterable[str]) -> None:
+        """Add the whole contribution of cases written without the command path (a ledger
+        import), inside the transaction that wrote them."""
+        tx.take_touched()
+        found = [rec for rec in map(tx.get_case, case_ids) if rec is not None]
+        new: dict[str, int] = defaultdict(int)
+        for rec in found:
+            new[rec.workflow] += 1
+        for rec in found:
+            plan = self.plan(rec.workflow)
+            if plan is None or not self._built(tx, plan, new[rec.workflow]):
+                continue
+            self._case(tx, plan, rec.id, None, rec, tx.history(rec.id))
+
+    @staticmethod
+    def _compute(tx: ReadTx, plan: Plan
+                 ) -> tuple[int, dict[Cell, float], dict[tuple[str, int], tuple[str, str, float]]]:
+        cells: dict[Cell, float] = defaultdict(float)
+        stays: dict[tuple[str, int], tuple[str, str, float]] = {}
+        spans = _Spans(plan)
+        cases = 0
+        for batch in tx.case_batches(plan.workflow):
+            for rec, events in batch:
+                cases += 1
+                one = Contributions(plan, tx.dialect.group_text).whole(rec, events, spans.of(rec))
+                for cell, n in one.cells.items():
+                    cells[cell] += n
+                for c, q, s, d, x in one.stays:
+                    stays[(c, q)] = (s, d, x)
+        return cases, cells, stays
+
+    def rebuild(self, workflow: str) -> FiguresCheck:
+        """Recompute the figures of ``workflow`` from its cases and events and keep them
+        (in one transaction: the commands of other processes wait for it)."""
+        started = time.perf_counter()
+        plan = self.plan(workflow)
+        out = FiguresCheck(workflow)
+        if plan is None:
+            return out
+        with self._storage.write() as tx:
+            tx.drop_figures(workflow)
+            out.cases, cells, stays = self._compute(tx, plan)
+            kept = _kept(cells)
+            out.cells, out.stays = len(kept), len(stays)
+            tx.add_figures(workflow, kept.items())
+            tx.add_stays(workflow, ((c, q, s, d, x) for (c, q), (s, d, x) in stays.items()))
+            tx.set_figure_plan(workflow, plan.fingerprint, to_db(self._clock.now()))
+            tx.take_touched()
+        self._ready[workflow] = (plan.fingerprint, True, time.monotonic())
+        out.seconds = time.perf_counter() - started
+        return out
+
+    def check(self, workflow: str) -> FiguresCheck:
+        """Recompute the figures of ``workflow`` from the events and name every difference
+        from the stored ones (changes nothing)."""
+        started = time.perf_counter()
+        plan = self.plan(workflow)
+        out = FiguresCheck(workflow)
+        if plan is None:
+            return out
+        with self._storage.read() as tx:
+            stored_plan = tx.figure_plan(workflow)
+            if stored_plan != plan.fingerprint:
+                out.differences.append(
+                    "the figures are not built for this report definition (run casework "
+                    "reports rebuild)" if stored_plan is None else
+                    "the figures follow another report definition (run casework rebuild-figures)")
+            out.cases, cells, stays = self._compute(tx, plan)
+            kept = _kept(cells)
+            out.cells, out.stays = len(kept), len(stays)
+            have_cells, have_stays = tx.stored_figures(workflow)
+            out.differences += _differences(kept, have_cells, stays, have_stays)
+        out.seconds = time.perf_counter() - started
+        return out
+
+
+def _kept(cells: Mapping[Cell, float]) -> dict[Cell, float]:
+    """The cells worth a row: not zero (a sum's companion count keeps its group)."""
+    return {c: n for c, n in cells.items() if n != 0}
+
+
+class _Spans:
+    """One working-day index for the closing of many cases, widened when a case needs."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.cal = plan.wf.timing.calendars.official
+        self.index: WorkdayIndex | None = None
+
+    def of(self, rec: CaseRecord) -> WorkdayIndex | None:
+        if rec.closed_at is None:
+            return self.index
+        tz = self.cal.tz
+        lo = from_db(rec.opened_at).astimezone(tz).date()
+        hi = from_db(rec.closed_at).astimezone(tz).date()
+        ix = self.index
+        if ix is None or lo < ix.first or hi + timedelta(days=1) not in ix.before:
+            first = min(lo, ix.first) if ix is not None else lo
+            last = max(hi, max(ix.before) - timedelta(days=1)) if ix is not None else hi
+            self.index = ix = WorkdayIndex(self.cal, first - timedelta(days=366),
+                                           last + timedelta(days=366))
+        return ix
+
+
+def _differences(want: Mapping[Cell, float], have: Mapping[Cell, float],
+                 stays: Mapping[tuple[str, int], tuple[str, str, float]],
+                 have_stays: Mapping[tuple[str, int], tuple[str, str, float]],
+                 limit: int = 50) -> list[str]:
+    out: list[str] = []
+    for cell in sorted(set(want) | set(have)):
+        a, b = want.get(cell, 0.0), have.get(cell, 0.0)
+        if abs(a - b) > 1e-6 * max(1.0, abs(a)):
+            dim, figure, value, day = cell
+            group = "total" if dim == TOTAL else f"{dim}={key_value(value)}"
+            out.append(f"{figure} on {day} ({group}): the events give {a:g}, stored {b:g}")
+    for key in sorted(set(stays) | set(have_stays)):
+        a_, b_ = stays.get(key), have_stays.get(key)
+        if a_ is None or b_ is None or a_[:2] != b_[:2] or abs(a_[2] - b_[2]) > 1e-3:
+            out.append(f"stay ended by event {key[1]} of case {key[0]}: the events give "
+                       f"{a_ and a_[0]}, stored {b_ and b_[0]}")
+    if len(out) > limit:
+        out = out[:limit] + [f"... and {len(out) - limit} more"]
+    return out

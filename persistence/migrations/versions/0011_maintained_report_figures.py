@@ -1,0 +1,57 @@
+"""Maintained report figures
+
+The figures a workflow's report declares are kept per local day and group in
+``report_figures`` by each command's transaction; ``report_stays`` keeps each completed
+stay in a state for the time-in-state percentiles; ``report_plans`` names the report
+definition the figures follow. A database upgraded to this revision has no figures yet:
+its reports count from the events until ``casework rebuild-figures`` builds them.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "report_figures",
+        sa.Column("workflow", sa.String(length=64), primary_key=True),
+        sa.Column("dim", sa.String(length=64), primary_key=True),
+        sa.Column("figure", sa.String(length=160), primary_key=True),
+        sa.Column("value", sa.String(length=512), primary_key=True),
+        sa.Column("day", sa.String(length=10), primary_key=True),
+        sa.Column("n", sa.Float(), nullable=False),
+    )
+    op.create_table(
+        "report_stays",
+        sa.Column("case_id", sa.String(length=36), primary_key=True),
+        sa.Column("seq", sa.Integer(), primary_key=True),
+        sa.Column("workflow", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=128), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("secs", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_report_stays_state_secs", "report_stays", ["workflow", "state", "secs"])
+    op.create_table(
+        "report_plans",
+        sa.Column("workflow", sa.String(length=64), primary_key=True),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("built_at", sa.DateTime(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("report_plans")
+    op.drop_index("ix_report_stays_state_secs", table_name="report_stays")
+    op.drop_table("report_stays")
+    op.drop_table("report_figures")
