@@ -274,8 +274,10 @@ class Tally:
         stored = tx.figure_plan(plan.workflow)
         built = stored == plan.fingerprint
         if stored is None and tx.count_cases_of(plan.workflow) <= opened_here:
-            tx.set_figure_plan(plan.workflow, plan.fingerprint, to_db(self._clock.now()))
-            built = True
+            # No case but this transaction's: the figures start empty, hence built. Two
+            # processes opening their first cases at once both start them (the same plan).
+            built = tx.start_figure_plan(plan.workflow, plan.fingerprint,
+                                         to_db(self._clock.now())) == plan.fingerprint
         self._ready[plan.workflow] = (plan.fingerprint, built, now)
         return built
 
@@ -322,7 +324,7 @@ class Tally:
             first = next((e for e in new if is_move(e)), None)
             if first is not None:
                 add.moves(case_id, tx.last_move(case_id, first.seq), new)
-        tx.add_figures(plan.workflow, _kept(add.cells).items())
+        tx.add_figures(plan.workflow, _kept(add.cells).items(), spread=case_id)
         tx.add_stays(plan.workflow, add.stays)
 
     def add_cases(self, tx: WriteTx, case_ids: Iterable[str]) -> None:

@@ -24,6 +24,8 @@ class Dialect:
     """The PostgreSQL (and default) behaviour."""
 
     name = "postgresql"
+    #: Rows per maintained figure cell (see ``models.FigureCellRow.shard``).
+    figure_shards = 16
     #: One writer at a time for the whole database: the store queues its process's writes
     #: in one lane and commits the commands waiting there together (SQLite). PostgreSQL
     #: locks rows: writers run side by side, each command its own transaction.
@@ -105,6 +107,7 @@ class SQLiteDialect(Dialect):
 
     name = "sqlite"
     one_writer = True
+    figure_shards = 1  # one writer: no row locks to spread
 
     def __init__(self, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

@@ -224,6 +224,9 @@ class FigureCellRow(SQLModel, table=True):
     figure: str = Field(primary_key=True, max_length=160)
     value: str = Field(primary_key=True, max_length=512)
     day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD in the workflow's zone
+    # On PostgreSQL a cell is kept in several rows (by case), so that commands on different
+    # cases seldom wait for each other's row lock on the same cell; a report sums them.
+    shard: int = Field(default=0, primary_key=True)
     n: float = 0.0
 
 

@@ -223,8 +223,8 @@ class Statements:
                                 .values(delivered_at=bindparam("at")))
 
         # maintained report figures
-        self.add_figures = c(dialect.insert_add(F, ("workflow", "dim", "figure", "value", "day"),
-                                                "n"))
+        self.add_figures = c(dialect.insert_add(
+            F, ("workflow", "dim", "figure", "value", "day", "shard"), "n"))
         self.insert_stay = c(_values(S, tuple(S.c)))
         self.drop_stays = c(delete(S).where(S.c.case_id == bindparam("b_case")))
         self.last_move = c(
@@ -236,6 +236,7 @@ class Statements:
             .order_by(E.c.seq.desc()).limit(1))
         self.figure_plan = c(select(P.c.fingerprint).where(P.c.workflow == bindparam("workflow")))
         self.insert_plan = c(_values(P, tuple(P.c)))
+        self.start_plan = c(dialect.insert_ignore(P).values({k.name: bindparam(k.name) for k in P.c}))
         self.drop_plan = c(delete(P).where(P.c.workflow == bindparam("b_workflow")))
         self.drop_figures = c(delete(F).where(F.c.workflow == bindparam("b_workflow")))
         self.drop_all_stays = c(delete(S).where(S.c.workflow == bindparam("b_workflow")))
@@ -248,8 +249,9 @@ class Statements:
                                 .where(C.c.workflow == bindparam("workflow"),
                                        E.c.case_id > bindparam("lo"), E.c.case_id <= bindparam("hi"))
                                 .order_by(E.c.case_id, E.c.seq))
-        self.all_figures = c(select(F.c.dim, F.c.figure, F.c.value, F.c.day, F.c.n)
-                             .where(F.c.workflow == bindparam("workflow")))
+        self.all_figures = c(select(F.c.dim, F.c.figure, F.c.value, F.c.day, func.sum(F.c.n))
+                             .where(F.c.workflow == bindparam("workflow"))
+                             .group_by(F.c.dim, F.c.figure, F.c.value, F.c.day))
         self.all_stays = c(select(S.c.case_id, S.c.seq, S.c.state, S.c.day, S.c.secs)
                            .where(S.c.workflow == bindparam("workflow")))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from copy import copy
 from datetime import datetime
@@ -471,11 +472,15 @@ class WriteTx(ReadTx):
 
     # -- maintained report figures -----------------------------------------
     def add_figures(self, workflow: str,
-                    cells: Iterable[tuple[tuple[str, str, str, str], float]]) -> None:
-        """Add ``n`` to each ((dim, figure, value, day), n) cell of ``workflow``."""
+                    cells: Iterable[tuple[tuple[str, str, str, str], float]],
+                    spread: str = "") -> None:
+        """Add ``n`` to each ((dim, figure, value, day), n) cell of ``workflow`` (in the row
+        of the cell that ``spread``, a case id, falls to; in key order, so that two
+        transactions never wait for each other's cells in a circle)."""
         st = self.sql.add_figures
+        shard = zlib.crc32(spread.encode()) % self.dialect.figure_shards
         rows = [st.params({"workflow": workflow, "dim": d, "figure": f, "value": v, "day": day,
-                           "n": n}) for (d, f, v, day), n in cells]
+                           "shard": shard, "n": n}) for (d, f, v, day), n in sorted(cells)]
         if rows:
             self.cur.executemany(st.sql, rows)
 
@@ -499,6 +504,13 @@ class WriteTx(ReadTx):
         self._run(self.sql.drop_plan, {"b_workflow": workflow})
         self._run(self.sql.insert_plan, {"workflow": workflow, "fingerprint": fingerprint,
                                          "built_at": self._dt_in(at)})
+
+    def start_figure_plan(self, workflow: str, fingerprint: str, at: datetime) -> str | None:
+        """Name the definition a workflow's figures follow unless another transaction named
+        one first (it waits for that one on PostgreSQL); the stored fingerprint."""
+        self._run(self.sql.start_plan, {"workflow": workflow, "fingerprint": fingerprint,
+                                        "built_at": self._dt_in(at)})
+        return self.figure_plan(workflow)
 
     def drop_figures(self, workflow: str) -> None:
         """Forget the maintained figures of ``workflow`` (before a rebuild)."""

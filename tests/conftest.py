@@ -128,3 +128,10 @@ def assert_reports_agree(engine: Engine, workflow: str, **kw: Any) -> None:
         assert close(dict(got) if isinstance(got, dict) else got,
                      dict(want) if isinstance(want, dict) else want), (
             f"{part} ({kw}): from the figures {got}, from the events {want}")
+
+
+def assert_figures_intact(engine: Engine) -> None:
+    """The maintained report figures of every loaded workflow that declares a report are
+    what the events give (recomputed from them)."""
+    checks = engine.rebuild_figures(check=True)
+    assert all(c.ok for c in checks), [c.differences for c in checks]

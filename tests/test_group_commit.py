@@ -42,7 +42,7 @@ from casework.persistence import CaseRecord, DatabaseUnavailable, DuplicateKey, 
 from casework.persistence.store import NestedWrite, StoreClosed
 from casework.persistence.tx import WriteTx
 
-from tests.conftest import PETITION, ROOT
+from tests.conftest import PETITION, ROOT, assert_figures_intact
 from tests.petition_steps import (
     ARCHIVIST,
     CLERK,
@@ -413,6 +413,7 @@ def test_a_refused_command_inside_a_group_leaves_the_others_applied_with_its_own
         assert [e.name for e in engine.history(accepted)] == ["open", "accept", "assign"]
         assert [e.name for e in engine.history(other)] == ["open", "accept"]
         assert engine.verify() == []
+        assert_figures_intact(engine)  # the refused commands added nothing to the figures
 
 
 def test_many_threads_on_one_engine_lose_no_update(db_url: str, tmp_path: Path) -> None:
@@ -462,6 +463,7 @@ def test_many_threads_on_one_engine_lose_no_update(db_url: str, tmp_path: Path) 
             assert len(set(notes)) == len(notes) == threads * rounds // 2
         assert sum(v for k, v in done.items() if k not in shared) == threads * rounds * 3
         assert engine.verify() == []
+        assert_figures_intact(engine)
         lane = _lane(engine)
         print(f"\n{engine.backend}: {threads} threads, {commands} commands in {seconds:.2f} s "
               f"({commands / seconds:.0f}/s), {conflicts[0]} conflicts retried; lane groups "
@@ -643,5 +645,6 @@ def test_sigkill_during_group_commits_loses_no_acknowledged_command(tmp_path: Pa
                 assert history.get(seq) == name, f"acknowledged {name} #{seq} of {cid} is lost"
             assert sorted(history) == list(range(1, len(history) + 1))
         assert engine.verify() == []
+        assert_figures_intact(engine)  # no killed command left half of its figures
     assert len(acked) > kills * CHILD_THREADS  # the children did write before dying
     assert refused > 0 and largest > 1  # refusals among them, and commits in groups

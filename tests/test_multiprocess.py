@@ -41,7 +41,7 @@ from casework import (
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import PETITION, new_pg_schema
+from tests.conftest import PETITION, assert_figures_intact, new_pg_schema
 from tests.helpers import database, naive, sql
 from tests.petition_steps import CLERK, FOUR_FIXES, HANDLER, LEADER, OPEN_DATA, TRIAGE
 
@@ -150,6 +150,7 @@ def _assert_cases_consistent(url: str, engine: Engine) -> dict[str, list[tuple[A
         assert row_version == last_seq == len(seqs), (cid, row_version, last_seq, len(seqs))
         assert state == evs[-1][3], (cid, state, evs[-1])
     assert engine.verify() == []
+    assert_figures_intact(engine)  # what every process added to the report figures adds up
     return by_case
 
 

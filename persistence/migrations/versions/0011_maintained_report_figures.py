@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("figure", sa.String(length=160), primary_key=True),
         sa.Column("value", sa.String(length=512), primary_key=True),
         sa.Column("day", sa.String(length=10), primary_key=True),
+        sa.Column("shard", sa.Integer(), primary_key=True),
         sa.Column("n", sa.Float(), nullable=False),
     )
     op.create_table(
