@@ -406,12 +406,15 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
                by: Annotated[str | None, Query(max_length=200)] = None,
                where: Annotated[list[str] | None, Query(max_length=20,
                                                         description="FIELD=VALUE")] = None,
-               format: Literal["json", "csv"] = "json") -> Response:
+               format: Literal["json", "csv"] = "json",
+               source: Literal["auto", "figures", "events"] = "auto") -> Response:
         """The figures the workflow declares for [start, end), as ``engine.report`` computes
-        them (``where``: FIELD=VALUE, a value or a declared group)."""
+        them (``where``: FIELD=VALUE, a value or a declared group; ``source``: the
+        maintained figures, a count from the events, or ``auto``)."""
         wf = call(engine.workflow, workflow)
         filters = _pairs(where or [], dict(wf.fields))
-        rep = call(engine.report, workflow, start=start, end=end, by=by, where=filters)
+        rep = call(engine.report, workflow, start=start, end=end, by=by, where=filters,
+                   source=source)
         if format == "csv":
             return Response(rep.to_csv(), media_type="text/csv; charset=utf-8")
         return JSON(rep.as_dict())

@@ -271,6 +271,8 @@ class ReportOut(_Out):
     time_in_state: dict[str, TimeInStateOut]
     time_to_resolve: dict[str, ResolutionOut]
     reassignments_by_unit: dict[str, int]
+    source: Literal["figures", "events"]
+    note: str | None = None
 
 
 class CaseSummaryOut(_Out):
