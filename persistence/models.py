@@ -42,6 +42,11 @@ class CaseRow(SQLModel, table=True):
               sqlite_where=text("final = 0"), postgresql_where=text("NOT final")),
         Index("ix_cases_unit_due", "unit", "next_due_at", "id",
               sqlite_where=text("final = 0"), postgresql_where=text("NOT final")),
+        # The overdue cases (reports, supervision): few, and written only when one becomes
+        # or stops being overdue.
+        Index("ix_cases_overdue", "workflow", "overdue_since",
+              sqlite_where=text("final = 0 AND overdue_since IS NOT NULL"),
+              postgresql_where=text("NOT final AND overdue_since IS NOT NULL")),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -235,7 +240,9 @@ class StayRow(SQLModel, table=True):
     time-in-state percentiles of reports."""
 
     __tablename__ = "report_stays"
-    __table_args__ = (Index("ix_report_stays_state_secs", "workflow", "state", "secs"),)
+    # Covering: the percentile of a period walks the state's stays in order of length
+    # and reads each one's day from the index itself.
+    __table_args__ = (Index("ix_report_stays_state_secs", "workflow", "state", "secs", "day"),)
 
     case_id: str = Field(primary_key=True, max_length=36)
     seq: int = Field(primary_key=True)

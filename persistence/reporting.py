@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import and_, func, literal, or_, select, text
 from sqlalchemy import case as sql_case
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -131,9 +131,11 @@ class ReportQueries:
         """Open cases overdue at ``end``: (count, average days overdue, longest days overdue)."""
         g = self._group(scope)
         days = self.d.seconds_between(C.c.overdue_since, literal(end)) / 86400.0
+        # Written as the partial index's own condition, so the planner can use it.
+        overdue = text("final = 0 AND overdue_since IS NOT NULL" if self.d.name == "sqlite"
+                       else "NOT final AND overdue_since IS NOT NULL")
         rows = self._run(select(g, func.count(), func.avg(days), func.max(days)).where(
-            *self._cases(scope), C.c.final.is_(False), C.c.overdue_since.is_not(None),
-            C.c.overdue_since < end).group_by(g))
+            *self._cases(scope), overdue, C.c.overdue_since < end).group_by(g))
         return {r[0]: (int(r[1]), float(r[2] or 0), float(r[3] or 0)) for r in rows}
 
     def escalations(self, scope: Scope, start: datetime | None, end: datetime | None

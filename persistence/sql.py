@@ -44,9 +44,9 @@ TIMER_COLS = (T.c.id, T.c.case_id, T.c.workflow, T.c.kind, T.c.name, T.c.state, 
 # an index entry whenever one of its columns is in the SET list, even to the same value, so
 # the usual update leaves them out and a command that changes one of them uses the full one.
 CASE_UPDATE = ("version", "state", "data", "escalation_level", "updated_at", "row_version",
-               "last_seq", "last_hash", "clocks", "at_risk", "overdue_since", "closed_at", "seal",
+               "last_seq", "last_hash", "clocks", "at_risk", "closed_at", "seal",
                "next_deadline")
-CASE_INDEXED = ("final", "party_key", "unit", "next_due_at")
+CASE_INDEXED = ("final", "party_key", "unit", "next_due_at", "overdue_since")
 FAR_DT = datetime(9999, 12, 31)  # the next deadline of an open case that has none
 
 

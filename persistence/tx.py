@@ -315,7 +315,7 @@ class Touched:
 
 
 def _indexed(case: CaseRecord) -> tuple[Any, ...]:
-    return (case.final, case.party_key, case.unit, case.next_due_at)
+    return (case.final, case.party_key, case.unit, case.next_due_at, case.overdue_since)
 
 
 _CASE_WIDTH = 21  # the case columns before the event columns in a chain row
@@ -431,6 +431,10 @@ class WriteTx(ReadTx):
 
     def update_case(self, case: CaseRecord, expected_row_version: int) -> None:
         """Write the case if it is still at ``expected_row_version``; else :class:`StaleVersion`."""
+        if case.id not in self._locked and case.id not in self.touched:
+            stored = self.get_case(case.id)  # written without lock_case: keep what it was
+            if stored is not None:
+                self._locked[case.id] = stored
         values = self._case_values(case)
         values.update(b_id=case.id, b_expected=expected_row_version)
         now_indexed = _indexed(case)

@@ -3,8 +3,9 @@
 The figures a workflow's report declares are kept per local day and group in
 ``report_figures`` by each command's transaction; ``report_stays`` keeps each completed
 stay in a state for the time-in-state percentiles; ``report_plans`` names the report
-definition the figures follow. A database upgraded to this revision has no figures yet:
-its reports count from the events until ``casework rebuild-figures`` builds them.
+definition the figures follow. The overdue cases get an index of their own. A database
+upgraded to this revision has no figures yet: its reports count from the events until
+``casework rebuild-figures`` builds them.
 
 Revision ID: 0011
 Revises: 0010
@@ -23,6 +24,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_cases_overdue", "cases", ["workflow", "overdue_since"],
+                    sqlite_where=sa.text("final = 0 AND overdue_since IS NOT NULL"),
+                    postgresql_where=sa.text("NOT final AND overdue_since IS NOT NULL"))
     op.create_table(
         "report_figures",
         sa.Column("workflow", sa.String(length=64), primary_key=True),
@@ -42,7 +46,8 @@ def upgrade() -> None:
         sa.Column("day", sa.String(length=10), nullable=False),
         sa.Column("secs", sa.Float(), nullable=False),
     )
-    op.create_index("ix_report_stays_state_secs", "report_stays", ["workflow", "state", "secs"])
+    op.create_index("ix_report_stays_state_secs", "report_stays",
+                    ["workflow", "state", "secs", "day"])
     op.create_table(
         "report_plans",
         sa.Column("workflow", sa.String(length=64), primary_key=True),
@@ -52,6 +57,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cases_overdue", table_name="cases")
     op.drop_table("report_plans")
     op.drop_index("ix_report_stays_state_secs", table_name="report_stays")
     op.drop_table("report_stays")
