@@ -44,9 +44,10 @@ DAY = 86_400.0
 TOTAL = ""  # the dim (and value) of the total
 UNIT = "@unit"  # the dim of the lead unit column (reassignments per unit)
 NONE = "~"  # the value of a case with no value in a breakdown field
-VERSION = "1"  # of the contribution rules below; a change rebuilds every workflow's figures
+VERSION = "2"  # of the contribution rules below; a change rebuilds every workflow's figures
 
 Cell = tuple[str, str, str, str]  # dim, figure, value, day
+Sums = tuple[float, float]  # a cell's n and s
 Stay = tuple[str, int, str, str, float]  # case id, seq, state, day, seconds
 
 
@@ -70,7 +71,13 @@ class Plan:
     watched: tuple[str, ...]  # fields whose change moves a case's whole contribution
     figures: tuple[tuple[str, FigureSpec, Mapping[str, tuple[Any, ...]]], ...]
     without: tuple[str, ...]  # event names some closed figure must not see
+    event_figures: tuple[tuple[str, FigureSpec, Mapping[str, tuple[Any, ...]]], ...]
     wf: CompiledWorkflow = field(compare=False)
+
+    @property
+    def total_dim(self) -> str:
+        """The dim whose values' cells sum to a figure's total."""
+        return self.by[0] if self.by else TOTAL
 
 
 def plan_of(wf: CompiledWorkflow) -> Plan | None:
@@ -85,7 +92,8 @@ def plan_of(wf: CompiledWorkflow) -> Plan | None:
     digest = hashlib.sha256(json.dumps(
         [VERSION, spec.model_dump(mode="json"), str(tz)], sort_keys=True).encode()).hexdigest()
     return Plan(wf.name, digest, tz, tuple(spec.by), tuple(watched), figures,
-                tuple(sorted({n for _, f, _ in figures for n in f.without})), wf)
+                tuple(sorted({n for _, f, _ in figures for n in f.without})),
+                tuple(f for f in figures if f[1].count == "events" or f[1].sum is not None), wf)
 
 
 def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
@@ -114,19 +122,38 @@ def is_move(ev: EventRecord) -> bool:
 
 
 class Contributions:
-    """The cells and stays one case gives, as plain dictionaries to add or take back."""
+    """The cells and stays one case gives, as plain dictionaries to add or take back.
+
+    A cell holds two numbers: ``n`` (a count) and ``s`` (a sum: of a figure's field, of
+    the seconds of the stays, of the days to resolve). With breakdowns, a figure's cells
+    are kept per value of each ``by`` field only: its total is the sum over the values of
+    the first (each case has exactly one value there, or none)."""
 
     def __init__(self, plan: Plan, group_text: Any) -> None:
         self.plan = plan
         self.text = group_text
-        self.cells: dict[Cell, float] = defaultdict(float)
+        self.cells: dict[Cell, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.stays: list[Stay] = []
+        self.last: tuple[datetime, str] | None = None  # the last move (after :meth:`whole`)
+        self._days: dict[datetime, str] = {}
+        self._groups_of: tuple[Any, list[tuple[str, str]]] | None = None
 
     def day(self, at: datetime) -> str:
-        return from_db(at).astimezone(self.plan.tz).date().isoformat()
+        day = self._days.get(at)
+        if day is None:
+            day = self._days[at] = from_db(at).astimezone(self.plan.tz).date().isoformat()
+        return day
 
     def _groups(self, rec: CaseRecord) -> list[tuple[str, str]]:
-        return [(TOTAL, TOTAL)] + [(f, value_key(self.text(rec.data.get(f)))) for f in self.plan.by]
+        cached = self._groups_of
+        if cached is not None and cached[0] is rec.data:
+            return cached[1]
+        if self.plan.by:
+            groups = [(f, value_key(self.text(rec.data.get(f)))) for f in self.plan.by]
+        else:
+            groups = [(TOTAL, TOTAL)]
+        self._groups_of = (rec.data, groups)
+        return groups
 
     @staticmethod
     def _where(rec: CaseRecord, where: Mapping[str, tuple[Any, ...]]) -> bool:
@@ -137,9 +164,13 @@ class Contributions:
                 return False
         return True
 
-    def _add(self, groups: list[tuple[str, str]], figure: str, day: str, n: float) -> None:
+    def _add(self, groups: list[tuple[str, str]], figure: str, day: str, n: float,
+             s: float = 0.0) -> None:
+        cells = self.cells
         for dim, value in groups:
-            self.cells[(dim, figure, value, day)] += n
+            cell = cells[(dim, figure, value, day)]
+            cell[0] += n
+            cell[1] += s
 
     def opening(self, rec: CaseRecord) -> None:
         groups, day = self._groups(rec), self.day(rec.opened_at)
@@ -150,27 +181,21 @@ class Contributions:
     def events(self, rec: CaseRecord, events: Iterable[EventRecord]) -> None:
         groups = self._groups(rec)
         for ev in events:
-            day = None
-            for name, fig, where in self.plan.figures:
-                if fig.count != "events" and fig.sum is None:
-                    continue
+            for name, fig, where in self.plan.event_figures:
                 if (fig.name and ev.name not in fig.name) or (fig.kind and ev.kind not in fig.kind):
                     continue
                 if not self._where(rec, where):
                     continue
-                day = day or self.day(ev.at)
                 if fig.sum is None:
-                    self._add(groups, name, day, 1)
+                    self._add(groups, name, self.day(ev.at), 1)
                 else:
                     v = ev.details.get(fig.sum)
                     number = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
-                    self._add(groups, name, day, number)
-                    self._add(groups, "@n:" + name, day, 1)
+                    self._add(groups, name, self.day(ev.at), 1, number)
             if ev.kind == "escalation":
-                self.cells[(TOTAL, "@esc:" + ev.name, TOTAL, day or self.day(ev.at))] += 1
+                self.cells[(TOTAL, "@esc:" + ev.name, TOTAL, self.day(ev.at))][0] += 1
             elif ev.kind == "assignment" and ev.name.startswith("reassign:"):
-                unit = value_key(rec.unit)
-                self.cells[(UNIT, "@reassign", unit, day or self.day(ev.at))] += 1
+                self.cells[(UNIT, "@reassign", value_key(rec.unit), self.day(ev.at))][0] += 1
 
     def closing(self, rec: CaseRecord, names: set[str], index: WorkdayIndex | None) -> None:
         """What closing ``rec`` gives (``names``: the names of its events, for ``without``)."""
@@ -192,14 +217,13 @@ class Contributions:
         cal = self.plan.wf.timing.calendars.official
         if index is None:
             index = WorkdayIndex(cal, a.astimezone(cal.tz).date(), b.astimezone(cal.tz).date())
-        self._add(groups, "@res_n", day, 1)
-        self._add(groups, "@res_cal", day, (b - a).total_seconds() / DAY)
-        self._add(groups, "@res_work", day, index.seconds(a, b) / DAY)
+        self._add(groups, "@res", day, 1, (b - a).total_seconds() / DAY)
+        self._add(groups, "@resw", day, 0, index.seconds(a, b) / DAY)
 
     def moves(self, case_id: str, previous: tuple[datetime, str] | None,
-              events: Iterable[EventRecord]) -> None:
+              events: Iterable[EventRecord]) -> tuple[datetime, str] | None:
         """The stays that the move events among ``events`` end (``previous``: when and into
-        which state the case last moved before them)."""
+        which state the case last moved before them); the last move after them."""
         for ev in events:
             if not is_move(ev):
                 continue
@@ -208,9 +232,11 @@ class Contributions:
                 secs = (ev.at - at).total_seconds()
                 day = self.day(ev.at)
                 self.stays.append((case_id, ev.seq, state, day, secs))
-                self.cells[(TOTAL, "@stay_n:" + state, TOTAL, day)] += 1
-                self.cells[(TOTAL, "@stay_s:" + state, TOTAL, day)] += secs
+                cell = self.cells[(TOTAL, "@stay:" + state, TOTAL, day)]
+                cell[0] += 1
+                cell[1] += secs
             previous = (ev.at, ev.to_state or "")
+        return previous
 
     def whole(self, rec: CaseRecord, events: Sequence[EventRecord],
               index: WorkdayIndex | None = None) -> Contributions:
@@ -218,7 +244,7 @@ class Contributions:
         self.opening(rec)
         self.events(rec, events)
         self.closing(rec, {e.name for e in events}, index)
-        self.moves(rec.id, None, events)
+        self.last = self.moves(rec.id, None, events)
         return self
 
 
@@ -242,9 +268,10 @@ class FiguresCheck:
 class Tally:
     """Keeps the maintained figures: called at the end of every write transaction's unit
     of work (:meth:`flush`), after a ledger import (:meth:`add_cases`), and by an
-    operator (:meth:`rebuild`)."""
+    operator (:meth:`rebuild`, :meth:`check`)."""
 
     RECHECK = 30.0  # seconds before a workflow whose figures are not built is looked at again
+    MOVES = 50_000  # cases whose last move is remembered
 
     def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
         self._storage = storage
@@ -252,6 +279,9 @@ class Tally:
         self._clock = clock
         self._plans: dict[int, Plan | None] = {}
         self._ready: dict[str, tuple[str, bool, float]] = {}  # workflow: fingerprint, built, when
+        # case id -> (its last seq, when and into which state it last moved): valid while
+        # the case's last seq is still that one, so another process's writes are noticed.
+        self._moves: dict[str, tuple[int, datetime, str]] = {}
 
     def plan(self, workflow: str) -> Plan | None:
         try:
@@ -303,17 +333,22 @@ class Tally:
               after: CaseRecord, new: list[EventRecord]) -> None:
         text = tx.dialect.group_text
         add = Contributions(plan, text)
+        last: tuple[datetime, str] | None
         if before is None:
             add.whole(after, new)
+            last = add.last
         elif (before.closed_at is not None or before.unit != after.unit
               or before.workflow != after.workflow
               or any(before.data.get(k) != after.data.get(k) for k in plan.watched)):
             events = tx.history(case_id)
             old = [e for e in events if e.seq <= before.last_seq]
             add.whole(after, events)
+            last = add.last
             back = Contributions(plan, text).whole(before, old)
-            for cell, n in back.cells.items():
-                add.cells[cell] -= n
+            for cell, (n, s) in back.cells.items():
+                mine = add.cells[cell]
+                mine[0] -= n
+                mine[1] -= s
             tx.drop_stays(case_id)
         else:
             add.events(after, new)
@@ -322,8 +357,21 @@ class Tally:
                          else set())
                 add.closing(after, names, None)
             first = next((e for e in new if is_move(e)), None)
+            known = self._moves.get(case_id)
+            previous = (known[1], known[2]) if known is not None and known[0] == before.last_seq \
+                else None
             if first is not None:
-                add.moves(case_id, tx.last_move(case_id, first.seq), new)
+                if previous is None:
+                    previous = tx.last_move(case_id, first.seq)
+                last = add.moves(case_id, previous, new)
+            else:
+                last = previous
+        if last is not None and not after.final:
+            if len(self._moves) >= self.MOVES:
+                self._moves.clear()
+            self._moves[case_id] = (after.last_seq, *last)
+        else:
+            self._moves.pop(case_id, None)
         tx.add_figures(plan.workflow, _kept(add.cells).items(), spread=case_id)
         tx.add_stays(plan.workflow, add.stays)
 
@@ -343,8 +391,8 @@ class Tally:
 
     @staticmethod
     def _compute(tx: ReadTx, plan: Plan
-                 ) -> tuple[int, dict[Cell, float], dict[tuple[str, int], tuple[str, str, float]]]:
-        cells: dict[Cell, float] = defaultdict(float)
+                 ) -> tuple[int, dict[Cell, Sums], dict[tuple[str, int], tuple[str, str, float]]]:
+        cells: dict[Cell, list[float]] = defaultdict(lambda: [0.0, 0.0])
         stays: dict[tuple[str, int], tuple[str, str, float]] = {}
         spans = _Spans(plan)
         cases = 0
@@ -352,11 +400,13 @@ class Tally:
             for rec, events in batch:
                 cases += 1
                 one = Contributions(plan, tx.dialect.group_text).whole(rec, events, spans.of(rec))
-                for cell, n in one.cells.items():
-                    cells[cell] += n
-                for c, q, s, d, x in one.stays:
-                    stays[(c, q)] = (s, d, x)
-        return cases, cells, stays
+                for cell, (n, s) in one.cells.items():
+                    mine = cells[cell]
+                    mine[0] += n
+                    mine[1] += s
+                for c, q, st, d, x in one.stays:
+                    stays[(c, q)] = (st, d, x)
+        return cases, _kept(cells), stays
 
     def rebuild(self, workflow: str) -> FiguresCheck:
         """Recompute the figures of ``workflow`` from its cases and events and keep them
@@ -369,10 +419,9 @@ class Tally:
         with self._storage.write() as tx:
             tx.drop_figures(workflow)
             out.cases, cells, stays = self._compute(tx, plan)
-            kept = _kept(cells)
-            out.cells, out.stays = len(kept), len(stays)
-            tx.add_figures(workflow, kept.items())
-            tx.add_stays(workflow, ((c, q, s, d, x) for (c, q), (s, d, x) in stays.items()))
+            out.cells, out.stays = len(cells), len(stays)
+            tx.add_figures(workflow, cells.items())
+            tx.add_stays(workflow, ((c, q, st, d, x) for (c, q), (st, d, x) in stays.items()))
             tx.set_figure_plan(workflow, plan.fingerprint, to_db(self._clock.now()))
             tx.take_touched()
         self._ready[workflow] = (plan.fingerprint, True, time.monotonic())
@@ -392,20 +441,19 @@ class Tally:
             if stored_plan != plan.fingerprint:
                 out.differences.append(
                     "the figures are not built for this report definition (run casework "
-                    "reports rebuild)" if stored_plan is None else
+                    "rebuild-figures)" if stored_plan is None else
                     "the figures follow another report definition (run casework rebuild-figures)")
             out.cases, cells, stays = self._compute(tx, plan)
-            kept = _kept(cells)
-            out.cells, out.stays = len(kept), len(stays)
+            out.cells, out.stays = len(cells), len(stays)
             have_cells, have_stays = tx.stored_figures(workflow)
-            out.differences += _differences(kept, have_cells, stays, have_stays)
+            out.differences += _differences(cells, have_cells, stays, have_stays)
         out.seconds = time.perf_counter() - started
         return out
 
 
-def _kept(cells: Mapping[Cell, float]) -> dict[Cell, float]:
-    """The cells worth a row: not zero (a sum's companion count keeps its group)."""
-    return {c: n for c, n in cells.items() if n != 0}
+def _kept(cells: Mapping[Cell, Sequence[float]]) -> dict[Cell, Sums]:
+    """The cells worth a row: not both zero."""
+    return {c: (v[0], v[1]) for c, v in cells.items() if v[0] != 0 or v[1] != 0}
 
 
 class _Spans:
@@ -430,17 +478,20 @@ class _Spans:
         return ix
 
 
-def _differences(want: Mapping[Cell, float], have: Mapping[Cell, float],
+def _differences(want: Mapping[Cell, Sums], have: Mapping[Cell, Sums],
                  stays: Mapping[tuple[str, int], tuple[str, str, float]],
                  have_stays: Mapping[tuple[str, int], tuple[str, str, float]],
                  limit: int = 50) -> list[str]:
     out: list[str] = []
     for cell in sorted(set(want) | set(have)):
-        a, b = want.get(cell, 0.0), have.get(cell, 0.0)
-        if abs(a - b) > 1e-6 * max(1.0, abs(a)):
+        a, b = want.get(cell, (0.0, 0.0)), have.get(cell, (0.0, 0.0))
+        if any(abs(x - y) > 1e-6 * max(1.0, abs(x)) for x, y in zip(a, b, strict=True)):
             dim, figure, value, day = cell
             group = "total" if dim == TOTAL else f"{dim}={key_value(value)}"
-            out.append(f"{figure} on {day} ({group}): the events give {a:g}, stored {b:g}")
+            shown = (lambda v: f"{v[0]:g}") if a[1] == b[1] == 0 else (
+                lambda v: f"{v[0]:g} (sum {v[1]:g})")
+            out.append(f"{figure} on {day} ({group}): the events give {shown(a)}, "
+                       f"stored {shown(b)}")
     for key in sorted(set(stays) | set(have_stays)):
         a_, b_ = stays.get(key), have_stays.get(key)
         if a_ is None or b_ is None or a_[:2] != b_[:2] or abs(a_[2] - b_[2]) > 1e-3:

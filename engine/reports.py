@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -259,65 +260,69 @@ class _FromFigures:
         self.lo, self.hi = _local_day(lo, wf), _local_day(hi, wf)
         self.open = [n for n, f, _ in plan.figures if f.count == "open"]
 
-    def values(self, dim: str) -> dict[str, dict[str | None, float]]:
-        q, w = self.q, self.plan.workflow
-        period = q.cells(w, dim, self.lo, self.hi)
-        upto = (q.cells(w, dim, None, self.hi,
-                        [p + n for n in self.open for p in ("@in:", "@out:")])
+    def _cells(self, dim: str | None, start: str | None, figures: list[str] | None = None
+               ) -> dict[tuple[str, str | None], list[float]]:
+        """(figure, group) -> [n, s] for a breakdown ``dim``, or (None) the totals: the sum
+        over the values of the plan's first breakdown."""
+        stored = self.plan.total_dim if dim is None else dim
+        out: dict[tuple[str, str | None], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (f, v), (n, s) in self.q.cells(self.plan.workflow, stored, start, self.hi,
+                                           figures).items():
+            acc = out[(f, ALL if dim is None else key_value(v))]
+            acc[0] += n
+            acc[1] += s
+        return out
+
+    def values(self, dim: str | None) -> dict[str, dict[str | None, float]]:
+        period = self._cells(dim, self.lo)
+        upto = (self._cells(dim, None, [p + n for n in self.open for p in ("@in:", "@out:")])
                 if self.open else {})
-
-        def group(v: str) -> str | None:
-            return ALL if dim == TOTAL else key_value(v)
-
         out: dict[str, dict[str | None, float]] = {}
         for name, fig, where in self.plan.figures:
             got: dict[str | None, float] = {}
             if fig.count == "overdue":
-                sc = Scope(w, where, None if dim == TOTAL else dim)
-                got = {g: float(v[0]) for g, v in q.overdue(sc, self.at_end).items()}
+                sc = Scope(self.plan.workflow, where, dim)
+                got = {g: float(v[0]) for g, v in self.q.overdue(sc, self.at_end).items()}
             elif fig.count == "open":
-                for (f, v), n in upto.items():
+                for (f, g), (n, _) in upto.items():
                     if f == "@in:" + name:
-                        got[group(v)] = got.get(group(v), 0.0) + n
+                        got[g] = got.get(g, 0.0) + n
                     elif f == "@out:" + name:
-                        got[group(v)] = got.get(group(v), 0.0) - n
+                        got[g] = got.get(g, 0.0) - n
                 got = {g: n for g, n in got.items() if n > 0}
             elif fig.sum is not None:
-                got = {group(v): period.get((name, v), 0.0)
-                       for (f, v), n in period.items() if f == "@n:" + name and n > 0}
+                got = {g: s for (f, g), (n, s) in period.items() if f == name and n > 0}
             else:
-                got = {group(v): n for (f, v), n in period.items() if f == name and n != 0}
+                got = {g: n for (f, g), (n, _) in period.items() if f == name and n != 0}
             out[name] = got
         return out
 
     def parts(self, by: str | None) -> _Parts:
         q, w, lo, hi = self.q, self.plan.workflow, self.lo, self.hi
-        totals = _rows(self.wf, self.values(TOTAL))[ALL]
+        totals = _rows(self.wf, self.values(None))[ALL]
         rows = _named(_rows(self.wf, self.values(by))) if by is not None else {}
         overdue = q.overdue(Scope(w, {}), self.at_end).get(ALL, (0, 0.0, 0.0))
         total = q.cells(w, TOTAL, lo, hi)
-        esc = {f[5:]: int(n) for (f, _), n in total.items() if f.startswith("@esc:") and n}
+        esc = {f[5:]: int(n) for (f, _), (n, _) in total.items() if f.startswith("@esc:") and n}
         tis: dict[str, tuple[int, float, float]] = {}
-        for (f, _), n in sorted(total.items()):
-            if f.startswith("@stay_n:") and n > 0:
-                state, count = f[8:], int(n)
-                secs = total.get(("@stay_s:" + state, TOTAL), 0.0)
+        for (f, _), (n, secs) in sorted(total.items()):
+            if f.startswith("@stay:") and n > 0:
+                state, count = f[6:], int(n)
                 p90 = q.stay_rank(w, state, lo, hi, -(-9 * count // 10))
                 tis[state] = (count, secs / count, p90 or 0.0)
         closed: dict[str, tuple[int, float, float]] = {}
 
-        def resolution(cells: Mapping[tuple[str, str], float], key: Any) -> None:
-            for (f, v), n in cells.items():
-                if f == "@res_n" and n > 0:
-                    k = key(v)
-                    closed[k] = (int(n), cells.get(("@res_cal", v), 0.0) / n,
-                                 cells.get(("@res_work", v), 0.0) / n)
+        def resolution(cells: Mapping[tuple[str, str | None], list[float]], key: Any) -> None:
+            for (f, g), (n, cal) in cells.items():
+                if f == "@res" and n > 0:
+                    work = cells.get(("@resw", g), [0.0, 0.0])[1]
+                    closed[key(g)] = (int(n), cal / n, work / n)
 
-        resolution(total, lambda v: "all")
+        resolution(self._cells(None, lo, ["@res", "@resw"]), lambda g: "all")
         if by is not None:
-            resolution(q.cells(w, by, lo, hi, ["@res_n", "@res_cal", "@res_work"]),
-                       _shown)
-        moved: dict[str, int] = {_shown(v): int(n) for (_, v), n in
+            resolution(self._cells(by, lo, ["@res", "@resw"]),
+                       lambda g: str(g) if g is not None else "(none)")
+        moved: dict[str, int] = {_shown(v): int(n) for (_, v), (n, _) in
                                  q.cells(w, UNIT, lo, hi, ["@reassign"]).items() if n}
         return totals, rows, overdue, esc, tis, closed, moved
 

@@ -69,11 +69,11 @@ class Dialect:
         """An insert that does nothing when the row's key is already there."""
         return pg_insert(table).on_conflict_do_nothing()
 
-    def insert_add(self, table: Any, keys: tuple[str, ...], column: str) -> Any:
-        """An insert that, when the row's key is already there, adds to ``column`` instead."""
+    def insert_add(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """An insert that, when the row's key is already there, adds to ``columns`` instead."""
         st = pg_insert(table).values({c.name: bindparam(c.name) for c in table.c})
-        return st.on_conflict_do_update(index_elements=list(keys),
-                                        set_={column: table.c[column] + st.excluded[column]})
+        return st.on_conflict_do_update(index_elements=list(keys), set_={
+            c: table.c[c] + st.excluded[c] for c in columns})
 
     @staticmethod
     def group_text(value: Any) -> str | None:
@@ -172,10 +172,10 @@ class SQLiteDialect(Dialect):
     def insert_ignore(self, table: Any) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()
 
-    def insert_add(self, table: Any, keys: tuple[str, ...], column: str) -> Any:
+    def insert_add(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
         st = sqlite_insert(table).values({c.name: bindparam(c.name) for c in table.c})
-        return st.on_conflict_do_update(index_elements=list(keys),
-                                        set_={column: table.c[column] + st.excluded[column]})
+        return st.on_conflict_do_update(index_elements=list(keys), set_={
+            c: table.c[c] + st.excluded[c] for c in columns})
 
     @staticmethod
     def group_text(value: Any) -> str | None:

@@ -232,7 +232,8 @@ class FigureCellRow(SQLModel, table=True):
     # On PostgreSQL a cell is kept in several rows (by case), so that commands on different
     # cases seldom wait for each other's row lock on the same cell; a report sums them.
     shard: int = Field(default=0, primary_key=True)
-    n: float = 0.0
+    n: float = 0.0  # a count
+    s: float = 0.0  # a sum (of a figure's field, of seconds in a state, of days to resolve)
 
 
 class StayRow(SQLModel, table=True):

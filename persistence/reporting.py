@@ -203,15 +203,15 @@ class ReportQueries:
         return rows[0][0] if rows else None
 
     def cells(self, workflow: str, dim: str, start: str | None, end: str | None,
-              figures: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
-        """The maintained cells of ``workflow`` for one breakdown (``""``: the total) summed
-        over the local days ``[start, end)``: (figure, value) -> sum."""
+              figures: Sequence[str] | None = None) -> dict[tuple[str, str], tuple[float, float]]:
+        """The maintained cells of ``workflow`` for one breakdown (``""``: those kept only
+        in total) summed over the local days ``[start, end)``: (figure, value) -> (n, s)."""
         conds = [F.c.workflow == workflow, F.c.dim == dim, *self._period(F.c.day, start, end)]
         if figures is not None:
             conds.append(F.c.figure.in_(list(figures)))
-        rows = self._run(select(F.c.figure, F.c.value, func.sum(F.c.n)).where(*conds)
-                         .group_by(F.c.figure, F.c.value))
-        return {(r[0], r[1]): float(r[2] or 0) for r in rows}
+        rows = self._run(select(F.c.figure, F.c.value, func.sum(F.c.n), func.sum(F.c.s))
+                         .where(*conds).group_by(F.c.figure, F.c.value))
+        return {(r[0], r[1]): (float(r[2] or 0), float(r[3] or 0)) for r in rows}
 
     def stay_rank(self, workflow: str, state: str, start: str | None, end: str | None,
                   rank: int) -> float | None:

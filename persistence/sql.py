@@ -224,7 +224,7 @@ class Statements:
 
         # maintained report figures
         self.add_figures = c(dialect.insert_add(
-            F, ("workflow", "dim", "figure", "value", "day", "shard"), "n"))
+            F, ("workflow", "dim", "figure", "value", "day", "shard"), ("n", "s")))
         self.insert_stay = c(_values(S, tuple(S.c)))
         self.drop_stays = c(delete(S).where(S.c.case_id == bindparam("b_case")))
         self.last_move = c(
@@ -249,7 +249,8 @@ class Statements:
                                 .where(C.c.workflow == bindparam("workflow"),
                                        E.c.case_id > bindparam("lo"), E.c.case_id <= bindparam("hi"))
                                 .order_by(E.c.case_id, E.c.seq))
-        self.all_figures = c(select(F.c.dim, F.c.figure, F.c.value, F.c.day, func.sum(F.c.n))
+        self.all_figures = c(select(F.c.dim, F.c.figure, F.c.value, F.c.day, func.sum(F.c.n),
+                                    func.sum(F.c.s))
                              .where(F.c.workflow == bindparam("workflow"))
                              .group_by(F.c.dim, F.c.figure, F.c.value, F.c.day))
         self.all_stays = c(select(S.c.case_id, S.c.seq, S.c.state, S.c.day, S.c.secs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from copy import copy
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -180,10 +179,10 @@ class ReadTx:
         return row[0] if row is not None else None
 
     def stored_figures(self, workflow: str
-                       ) -> tuple[dict[tuple[str, str, str, str], float],
+                       ) -> tuple[dict[tuple[str, str, str, str], tuple[float, float]],
                                   dict[tuple[str, int], tuple[str, str, float]]]:
         """The maintained cells and stays of ``workflow`` as stored."""
-        cells = {(d, f, v, day): float(n) for d, f, v, day, n in self._run(
+        cells = {(d, f, v, day): (float(n), float(s)) for d, f, v, day, n, s in self._run(
             self.sql.all_figures, {"workflow": workflow}).fetchall()}
         stays = {(c, int(q)): (s, d, float(x)) for c, q, s, d, x in self._run(
             self.sql.all_stays, {"workflow": workflow}).fetchall()}
@@ -314,6 +313,15 @@ class Touched:
         self.before, self.after, self.events = before, after, events
 
 
+def _snapshot(r: CaseRecord) -> CaseRecord:
+    """A copy of the record's fields (its data is replaced, never changed in place, by
+    the commands; ``copy.copy`` of a slotted dataclass costs ten times as much)."""
+    return CaseRecord(r.id, r.workflow, r.version, r.state, r.final, r.data, r.escalation_level,
+                      r.opened_at, r.updated_at, r.row_version, r.last_seq, r.last_hash,
+                      r.clocks, r.at_risk, r.overdue_since, r.party_key, r.closed_at, r.seal,
+                      r.unit, r.next_due_at, r.next_deadline)
+
+
 def _indexed(case: CaseRecord) -> tuple[Any, ...]:
     return (case.final, case.party_key, case.unit, case.next_due_at, case.overdue_since)
 
@@ -363,7 +371,7 @@ class WriteTx(ReadTx):
             raise RowAltered(case_id, why)
         rec = self._case(row)
         self._indexed_read[case_id] = _indexed(rec)
-        self._locked[case_id] = copy(rec)
+        self._locked[case_id] = _snapshot(rec)
         return rec
 
     def save_workflow_version(self, name: str, version: str, definition: str, source: str,
@@ -476,15 +484,16 @@ class WriteTx(ReadTx):
 
     # -- maintained report figures -----------------------------------------
     def add_figures(self, workflow: str,
-                    cells: Iterable[tuple[tuple[str, str, str, str], float]],
+                    cells: Iterable[tuple[tuple[str, str, str, str], tuple[float, float]]],
                     spread: str = "") -> None:
-        """Add ``n`` to each ((dim, figure, value, day), n) cell of ``workflow`` (in the row
-        of the cell that ``spread``, a case id, falls to; in key order, so that two
+        """Add (n, s) to each ((dim, figure, value, day), (n, s)) cell of ``workflow`` (in
+        the row of the cell that ``spread``, a case id, falls to; in key order, so that two
         transactions never wait for each other's cells in a circle)."""
         st = self.sql.add_figures
         shard = zlib.crc32(spread.encode()) % self.dialect.figure_shards
         rows = [st.params({"workflow": workflow, "dim": d, "figure": f, "value": v, "day": day,
-                           "shard": shard, "n": n}) for (d, f, v, day), n in sorted(cells)]
+                           "shard": shard, "n": n, "s": s})
+                for (d, f, v, day), (n, s) in sorted(cells)]
         if rows:
             self.cur.executemany(st.sql, rows)
 

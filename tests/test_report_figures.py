@@ -105,13 +105,15 @@ def test_a_check_names_figures_edited_behind_the_engines_back_and_a_rebuild_repa
     with Engine(db_url, [PETITION], clock=clock) as e:
         _year(e, clock, 3)
         received = e.report("petition").totals["received"]
-        sql(e, "UPDATE report_figures SET n = n + 40 WHERE figure = 'received' AND dim = '' "
-               "AND shard = (SELECT min(shard) FROM report_figures WHERE figure = 'received')")
+        one = ("SELECT min(value || '/' || shard) FROM report_figures "
+               "WHERE figure = 'received' AND dim = 'unit'")  # the total is the sum over units
+        sql(e, "UPDATE report_figures SET n = n + 40 WHERE figure = 'received' AND dim = 'unit' "
+               f"AND value || '/' || shard = ({one})")
         sql(e, "DELETE FROM report_stays WHERE seq = 2")
         assert e.report("petition").totals["received"] == received + 40  # what is stored is read
         [check] = e.rebuild_figures("petition", check=True)
         assert not check.ok
-        assert any("received" in d and "the events give 3, stored 43" in d
+        assert any(d.startswith("received on 2026-03-02 (unit=") and "stored 4" in d
                    for d in check.differences), check.differences
         assert any(d.startswith("stay ended by event 2") for d in check.differences)
         [rebuilt] = e.rebuild_figures("petition")
@@ -168,10 +170,10 @@ def test_the_rebuild_command_checks_and_rebuilds(sqlite_url: str, tmp_path: Path
     clock = FrozenClock(START)
     with Engine(sqlite_url, [PETITION], clock=clock) as e:
         _year(e, clock, 2)
-        sql(e, "UPDATE report_figures SET n = 9 WHERE figure = 'accepted' AND dim = ''")
+        sql(e, "UPDATE report_figures SET n = 9 WHERE figure = 'accepted' AND dim = 'source'")
     db = ("--db", sqlite_url)
     bad = run_cli(*db, "rebuild-figures", "--check")
-    assert bad.code == 1 and "differs: accepted on 2026-03-02 (total)" in bad.output
+    assert bad.code == 1 and "differs: accepted on 2026-03-02 (source=" in bad.output
     good = run_cli(*db, "rebuild-figures")
     assert good.code == 0 and "petition: rebuilt" in good.output and "from 2 case(s)" in good.output
     again = run_cli(*db, "rebuild-figures", "--check")

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("day", sa.String(length=10), primary_key=True),
         sa.Column("shard", sa.Integer(), primary_key=True),
         sa.Column("n", sa.Float(), nullable=False),
+        sa.Column("s", sa.Float(), nullable=False),
     )
     op.create_table(
         "report_stays",
