@@ -349,7 +349,8 @@ class Tally:
                 mine = add.cells[cell]
                 mine[0] -= n
                 mine[1] -= s
-            tx.drop_stays(case_id)
+            # A stay depends on the events alone: the old ones are kept as they are.
+            add.stays = [st for st in add.stays if st[1] > before.last_seq]
         else:
             add.events(after, new)
             if after.closed_at is not None:

@@ -217,18 +217,21 @@ documents = DocumentRow.__table__  # type: ignore[attr-defined]
 
 
 class FigureCellRow(SQLModel, table=True):
-    """One maintained report figure for one local day and one group: how many (or how
-    much) of ``figure`` the cases of ``workflow`` whose breakdown field ``dim`` has the
-    value ``value`` gave that day. ``dim`` and ``value`` are empty for the total; the
-    engine keeps these in each command's transaction so a report sums a few rows."""
+    """One maintained report figure for one local day and one group: how many (``n``) and
+    how much (``s``) of ``figure`` the cases of ``workflow`` whose breakdown field ``dim``
+    has the value ``value`` gave that day (``dim`` and ``value`` empty: kept in total
+    only). The engine keeps these in each command's transaction so a report sums a few
+    rows. Keyed by day within a breakdown: a command's cells of one breakdown sit side by
+    side, and a period is one range. On SQLite the key is the table (WITHOUT ROWID)."""
 
     __tablename__ = "report_figures"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     workflow: str = Field(primary_key=True, max_length=64)
     dim: str = Field(primary_key=True, max_length=64)
+    day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD in the workflow's zone
     figure: str = Field(primary_key=True, max_length=160)
     value: str = Field(primary_key=True, max_length=512)
-    day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD in the workflow's zone
     # On PostgreSQL a cell is kept in several rows (by case), so that commands on different
     # cases seldom wait for each other's row lock on the same cell; a report sums them.
     shard: int = Field(default=0, primary_key=True)
@@ -237,20 +240,19 @@ class FigureCellRow(SQLModel, table=True):
 
 
 class StayRow(SQLModel, table=True):
-    """One completed stay of a case in a state (ended by the event ``seq``), kept for the
-    time-in-state percentiles of reports."""
+    """One completed stay of a case in a state (ended by the case's event ``seq``), kept
+    for the time-in-state percentiles of reports. Keyed by state and length, so the
+    percentile of a period walks one state's stays in order (one B-tree on SQLite)."""
 
     __tablename__ = "report_stays"
-    # Covering: the percentile of a period walks the state's stays in order of length
-    # and reads each one's day from the index itself.
-    __table_args__ = (Index("ix_report_stays_state_secs", "workflow", "state", "secs", "day"),)
+    __table_args__ = {"sqlite_with_rowid": False}
 
+    workflow: str = Field(primary_key=True, max_length=64)
+    state: str = Field(primary_key=True, max_length=128)
+    secs: float = Field(primary_key=True)
+    day: str = Field(primary_key=True, max_length=10)
     case_id: str = Field(primary_key=True, max_length=36)
     seq: int = Field(primary_key=True)
-    workflow: str = Field(max_length=64)
-    state: str = Field(max_length=128)
-    day: str = Field(max_length=10)
-    secs: float
 
 
 class FigurePlanRow(SQLModel, table=True):

@@ -224,9 +224,8 @@ class Statements:
 
         # maintained report figures
         self.add_figures = c(dialect.insert_add(
-            F, ("workflow", "dim", "figure", "value", "day", "shard"), ("n", "s")))
+            F, ("workflow", "dim", "day", "figure", "value", "shard"), ("n", "s")))
         self.insert_stay = c(_values(S, tuple(S.c)))
-        self.drop_stays = c(delete(S).where(S.c.case_id == bindparam("b_case")))
         self.last_move = c(
             select(E.c.at, E.c.to_state)
             .where(E.c.case_id == bindparam("id"), E.c.seq < bindparam("seq"),

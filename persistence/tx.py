@@ -184,8 +184,10 @@ class ReadTx:
         """The maintained cells and stays of ``workflow`` as stored."""
         cells = {(d, f, v, day): (float(n), float(s)) for d, f, v, day, n, s in self._run(
             self.sql.all_figures, {"workflow": workflow}).fetchall()}
-        stays = {(c, int(q)): (s, d, float(x)) for c, q, s, d, x in self._run(
-            self.sql.all_stays, {"workflow": workflow}).fetchall()}
+        stays: dict[tuple[str, int], tuple[str, str, float]] = {}
+        for c, q, st, d, x in self._run(self.sql.all_stays, {"workflow": workflow}).fetchall():
+            key = (c, int(q))
+            stays[key] = ("(stored twice)", d, float(x)) if key in stays else (st, d, float(x))
         return cells, stays
 
     def case_ids(self, workflow: str | None = None) -> list[str]:
@@ -493,7 +495,8 @@ class WriteTx(ReadTx):
         shard = zlib.crc32(spread.encode()) % self.dialect.figure_shards
         rows = [st.params({"workflow": workflow, "dim": d, "figure": f, "value": v, "day": day,
                            "shard": shard, "n": n, "s": s})
-                for (d, f, v, day), (n, s) in sorted(cells)]
+                for (d, f, v, day), (n, s) in sorted(cells, key=lambda c: (c[0][0], c[0][3], c[0][1],
+                                                                          c[0][2]))]
         if rows:
             self.cur.executemany(st.sql, rows)
 
@@ -504,9 +507,6 @@ class WriteTx(ReadTx):
                            "secs": x}) for c, q, s, d, x in stays]
         if rows:
             self.cur.executemany(st.sql, rows)
-
-    def drop_stays(self, case_id: str) -> None:
-        self._run(self.sql.drop_stays, {"b_case": case_id})
 
     def last_move(self, case_id: str, before_seq: int) -> tuple[datetime, str] | None:
         """When the case last entered a state before event ``before_seq``, and which."""

@@ -31,24 +31,24 @@ def upgrade() -> None:
         "report_figures",
         sa.Column("workflow", sa.String(length=64), primary_key=True),
         sa.Column("dim", sa.String(length=64), primary_key=True),
+        sa.Column("day", sa.String(length=10), primary_key=True),
         sa.Column("figure", sa.String(length=160), primary_key=True),
         sa.Column("value", sa.String(length=512), primary_key=True),
-        sa.Column("day", sa.String(length=10), primary_key=True),
         sa.Column("shard", sa.Integer(), primary_key=True),
         sa.Column("n", sa.Float(), nullable=False),
         sa.Column("s", sa.Float(), nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "report_stays",
+        sa.Column("workflow", sa.String(length=64), primary_key=True),
+        sa.Column("state", sa.String(length=128), primary_key=True),
+        sa.Column("secs", sa.Float(), primary_key=True),
+        sa.Column("day", sa.String(length=10), primary_key=True),
         sa.Column("case_id", sa.String(length=36), primary_key=True),
         sa.Column("seq", sa.Integer(), primary_key=True),
-        sa.Column("workflow", sa.String(length=64), nullable=False),
-        sa.Column("state", sa.String(length=128), nullable=False),
-        sa.Column("day", sa.String(length=10), nullable=False),
-        sa.Column("secs", sa.Float(), nullable=False),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_report_stays_state_secs", "report_stays",
-                    ["workflow", "state", "secs", "day"])
     op.create_table(
         "report_plans",
         sa.Column("workflow", sa.String(length=64), primary_key=True),
@@ -60,6 +60,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_cases_overdue", table_name="cases")
     op.drop_table("report_plans")
-    op.drop_index("ix_report_stays_state_secs", table_name="report_stays")
     op.drop_table("report_stays")
     op.drop_table("report_figures")
