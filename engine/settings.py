@@ -54,6 +54,10 @@ class SchedulerSettings(_Section):
     interval_seconds: float = Field(default=30.0, gt=0)
     batch_size: int = Field(default=200, ge=1, le=10_000)
     lease_seconds: float = Field(default=60.0, gt=0)
+    # How long a claim on outbox notices (the scheduler's, and every notice with durable
+    # notices, as the HTTP service runs) holds: the notices a process claimed and did not
+    # hand over before it died go out again, from any process, once this has passed.
+    notice_lease_seconds: float = Field(default=60.0, gt=0)
 
 
 def _days(items: tuple[str, ...], year: int, what: str) -> frozenset[date]:

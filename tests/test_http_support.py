@@ -107,6 +107,8 @@ paths = {wf}
 [scheduler]
 interval_seconds = 0.5
 lease_seconds = 30
+# A killed server's claimed notices go out again after this: well within the tests' waits.
+notice_lease_seconds = 5
 
 [http]
 scheduler = true
