@@ -30,13 +30,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .calendars import WorkdayIndex
+from .calendars import Calendar, ChinaWorkdays, WorkdayIndex, calendar_data
 from .clock import Clock, from_db, to_db
 from .definition import FigureSpec
 from .errors import InvalidQuery, UnknownWorkflow
 from .machine import CompiledWorkflow
 from .persistence.records import CaseRecord, EventRecord
-from .persistence.tx import ReadTx, WriteTx
+from .persistence.tx import ReadTx, WriteTx, dumps
 from .registry import Registry
 from .storage import Storage
 
@@ -44,7 +44,7 @@ DAY = 86_400.0
 TOTAL = ""  # the dim (and value) of the total
 UNIT = "@unit"  # the dim of the lead unit column (reassignments per unit)
 NONE = "~"  # the value of a case with no value in a breakdown field
-VERSION = "2"  # of the contribution rules below; a change rebuilds every workflow's figures
+VERSION = "3"  # of the contribution rules below; a change rebuilds every workflow's figures
 
 Cell = tuple[str, str, str, str]  # dim, figure, value, day
 Sums = tuple[float, float]  # a cell's n and s
@@ -90,10 +90,34 @@ def plan_of(wf: CompiledWorkflow) -> Plan | None:
     watched = sorted({*spec.by, *(k for _, _, w in figures for k in w)})
     tz = wf.timing.calendar.tz
     digest = hashlib.sha256(json.dumps(
-        [VERSION, spec.model_dump(mode="json"), str(tz)], sort_keys=True).encode()).hexdigest()
+        [VERSION, spec.model_dump(mode="json"), str(tz),
+         _calendar_key(wf.timing.calendars.official)], sort_keys=True).encode()).hexdigest()
     return Plan(wf.name, digest, tz, tuple(spec.by), tuple(watched), figures,
                 tuple(sorted({n for _, f, _ in figures for n in f.without})),
                 tuple(f for f in figures if f[1].count == "events" or f[1].sum is not None), wf)
+
+
+def _calendar_key(cal: Calendar) -> list[Any]:
+    """What the working days of the time to resolve are counted on (a closed case's are
+    kept when it closes): another calendar, holiday data or declared year is another plan."""
+    key: list[Any] = [calendar_data(cal), str(cal.tz)]
+    if isinstance(cal, ChinaWorkdays):
+        key.append(sorted((y, sorted(d.isoformat() for d in dy.days_off),
+                           sorted(d.isoformat() for d in dy.workdays))
+                          for y, dy in cal.declared.items()))
+    return key
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values of a field are the same to a report: of one JSON type and the
+    same JSON (``1`` and ``1.0``, ``[0]`` and ``[false]`` are equal in Python, not here)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, str):
+        return a == b
+    return dumps(a) == dumps(b)
 
 
 def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
@@ -270,7 +294,7 @@ class Tally:
     of work (:meth:`flush`), after a ledger import (:meth:`add_cases`), and by an
     operator (:meth:`rebuild`, :meth:`check`)."""
 
-    RECHECK = 30.0  # seconds before a workflow whose figures are not built is looked at again
+    RECHECK = 30.0  # seconds before the cases of a workflow whose figures are not built are counted again
     MOVES = 50_000  # cases whose last move is remembered
 
     def __init__(self, storage: Storage, registry: Registry, clock: Clock) -> None:
@@ -298,12 +322,17 @@ class Tally:
         with no cases but those opened in this transaction starts its figures now."""
         known = self._ready.get(plan.workflow)
         now = time.monotonic()
-        if known is not None and known[0] == plan.fingerprint and (
-                known[1] or now - known[2] < self.RECHECK):
-            return known[1]
+        if known is not None and known[0] == plan.fingerprint and known[1]:
+            return True
+        # Not built (or not known): read the stored plan in every transaction, so that a
+        # rebuild by another engine or process is followed at once (a command skipped
+        # here after that rebuild would be missing from the figures for good). Counting
+        # the cases is needed only until the workflow is known to have some.
         stored = tx.figure_plan(plan.workflow)
         built = stored == plan.fingerprint
-        if stored is None and tx.count_cases_of(plan.workflow) <= opened_here:
+        had_cases = (known is not None and known[0] == plan.fingerprint
+                     and now - known[2] < self.RECHECK)
+        if stored is None and not had_cases and tx.count_cases_of(plan.workflow) <= opened_here:
             # No case but this transaction's: the figures start empty, hence built. Two
             # processes opening their first cases at once both start them (the same plan).
             built = tx.start_figure_plan(plan.workflow, plan.fingerprint,
@@ -339,7 +368,7 @@ class Tally:
             last = add.last
         elif (before.closed_at is not None or before.unit != after.unit
               or before.workflow != after.workflow
-              or any(before.data.get(k) != after.data.get(k) for k in plan.watched)):
+              or not all(_same(before.data.get(k), after.data.get(k)) for k in plan.watched)):
             events = tx.history(case_id)
             old = [e for e in events if e.seq <= before.last_seq]
             add.whole(after, events)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import Float, Select, bindparam, cast, event, func, literal
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -55,8 +58,10 @@ class Dialect:
         return cast(column, JSONB)[key].astext
 
     def json_number(self, column: Any, key: str) -> Any:
-        """The numeric value of ``key`` in a JSON text column."""
-        return cast(cast(column, JSONB)[key].astext, Float)
+        """The numeric value of ``key`` in a JSON text column (NULL unless a JSON number:
+        text, a bool or a list adds nothing, as the maintained figures count it)."""
+        value = cast(column, JSONB)[key]
+        return sql_case((func.jsonb_typeof(value) == "number", cast(value.astext, Float)))
 
     def json_equals(self, column: Any, key: str, value: Any) -> Any:
         """``key`` in a JSON text column equals the JSON value ``value``."""
@@ -77,12 +82,12 @@ class Dialect:
 
     @staticmethod
     def group_text(value: Any) -> str | None:
-        """A field's value as :meth:`json_field` reads it (the text a breakdown shows)."""
+        """A field's value as :meth:`json_field` reads it (the text a breakdown shows):
+        ``jsonb``'s own rendering of the stored JSON (numbers as ``numeric`` prints them,
+        object keys in ``jsonb``'s order)."""
         if value is None or isinstance(value, str):
             return value
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return json.dumps(value, ensure_ascii=False)
+        return _jsonb_text(value)
 
     def lock_figures(self, cur: Any) -> None:
         """Hold off the commands' figure updates while the figures are rebuilt: a command
@@ -159,7 +164,8 @@ class SQLiteDialect(Dialect):
         return func.json_extract(column, f"$.{key}")
 
     def json_number(self, column: Any, key: str) -> Any:
-        return func.json_extract(column, f"$.{key}")
+        return sql_case((func.json_type(column, f"$.{key}").in_(["integer", "real"]),
+                         func.json_extract(column, f"$.{key}")))
 
     def json_equals(self, column: Any, key: str, value: Any) -> Any:
         if isinstance(value, bool):
@@ -185,7 +191,8 @@ class SQLiteDialect(Dialect):
             return "1" if value else "0"
         if isinstance(value, (int, float)):
             return str(value)
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # json_extract gives a list or object as the stored text (canonical, sorted keys).
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
     def lock_figures(self, cur: Any) -> None:
         """The write transaction holds the database's write lock already."""
@@ -198,6 +205,30 @@ class SQLiteDialect(Dialect):
 
     def claim(self, stmt: Select[Any]) -> Select[Any]:
         return stmt
+
+
+def _jsonb_text(value: Any) -> str:
+    """The text PostgreSQL prints for the ``jsonb`` of ``value`` as stored (orjson's JSON)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # jsonb keeps a number as numeric: no exponent, the scale written, no negative zero.
+        number = Decimal(orjson.dumps(value).decode())
+        text = format(number, "f")
+        return text[1:] if number.is_zero() and text.startswith("-") else text
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(value[k])}"
+                               for k in keys) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def dialect_for(url: str, *, sqlite_synchronous: str, busy_timeout_ms: int) -> Dialect:
