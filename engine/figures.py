@@ -44,6 +44,7 @@ DAY = 86_400.0
 TOTAL = ""  # the dim (and value) of the total
 UNIT = "@unit"  # the dim of the lead unit column (reassignments per unit)
 NONE = "~"  # the value of a case with no value in a breakdown field
+STALE = "stale"  # the plan of figures written under two report definitions
 VERSION = "3"  # of the contribution rules below; a change rebuilds every workflow's figures
 
 Cell = tuple[str, str, str, str]  # dim, figure, value, day
@@ -302,7 +303,7 @@ class Tally:
         self._registry = registry
         self._clock = clock
         self._plans: dict[int, Plan | None] = {}
-        self._ready: dict[str, tuple[str, bool, float]] = {}  # workflow: fingerprint, built, when
+        self._had_cases: dict[str, float] = {}  # workflow: when it was seen to have cases
         # case id -> (its last seq, when and into which state it last moved): valid while
         # the case's last seq is still that one, so another process's writes are noticed.
         self._moves: dict[str, tuple[int, datetime, str]] = {}
@@ -318,27 +319,36 @@ class Tally:
         return self._plans[key]
 
     def _built(self, tx: WriteTx, plan: Plan, opened_here: int) -> bool:
-        """Whether the stored figures of the plan's workflow follow this plan; a workflow
-        with no cases but those opened in this transaction starts its figures now."""
-        known = self._ready.get(plan.workflow)
-        now = time.monotonic()
-        if known is not None and known[0] == plan.fingerprint and known[1]:
-            return True
-        # Not built (or not known): read the stored plan in every transaction, so that a
-        # rebuild by another engine or process is followed at once (a command skipped
-        # here after that rebuild would be missing from the figures for good). Counting
-        # the cases is needed only until the workflow is known to have some.
+        """Whether the stored figures of the plan's workflow follow this plan, read in every
+        transaction (a primary-key read): a rebuild by another engine or process is
+        followed at once, and an engine on another report definition is noticed.
+
+        Not built: on PostgreSQL the command first holds off a rebuild that has not read
+        the cases yet (or waits for one that has) and looks again, so that it is either in
+        the rebuild's reading or adds its own. A workflow with no cases but those opened in
+        this transaction starts its figures now. Figures that follow another definition
+        while this engine writes cases are marked stale: nobody reads them until rebuilt.
+        """
         stored = tx.figure_plan(plan.workflow)
-        built = stored == plan.fingerprint
-        had_cases = (known is not None and known[0] == plan.fingerprint
-                     and now - known[2] < self.RECHECK)
-        if stored is None and not had_cases and tx.count_cases_of(plan.workflow) <= opened_here:
-            # No case but this transaction's: the figures start empty, hence built. Two
-            # processes opening their first cases at once both start them (the same plan).
-            built = tx.start_figure_plan(plan.workflow, plan.fingerprint,
-                                         to_db(self._clock.now())) == plan.fingerprint
-        self._ready[plan.workflow] = (plan.fingerprint, built, now)
-        return built
+        if stored == plan.fingerprint:
+            return True
+        tx.dialect.hold_figures(tx.cur)
+        stored = tx.figure_plan(plan.workflow)
+        if stored == plan.fingerprint:
+            return True
+        now = time.monotonic()
+        if stored is None:
+            had = self._had_cases.get(plan.workflow)
+            if (had is None or now - had > self.RECHECK) and \
+                    tx.count_cases_of(plan.workflow) <= opened_here:
+                # Two processes opening their first cases at once both start them (the same
+                # plan; the second insert does nothing).
+                return tx.start_figure_plan(plan.workflow, plan.fingerprint,
+                                            to_db(self._clock.now())) == plan.fingerprint
+            self._had_cases[plan.workflow] = now
+        elif stored != STALE:
+            tx.set_figure_plan(plan.workflow, STALE, to_db(self._clock.now()))
+        return False
 
     def flush(self, tx: WriteTx) -> None:
         """Add what the cases written since the last flush contribute."""
@@ -454,7 +464,6 @@ class Tally:
             tx.add_stays(workflow, ((c, q, st, d, x) for (c, q), (st, d, x) in stays.items()))
             tx.set_figure_plan(workflow, plan.fingerprint, to_db(self._clock.now()))
             tx.take_touched()
-        self._ready[workflow] = (plan.fingerprint, True, time.monotonic())
         out.seconds = time.perf_counter() - started
         return out
 

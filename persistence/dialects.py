@@ -89,6 +89,11 @@ class Dialect:
             return value
         return _jsonb_text(value)
 
+    def hold_figures(self, cur: Any) -> None:
+        """Hold off a rebuild of the figures until this transaction ends (or wait for the
+        one under way): taken by a command that finds the figures not built."""
+        cur.execute("LOCK TABLE report_figures IN ROW EXCLUSIVE MODE")
+
     def lock_figures(self, cur: Any) -> None:
         """Hold off the commands' figure updates while the figures are rebuilt: a command
         that committed before is in the rebuild's reading, one after adds its own."""
@@ -193,6 +198,9 @@ class SQLiteDialect(Dialect):
             return str(value)
         # json_extract gives a list or object as the stored text (canonical, sorted keys).
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+    def hold_figures(self, cur: Any) -> None:
+        """One writer at a time: a rebuild and a command never overlap."""
 
     def lock_figures(self, cur: Any) -> None:
         """The write transaction holds the database's write lock already."""
