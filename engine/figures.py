@@ -464,6 +464,8 @@ class Tally:
             tx.add_stays(workflow, ((c, q, st, d, x) for (c, q), (st, d, x) in stays.items()))
             tx.set_figure_plan(workflow, plan.fingerprint, to_db(self._clock.now()))
             tx.take_touched()
+        with self._storage.errors():
+            self._storage.store.refresh_statistics("report_figures", "report_stays")
         out.seconds = time.perf_counter() - started
         return out
 

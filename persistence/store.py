@@ -104,6 +104,17 @@ class Store:
         """
         return check_schema(self.engine, self.dialect.schema_lock)
 
+    def refresh_statistics(self, *tables: str) -> None:
+        """After tables were rewritten in bulk: on PostgreSQL ``VACUUM ANALYZE`` them, so the
+        planner knows their size and index-only scans need not visit every row (the
+        visibility map); SQLite needs nothing."""
+        if self.dialect.name != "postgresql":
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in tables:
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+
     def dispose(self) -> None:
         """Close the lane (queued writes fail with :class:`StoreClosed`; the group in hand is
         waited for, within the busy timeout) and release every connection."""
