@@ -388,8 +388,8 @@ def test_the_core_never_imports_the_views() -> None:
     offenders = []
     for path in sorted([*(ROOT / "engine").rglob("*.py"), *(ROOT / "persistence").rglob("*.py")]):
         rel = path.relative_to(ROOT)
-        if rel.parts[:2] in (("engine", "views"), ("engine", "http")) or rel in (
-                Path("engine/cli.py"), Path("engine/demo.py")):
+        if rel.parts[:2] in (("engine", "views"), ("engine", "http"), ("engine", "cli")) or (
+                rel == Path("engine/demo.py")):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names: list[str] = []
