@@ -1,9 +1,12 @@
 """Webhooks and the scheduler over HTTP: a receiver that fails then recovers gets every
-notice at least once with a valid signature; a killed server loses no notice; two uvicorn
+notice at least once with a valid signature; a killed server loses no notice; a
+subscription is in force for every notice recorded after its POST answered, and a deleted
+one for none after its DELETE answered, in this process and in another; two uvicorn
 workers on one PostgreSQL share the scheduler and fire each timer once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -17,7 +20,9 @@ import httpx
 import pytest
 from casework import Engine, FrozenClock
 from casework.http import verify_signature
+from casework.http.notices import NoticeStore
 from casework.http.testing import ServerProcess, free_port
+from sqlalchemy import event
 
 from tests.petition_steps import CLERK, OPEN_DATA, STANDARD
 from tests.test_http_support import auth, live, write_config
@@ -128,6 +133,77 @@ def test_a_receiver_that_fails_then_recovers_gets_each_notice_signed(db_url: str
         assert r.status_code == 422
 
 
+@contextmanager
+def a_read_held(store: NoticeStore) -> Iterator[None]:
+    """A read of the subscriptions (``store.webhooks()``, in a thread) that has run its query
+    and is held there until the block ends: whatever the block commits, that read began
+    before it. On leaving, the read is let go and has finished (both waits bounded)."""
+    held, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread() is reader and "FROM http_webhooks" in statement \
+                and not held.is_set():
+            held.set()
+            release.wait(WAIT)
+
+    def read() -> None:
+        try:
+            store.webhooks()
+        except BaseException as e:  # shown by the test
+            errors.append(e)
+
+    reader = threading.Thread(target=read, name="held-read", daemon=True)
+    event.listen(store.engine, "after_cursor_execute", hold)
+    try:
+        reader.start()
+        assert held.wait(WAIT), "the read of the subscriptions never ran"
+        yield
+    finally:
+        release.set()
+        reader.join(WAIT)
+        event.remove(store.engine, "after_cursor_execute", hold)
+    assert not reader.is_alive() and not errors, errors
+
+
+def store_of(h: Any) -> NoticeStore:
+    store: NoticeStore = h.server.server.config.app.state.casework.store
+    return store
+
+
+def open_case(client: httpx.Client) -> str:
+    r = client.post("/workflows/petition/cases", json={"data": OPEN_DATA}, headers=auth(CLERK))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_a_subscription_gets_the_next_notice_though_a_read_began_before_it(
+        db_url: str, clock: FrozenClock) -> None:
+    # A read of the subscriptions that began before the POST committed, and finished after
+    # it, must not leave this process recording the next notices without the new one.
+    with Receiver() as rx, live(db_url, clock) as h:
+        with a_read_held(store_of(h)):
+            hook = subscribe(h.client, rx.url)
+        cid = open_case(h.client)  # recorded before the answer (no outbox in this engine)
+        r = h.client.get(f"/webhooks/{hook['id']}/deliveries", headers=auth(CLERK))
+        assert [d["case_id"] for d in r.json()] == [cid], r.json()
+        assert rx.wait_for(1), rx.posts
+
+
+def test_a_deleted_subscription_gets_nothing_new_though_a_read_began_before(
+        db_url: str, clock: FrozenClock) -> None:
+    with Receiver() as kept_rx, Receiver() as gone_rx, live(db_url, clock) as h:
+        kept, gone = subscribe(h.client, kept_rx.url), subscribe(h.client, gone_rx.url)
+        store = store_of(h)
+        with a_read_held(store):
+            assert h.client.delete(f"/webhooks/{gone['id']}", headers=auth(CLERK)).status_code == 204
+        cid = open_case(h.client)
+        r = h.client.get(f"/webhooks/{kept['id']}/deliveries", headers=auth(CLERK))
+        assert [d["case_id"] for d in r.json()] == [cid], r.json()
+        assert store.deliveries(gone["id"]) == []
+        assert kept_rx.wait_for(1), kept_rx.posts
+
+
 def test_a_killed_server_loses_no_notice(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'cases.db'}"
     # The receiver is down for the whole first life of the server, whose deliveries must
@@ -186,6 +262,44 @@ def pg_url(pg_database: str) -> Iterator[str]:
     from tests.conftest import new_pg_schema
 
     yield new_pg_schema(pg_database)
+
+
+@pytest.mark.postgres
+def test_subscriptions_are_in_force_at_once_in_another_worker_process(
+        tmp_path: Path, pg_database: str) -> None:
+    """Two server processes on one PostgreSQL: a subscription made (or deleted) through one
+    is in force for the very next notice the other records, though the other had just read
+    the subscriptions."""
+    with pg_url(pg_database) as db:
+        Engine(db, []).close()  # the schema, made once
+        cfg = write_config(tmp_path, db)
+        store = NoticeStore(db)  # what the servers have recorded
+        with contextlib.closing(store), \
+                Receiver() as kept_rx, Receiver() as gone_rx, Receiver() as new_rx, \
+                ServerProcess(cfg) as a, ServerProcess(cfg) as b, \
+                httpx.Client(base_url=a.url, timeout=30) as ca, \
+                httpx.Client(base_url=b.url, timeout=30) as cb:
+            kept, gone = subscribe(ca, kept_rx.url), subscribe(ca, gone_rx.url)
+
+            def listed() -> set[str]:  # b reads the subscriptions (and may keep them)
+                r = cb.get("/webhooks", headers=auth(CLERK))
+                assert r.status_code == 200, r.text
+                return {w["id"] for w in r.json()}
+
+            assert listed() == {kept["id"], gone["id"]}
+            assert ca.delete(f"/webhooks/{gone['id']}", headers=auth(CLERK)).status_code == 204
+            first = open_case(cb)  # b's notice: for kept, not for gone
+            assert kept_rx.wait_for(1), kept_rx.posts
+            assert store.deliveries(gone["id"]) == []  # recorded with kept's: none queued
+            listed()
+            new = subscribe(ca, new_rx.url)
+            second = open_case(cb)  # b's notice: for kept and for new
+            assert new_rx.wait_for(1), new_rx.posts
+            assert kept_rx.wait_for(2), kept_rx.posts
+            assert {json.loads(body)["case_id"] for _, body in new_rx.posts} == {second}
+            assert {json.loads(body)["case_id"] for _, body in kept_rx.posts} == {first, second}
+            assert listed() == {kept["id"], new["id"]}
+            assert store.deliveries(gone["id"]) == [] and not gone_rx.posts
 
 
 @pytest.mark.postgres

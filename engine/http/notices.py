@@ -5,7 +5,13 @@ Every notice the engine hands to this process's subscribers (after a command com
 from the outbox for what the scheduler caused, which the outbox redelivers until it is
 handed over) is written to ``http_notices`` once (keyed by what it is: ``transition:<case>:
 <seq>``), with personal fields masked, and a ``http_deliveries`` row for each matching
-webhook, in one transaction. The dispatcher claims due deliveries (an owner and a lease,
+webhook, in one transaction. The subscriptions it records deliveries for are the ones in
+the database when it does (a cached list is used only while ``http_webhook_generation``,
+read in that transaction, still says what it was read at; adding or deleting a
+subscription counts it up in its own transaction, and on PostgreSQL the two exclude each
+other by an advisory lock): a notice recorded after ``POST /webhooks`` answered, in any
+process, is delivered to the new subscriber, and none recorded after a ``DELETE`` answered
+is queued for the deleted one. The dispatcher claims due deliveries (an owner and a lease,
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several server processes share the work) and
 posts them, signed: ``Casework-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" under the subscription's secret>``. A failure is recorded and retried with
@@ -57,6 +63,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -113,6 +121,23 @@ deliveries_t = Table(
     Index("ix_http_deliveries_due", "status", "next_at"),
     Index("ix_http_deliveries_webhook", "webhook_id", "id"),
 )
+
+# One row (id 1): counted up by every change of the subscriptions, in its transaction, so
+# that a process's cached list of them is known current by one read of a primary key.
+generation_t = Table(
+    "http_webhook_generation", meta,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+)
+
+# PostgreSQL advisory lock: held shared by each notice's transaction, exclusively by a
+# change of the subscriptions (7244081 is the tables' creator, 7244082 the console's).
+SUBSCRIPTIONS_LOCK = 7244083
+_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({SUBSCRIPTIONS_LOCK})")
+_EXCLUSIVE = text(f"SELECT pg_advisory_xact_lock({SUBSCRIPTIONS_LOCK})")
+_GENERATION = select(generation_t.c.generation).where(generation_t.c.id == 1).scalar_subquery()
+# A notice, returning its id and the generation (built once: its cache key too).
+_RECORD = insert(notices_t).returning(notices_t.c.id, _GENERATION.label("generation"))
 
 attempts_t = Table(
     "http_delivery_attempts", meta,
@@ -241,7 +266,9 @@ class NoticeStore:
                 cur.close()
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._webhooks: tuple[float, list[Webhook]] | None = None
+        # (generation, the subscriptions at it): current while the database's generation
+        # is the same number.
+        self._webhooks: tuple[int, list[Webhook]] | None = None
         self._create()
 
     @contextlib.contextmanager
@@ -260,6 +287,8 @@ class NoticeStore:
             if self.backend == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(7244081)"))  # one creator
             meta.create_all(conn, checkfirst=True)
+            ins = (pg_insert if self.backend == "postgresql" else sqlite_insert)(generation_t)
+            conn.execute(ins.values(id=1, generation=0).on_conflict_do_nothing())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -278,14 +307,19 @@ class NoticeStore:
                payload: dict[str, Any]) -> int | None:
         """Write a notice and its deliveries once; its id (None if it was there already)."""
         at_db = at.astimezone(UTC).replace(tzinfo=None)
-        hooks = [w for w in self.webhooks(active_only=True) if w.wants(name, workflow)]
         try:
             with self._errors(), self.engine.begin() as conn:
-                pk = conn.execute(insert(notices_t).values(
-                    key=key, name=name, workflow=workflow, case_id=case_id, at=at_db,
-                    payload=orjson.dumps(payload).decode())).inserted_primary_key
-                assert pk is not None
-                nid = pk[0]
+                if self.backend == "postgresql":
+                    # No change of the subscriptions commits while this notice is written
+                    # (and the insert below, a statement of its own, sees every one before).
+                    conn.execute(_SHARED)
+                # The generation is read by the insert itself (one round trip): on SQLite
+                # the statement holds the write lock by then, so it reads the latest state,
+                # which nothing changes before the commit (the subscriptions are in this file).
+                nid, gen = conn.execute(_RECORD, {
+                    "key": key, "name": name, "workflow": workflow, "case_id": case_id,
+                    "at": at_db, "payload": orjson.dumps(payload).decode()}).one()
+                hooks = [w for w in self._current(conn, gen) if w.active and w.wants(name, workflow)]
                 if hooks:
                     now = utcnow()
                     conn.execute(insert(deliveries_t), [
@@ -322,21 +356,44 @@ class NoticeStore:
         w = Webhook(secrets.token_hex(8), url, tuple(dict.fromkeys(notices)), workflow,
                     description, owner, "whsec_" + secrets.token_urlsafe(32), True, utcnow())
         with self._errors(), self.engine.begin() as conn:
+            self._changing(conn)
             conn.execute(insert(webhooks_t).values(
                 id=w.id, url=w.url, notices=orjson.dumps(list(w.notices)).decode(),
                 workflow=w.workflow, description=w.description, owner=w.owner, secret=w.secret,
                 active=True, created_at=w.created_at))
-        self._webhooks = None
         return w
 
-    def webhooks(self, *, owner: str | None = None, active_only: bool = False) -> list[Webhook]:
+    def _changing(self, conn: Any) -> None:
+        """In a transaction that changes the subscriptions: wait for the notices being
+        written (PostgreSQL), and count the generation up (which, on SQLite, takes the
+        write lock first)."""
+        if self.backend == "postgresql":
+            conn.execute(_EXCLUSIVE)
+        conn.execute(update(generation_t).where(generation_t.c.id == 1)
+                     .values(generation=generation_t.c.generation + 1))
+
+    def _current(self, conn: Any, gen: int | None = None) -> list[Webhook]:
+        """The subscriptions as the database has them now: the cached list if the generation
+        (read now, or just read by the caller's statement) is the one it was read at, else
+        read again (after the generation, so that the list is at least as new as the number
+        it is kept under)."""
+        if gen is None:
+            gen = conn.execute(select(_GENERATION)).scalar()
         cached = self._webhooks
-        if cached is None or time.monotonic() - cached[0] > 2.0:
-            with self._errors(), self.engine.connect() as conn:
-                rows = conn.execute(select(webhooks_t).order_by(webhooks_t.c.created_at)).all()
-            cached = (time.monotonic(), [_webhook(r) for r in rows])
-            self._webhooks = cached
-        return [w for w in cached[1] if (owner is None or w.owner == owner)
+        if gen is not None and cached is not None and cached[0] == gen:
+            return cached[1]
+        rows = conn.execute(select(webhooks_t).order_by(webhooks_t.c.created_at)).all()
+        hooks = [_webhook(r) for r in rows]
+        if gen is not None:
+            with self._lock:
+                if self._webhooks is None or self._webhooks[0] < gen:
+                    self._webhooks = (int(gen), hooks)
+        return hooks
+
+    def webhooks(self, *, owner: str | None = None, active_only: bool = False) -> list[Webhook]:
+        with self._errors(), self.engine.connect() as conn:
+            hooks = self._current(conn)
+        return [w for w in hooks if (owner is None or w.owner == owner)
                 and (w.active or not active_only)]
 
     def webhook(self, wid: str) -> Webhook | None:
@@ -346,11 +403,12 @@ class NoticeStore:
 
     def remove_webhook(self, wid: str) -> bool:
         with self._errors(), self.engine.begin() as conn:
+            self._changing(conn)
             n = conn.execute(delete(webhooks_t).where(webhooks_t.c.id == wid)).rowcount
+            # Every notice written before holds no lock now: its deliveries are all here.
             conn.execute(update(deliveries_t).where(and_(deliveries_t.c.webhook_id == wid,
                                                          deliveries_t.c.status == "pending"))
                          .values(status="failed", last_error="subscription removed"))
-        self._webhooks = None
         return bool(n)
 
     def deliveries(self, wid: str, limit: int = 100, status: str | None = None) -> list[dict[str, Any]]:
