@@ -54,10 +54,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import CaseworkError, InvalidInput, MissingExtra, Proposal
 from ..settings import HttpSettings
 from ..types import Actor, Case
-from . import models as M
 from .auth import Authenticator, AuthError
 from .docs import docs_page
 from .guard import Guard
+from .models import (
+    ActorOut,
+    CaseOut,
+    CasePageOut,
+    DeadlineOut,
+    DeliveryOut,
+    DiagramOut,
+    EventOut,
+    Fire,
+    HealthOut,
+    NoticeOut,
+    OpenCase,
+    ProblemOut,
+    ReportOut,
+    TimerOut,
+    TriggerOptionOut,
+    VerifyOut,
+    VersionsOut,
+    WebhookCreated,
+    WebhookIn,
+    WebhookOut,
+    WhatIfIn,
+    WhatIfOut,
+    WorkflowOut,
+    WorkflowSummary,
+)
 from .notices import with_id
 from .problems import PROBLEM_JSON, from_error, problem, validation_errors
 from .service import Service
@@ -287,12 +312,12 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return None if key is None else f"http:{who.id}:{key}"
 
     # -- operations ----------------------------------------------------------------------
-    @app.get("/healthz", response_model=M.HealthOut, tags=["operations"])
+    @app.get("/healthz", response_model=HealthOut, tags=["operations"])
     def healthz() -> Response:
         """The process answers."""
         return JSON({"status": "ok"})
 
-    @app.get("/readyz", response_model=M.HealthOut, tags=["operations"],
+    @app.get("/readyz", response_model=HealthOut, tags=["operations"],
              responses=_problems(503))
     def readyz() -> Response:
         """The database answers and its schema is the code's."""
@@ -343,13 +368,13 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         def docs() -> HTMLResponse:
             return HTMLResponse(docs_page(app.openapi()))
 
-    @app.get("/whoami", response_model=M.ActorOut, tags=["operations"], responses=READ)
+    @app.get("/whoami", response_model=ActorOut, tags=["operations"], responses=READ)
     def whoami(who: Who) -> Response:
         """The actor the credential names (id, roles, unit)."""
         return JSON({"id": who.id, "roles": sorted(who.roles), "unit": who.unit})
 
     # -- workflows -----------------------------------------------------------------------
-    @app.get("/workflows", response_model=list[M.WorkflowSummary], tags=["workflows"],
+    @app.get("/workflows", response_model=list[WorkflowSummary], tags=["workflows"],
              responses=READ)
     def workflows(who: Who) -> Response:
         """The newest loaded version of each workflow."""
@@ -357,7 +382,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
                       "states": list(w.states), "triggers": list(w.triggers),
                       "activities": list(w.activities)} for w in engine.workflows.values()])
 
-    @app.get("/workflows/{workflow}", response_model=M.WorkflowOut, tags=["workflows"],
+    @app.get("/workflows/{workflow}", response_model=WorkflowOut, tags=["workflows"],
              responses=READ)
     def workflow(workflow: Name, who: Who,
                  version: Annotated[str | None, Query(max_length=200)] = None) -> Response:
@@ -365,7 +390,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         parsed definition."""
         return JSON(call(engine.workflow, workflow, version).to_dict())
 
-    @app.get("/workflows/{workflow}/versions", response_model=M.VersionsOut, tags=["workflows"],
+    @app.get("/workflows/{workflow}/versions", response_model=VersionsOut, tags=["workflows"],
              responses=READ)
     def versions(workflow: Name, who: Who) -> Response:
         """The versions of the workflow stored in the database, oldest first."""
@@ -373,7 +398,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return JSON({"workflow": workflow, "latest": latest,
                      "versions": call(engine.workflow_versions, workflow)})
 
-    @app.get("/workflows/{workflow}/diagram", response_model=M.DiagramOut, tags=["workflows"],
+    @app.get("/workflows/{workflow}/diagram", response_model=DiagramOut, tags=["workflows"],
              responses={**READ, **_problems(501), 200: {"content": {
                  "application/json": {}, "image/svg+xml": {"schema": {"type": "string"}},
                  "image/png": {"schema": {"type": "string", "format": "binary"}}}}})
@@ -397,7 +422,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             data = Path(path).read_bytes()
         return Response(data, media_type="image/svg+xml" if format == "svg" else "image/png")
 
-    @app.get("/workflows/{workflow}/report", response_model=M.ReportOut, tags=["reports"],
+    @app.get("/workflows/{workflow}/report", response_model=ReportOut, tags=["reports"],
              responses={**READ, 200: {"content": {"application/json": {},
                                                   "text/csv": {"schema": {"type": "string"}}}}})
     def report(workflow: Name, who: Who,
@@ -420,10 +445,10 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return JSON(rep.as_dict())
 
     # -- cases ---------------------------------------------------------------------------
-    @app.post("/workflows/{workflow}/cases", response_model=M.CaseOut, status_code=201,
+    @app.post("/workflows/{workflow}/cases", response_model=CaseOut, status_code=201,
               tags=["cases"], responses={**COMMAND, 201: {"headers": {
                   **ETAG, "Location": {"schema": {"type": "string"}}}}})
-    def open_case(workflow: Name, who: Who, body: Annotated[M.OpenCase, Body()],
+    def open_case(workflow: Name, who: Who, body: Annotated[OpenCase, Body()],
                   idempotency_key: IdemKey = None) -> Response:
         """Open a case of the workflow, as the credential's actor."""
         case = call(svc.command, "open", lambda: engine.open_case(
@@ -432,7 +457,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             {"casework.workflow": workflow, "casework.actor": who.id})
         return case_json(case, who, 201, {"Location": f"/cases/{case.id}"})
 
-    @app.get("/cases", response_model=M.CasePageOut, tags=["cases"], responses=READ)
+    @app.get("/cases", response_model=CasePageOut, tags=["cases"], responses=READ)
     def search(who: Who,
                workflow: Annotated[str | None, Query(max_length=64)] = None,
                state: Annotated[str | None, Query(max_length=128)] = None,
@@ -463,7 +488,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             sort=sort, cursor=cursor, limit=limit, count=count))
         return JSON(page.to_dict(), headers={"Next-Cursor": page.cursor} if page.cursor else None)
 
-    @app.get("/worklist", response_model=M.CasePageOut, tags=["cases"], responses=READ)
+    @app.get("/worklist", response_model=CasePageOut, tags=["cases"], responses=READ)
     def worklist(who: Who,
                  of: Annotated[str, Query(pattern="^(mine|unit|supervised)$")] = "mine",
                  unit: Annotated[list[str] | None, Query(max_length=50)] = None,
@@ -475,30 +500,30 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         page = call(lambda: engine.worklist(who, of=of, units=unit, cursor=cursor, limit=limit))
         return JSON(page.to_dict(), headers={"Next-Cursor": page.cursor} if page.cursor else None)
 
-    @app.get("/cases/{case_id}", response_model=M.CaseOut, tags=["cases"],
+    @app.get("/cases/{case_id}", response_model=CaseOut, tags=["cases"],
              responses={**READ, 200: {"headers": ETAG}})
     def get_case(case_id: CaseId, who: Who) -> Response:
         """The case as stored now; its ETag is its row version."""
         return case_json(call(engine.get_case, case_id), who)
 
-    @app.get("/cases/{case_id}/history", response_model=list[M.EventOut], tags=["cases"],
+    @app.get("/cases/{case_id}/history", response_model=list[EventOut], tags=["cases"],
              responses=READ)
     def history(case_id: CaseId, who: Who) -> Response:
         """The case's events, oldest first."""
         case = call(engine.get_case, case_id)
         return JSON(svc.events_out(case, call(engine.history, case_id), who))
 
-    @app.get("/cases/{case_id}/triggers", response_model=list[M.TriggerOptionOut],
+    @app.get("/cases/{case_id}/triggers", response_model=list[TriggerOptionOut],
              tags=["cases"], responses=READ)
     def triggers(case_id: CaseId, who: Who) -> Response:
         """What the credential's actor may do on the case now, and for each refused option
         the rule that refuses it."""
         return JSON([o.to_dict() for o in call(engine.available_triggers, case_id, who)])
 
-    @app.post("/cases/{case_id}/triggers/{trigger}", response_model=M.CaseOut, tags=["cases"],
+    @app.post("/cases/{case_id}/triggers/{trigger}", response_model=CaseOut, tags=["cases"],
               responses={**COMMAND, 200: {"headers": ETAG}})
     def fire(case_id: CaseId, trigger: Name, who: Who,
-             body: Annotated[M.Fire | None, Body()] = None,
+             body: Annotated[Fire | None, Body()] = None,
              idempotency_key: IdemKey = None, if_match: IfMatch = None) -> Response:
         """Fire a transition's trigger or an activity on the case, as the credential's actor.
         ``If-Match`` (the ETag as last read) refuses the write with 412 if the case moved on."""
@@ -511,13 +536,13 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             if_match=expected is not None)
         return case_json(case, who)
 
-    @app.get("/cases/{case_id}/deadlines", response_model=list[M.DeadlineOut], tags=["cases"],
+    @app.get("/cases/{case_id}/deadlines", response_model=list[DeadlineOut], tags=["cases"],
              responses=READ)
     def deadlines(case_id: CaseId, who: Who) -> Response:
         """The case's deadline clocks (durations in seconds)."""
         return JSON([d.to_dict() for d in call(engine.deadlines, case_id)])
 
-    @app.get("/cases/{case_id}/timers", response_model=list[M.TimerOut], tags=["cases"],
+    @app.get("/cases/{case_id}/timers", response_model=list[TimerOut], tags=["cases"],
              responses=READ)
     def timers(case_id: CaseId, who: Who) -> Response:
         """The case's timer instants that have not fired yet, soonest first."""
@@ -547,9 +572,9 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             data = Path(path).read_bytes()
         return Response(data, media_type="image/svg+xml" if format == "svg" else "image/png")
 
-    @app.post("/cases/{case_id}/what-if", response_model=M.WhatIfOut, tags=["cases"],
+    @app.post("/cases/{case_id}/what-if", response_model=WhatIfOut, tags=["cases"],
               responses=COMMAND)
-    def what_if(case_id: CaseId, who: Who, body: Annotated[M.WhatIfIn, Body()]) -> Response:
+    def what_if(case_id: CaseId, who: Who, body: Annotated[WhatIfIn, Body()]) -> Response:
         """What the case would meet until ``until`` if the proposed commands were sent by the
         credential's actor, beside doing nothing; nothing is written."""
         def at(v: datetime | None) -> datetime | None:
@@ -572,7 +597,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return JSON({"until": result.until.isoformat(), "proposed": outcome(result.proposed),
                      "unchanged": outcome(result.unchanged)})
 
-    @app.get("/cases/{case_id}/verify", response_model=M.VerifyOut, tags=["cases"],
+    @app.get("/cases/{case_id}/verify", response_model=VerifyOut, tags=["cases"],
              responses=READ)
     def verify_case(case_id: CaseId, who: Who) -> Response:
         """Problems in the case's hash chain (empty: intact)."""
@@ -580,7 +605,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         problems = call(engine.verify, case_id)
         return JSON({"ok": not problems, "problems": problems})
 
-    @app.get("/verify", response_model=M.VerifyOut, tags=["operations"], responses=READ)
+    @app.get("/verify", response_model=VerifyOut, tags=["operations"], responses=READ)
     def verify_all(who: Who) -> Response:
         """Problems in every case's hash chain (empty: intact)."""
         problems = call(engine.verify)
@@ -657,9 +682,9 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
             raise StarletteHTTPException(404, f"no webhook {wid!r} of yours")
         return hook
 
-    @app.post("/webhooks", response_model=M.WebhookCreated, status_code=201, tags=["notices"],
+    @app.post("/webhooks", response_model=WebhookCreated, status_code=201, tags=["notices"],
               responses=_problems(400, 401, 413, 422, 503))
-    def add_webhook(who: Who, body: Annotated[M.WebhookIn, Body()]) -> Response:
+    def add_webhook(who: Who, body: Annotated[WebhookIn, Body()]) -> Response:
         """Subscribe a URL to notices; the answer holds the signing secret, shown this once.
         Each delivery is a POST of a Notice, signed ``Casework-Signature: t=<unix>,v1=<hex
         HMAC-SHA256 of "<t>.<body>">``, retried with backoff until the receiver answers 2xx."""
@@ -676,12 +701,12 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         return JSON({**hook.public(), "secret": hook.secret}, status_code=201,
                     headers={"Location": f"/webhooks/{hook.id}"})
 
-    @app.get("/webhooks", response_model=list[M.WebhookOut], tags=["notices"], responses=READ)
+    @app.get("/webhooks", response_model=list[WebhookOut], tags=["notices"], responses=READ)
     def list_webhooks(who: Who) -> Response:
         """The actor's subscriptions."""
         return JSON([w.public() for w in svc.store.webhooks(owner=who.id)])
 
-    @app.get("/webhooks/{webhook_id}", response_model=M.WebhookOut, tags=["notices"],
+    @app.get("/webhooks/{webhook_id}", response_model=WebhookOut, tags=["notices"],
              responses=READ)
     def get_webhook(webhook_id: WebhookId, who: Who) -> Response:
         return JSON(_hook_or_404(webhook_id, who).public())
@@ -694,7 +719,7 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
         svc.store.remove_webhook(webhook_id)
         return Response(status_code=204)
 
-    @app.get("/webhooks/{webhook_id}/deliveries", response_model=list[M.DeliveryOut],
+    @app.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut],
              tags=["notices"], responses=READ)
     def deliveries(webhook_id: WebhookId, who: Who,
                    status: Literal["pending", "delivered", "failed"] | None = None,
@@ -710,9 +735,9 @@ def create_app(engine: Any, settings: HttpSettings | None = None, *,
                                  openapi_version=app.openapi_version,
                                  description=app.description, routes=app.routes)
             comps = schema.setdefault("components", {}).setdefault("schemas", {})
-            comps["Problem"] = M.ProblemOut.model_json_schema(
+            comps["Problem"] = ProblemOut.model_json_schema(
                 ref_template="#/components/schemas/{model}")
-            comps["Notice"] = M.NoticeOut.model_json_schema(
+            comps["Notice"] = NoticeOut.model_json_schema(
                 ref_template="#/components/schemas/{model}")
             app.openapi_schema = schema
         return app.openapi_schema

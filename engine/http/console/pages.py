@@ -39,10 +39,10 @@ from ...views.labels import Labels
 from ..auth import AuthError
 from ..problems import from_error, rule_of
 from ..service import Service
-from . import ConsoleOptions
 from .cache import Answer, SlowCache
 from .fontslice import FontSlice
 from .forms import Input, field_input, opening_inputs, parse, step_inputs
+from .options import ConsoleOptions
 from .present import local, span, urgency, value_text
 from .sessions import Session, SessionStore, digest
 
