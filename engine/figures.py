@@ -339,14 +339,21 @@ class Tally:
         now = time.monotonic()
         if stored is None:
             had = self._had_cases.get(plan.workflow)
-            if (had is None or now - had > self.RECHECK) and \
-                    tx.count_cases_of(plan.workflow) <= opened_here:
-                # Two processes opening their first cases at once both start them (the same
-                # plan; the second insert does nothing).
-                return tx.start_figure_plan(plan.workflow, plan.fingerprint,
-                                            to_db(self._clock.now())) == plan.fingerprint
-            self._had_cases[plan.workflow] = now
-        elif stored != STALE:
+            if had is None or now - had > self.RECHECK:
+                cases = tx.count_cases_of(plan.workflow)
+                # Read again after the count: the transaction that wrote a case counted here
+                # and started the figures committed both at once.
+                stored = tx.figure_plan(plan.workflow)
+                if stored == plan.fingerprint:
+                    return True
+                if stored is None and cases <= opened_here:
+                    # Two processes opening their first cases at once both start them (the
+                    # same plan; the second insert waits for the first, then does nothing).
+                    return tx.start_figure_plan(plan.workflow, plan.fingerprint,
+                                                to_db(self._clock.now())) == plan.fingerprint
+                if stored is None:
+                    self._had_cases[plan.workflow] = now
+        if stored is not None and stored not in (STALE, plan.fingerprint):
             tx.set_figure_plan(plan.workflow, STALE, to_db(self._clock.now()))
         return False
 
