@@ -140,6 +140,19 @@ def resolve_where(wf: CompiledWorkflow, where: Mapping[str, Any] | None) -> dict
     return out
 
 
+def plan_problem(plan: Plan, stored: str | None) -> str | None:
+    """Why the stored figures (following ``stored``) cannot be read for ``plan``: None
+    when they can. One wording for reports and for the check."""
+    if stored == plan.fingerprint:
+        return None
+    if stored is None:
+        return "the figures are not built yet (casework rebuild-figures)"
+    if stored == STALE:
+        return ("the figures were written under two report definitions (an engine on "
+                "another version of the workflow wrote cases; casework rebuild-figures)")
+    return "the figures follow another report definition (casework rebuild-figures)"
+
+
 def is_move(ev: EventRecord) -> bool:
     """An event that put the case in a state (the stays of time in state run between them)."""
     return ev.kind == "open" or (ev.kind in ("transition", "migration")
@@ -485,12 +498,9 @@ class Tally:
         if plan is None:
             return out
         with self._storage.read() as tx:
-            stored_plan = tx.figure_plan(workflow)
-            if stored_plan != plan.fingerprint:
-                out.differences.append(
-                    "the figures are not built for this report definition (run casework "
-                    "rebuild-figures)" if stored_plan is None else
-                    "the figures follow another report definition (run casework rebuild-figures)")
+            problem = plan_problem(plan, tx.figure_plan(workflow))
+            if problem is not None:
+                out.differences.append(problem)
             out.cases, cells, stays = self._compute(tx, plan)
             out.cells, out.stays = len(cells), len(stays)
             have_cells, have_stays = tx.stored_figures(workflow)

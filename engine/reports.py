@@ -21,7 +21,7 @@ from .calendars import WorkdayIndex
 from .clock import Clock, from_db, to_db
 from .definition import FigureSpec
 from .errors import InvalidQuery
-from .figures import STALE, TOTAL, UNIT, Plan, Tally, key_value, resolve_where
+from .figures import TOTAL, UNIT, Plan, Tally, key_value, plan_problem, resolve_where
 from .machine import CompiledWorkflow
 from .persistence.reporting import ALL, ReportQueries, Scope
 from .registry import Registry
@@ -244,15 +244,7 @@ def _why_not_figures(q: ReportQueries, plan: Plan | None, wf: CompiledWorkflow,
         return "a report filtered by case fields (where) is counted from the events"
     if "?" in (_local_day(lo, wf), _local_day(hi, wf)):
         return "the period does not start and end at a local midnight"
-    stored = q.figure_plan(wf.name)
-    if stored == plan.fingerprint:
-        return None
-    if stored is None:
-        return "the figures are not built yet (casework rebuild-figures)"
-    if stored == STALE:
-        return ("the figures were written under two report definitions (an engine on "
-                "another version of the workflow wrote cases; casework rebuild-figures)")
-    return "the figures follow another report definition (casework rebuild-figures)"
+    return plan_problem(plan, q.figure_plan(wf.name))
 
 
 class _FromFigures:
